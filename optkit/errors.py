@@ -1,0 +1,26 @@
+"""The project's error types. Library code raises these with a message a user can act on;
+`optkit.cli.app` prints them as one line (`error: <message>`) and exits with code 1."""
+
+
+class OptkitError(Exception):
+    """Base class: an error the user can fix (bad file, bad option, missing data)."""
+
+
+class CheckpointError(OptkitError):
+    """A file is missing, truncated, unsafe to load, or not an optkit checkpoint."""
+
+
+class ModelError(OptkitError):
+    """Unknown model name or model option, or an input size the model cannot take."""
+
+
+class DatasetError(OptkitError):
+    """A dataset is missing, empty, or does not match the checkpoint."""
+
+
+class ConfigError(OptkitError):
+    """An option value is out of range or inconsistent with another option."""
+
+
+class DeviceError(OptkitError):
+    """A device was requested that this machine does not have (e.g. CUDA without a GPU)."""
