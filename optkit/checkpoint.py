@@ -1,0 +1,242 @@
+"""optkit's checkpoint: a build recipe plus weights, safe to load (DESIGN §3).
+
+A file holds only tensors, numbers, strings, lists and dicts, so it loads with
+`torch.load(..., weights_only=True)` and never runs code from the file. A model is rebuilt as
+`create_model(arch) -> replay transforms -> load_state_dict(weights, strict=True)`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from optkit import __version__
+from optkit.errors import CheckpointError
+from optkit.io import atomic_open
+
+FORMAT = "optkit-checkpoint/1"
+
+# Stages that change a model's structure register how to replay it here, as "module:function"
+# with the signature `replay(model, entry: dict) -> nn.Module`. Imported only when a checkpoint needs it.
+TRANSFORM_REPLAYERS: dict[str, str] = {}
+
+
+@dataclass
+class Checkpoint:
+    arch: dict  # {"name": registry name, "kwargs": model options (num_classes excluded)}
+    model: dict  # state_dict: parameter/buffer name -> tensor
+    names: list[str]  # class names, index = class id
+    imgsz: int  # the input size (pixels, square) the model was trained/validated at
+    task: str = "classify"
+    transforms: list[dict] = field(default_factory=list)  # structural changes to replay, in order
+    ema: dict | None = None  # EMA state_dict (training checkpoints only)
+    updates: int = 0  # optimizer steps taken (drives the EMA decay ramp)
+    optimizer: dict | None = None
+    scaler: dict | None = None  # AMP GradScaler state (CUDA training)
+    epoch: int = -1  # last completed epoch, 0-based; -1 when not a training checkpoint
+    best_fitness: float | None = None  # best validation top-1 so far
+    train_args: dict | None = None  # the trainer's full config, for --resume
+    train_state: dict | None = None  # trainer bookkeeping for --resume (early stopping, ...)
+    metrics: dict = field(default_factory=dict)
+    preprocess: dict = field(default_factory=dict)  # input normalisation: {"mean": [...], "std": [...]}
+    lineage: list[dict] = field(default_factory=list)  # one entry per stage: how this file was made
+    optkit_version: str = __version__
+    date: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def inference_weights(self) -> dict:
+        """The weights to deploy: the EMA when training kept one, else the raw model."""
+        return self.ema if self.ema is not None else self.model
+
+    def add_lineage(self, stage: str, args: dict, metrics: dict | None = None) -> None:
+        self.lineage.append(
+            {
+                "stage": stage,
+                "args": to_plain(args),
+                "metrics": to_plain(metrics or {}),
+                "time": _now(),
+                "optkit_version": __version__,
+            }
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict_shallow(self)
+        d["format"] = FORMAT
+        d["date"] = _now()
+        return d
+
+
+def asdict_shallow(ckpt: Checkpoint) -> dict:
+    """Like dataclasses.asdict but without deep-copying tensors."""
+    return {f.name: getattr(ckpt, f.name) for f in fields(ckpt)}
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    import torch
+
+    path = Path(path)
+    payload = ckpt.to_dict()
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load an optkit checkpoint without executing anything from the file."""
+    path = Path(path)
+    raw = _safe_torch_load(path)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} is not an optkit checkpoint (it holds a {type(raw).__name__})")
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(_describe_foreign_dict(path, raw))
+    known = {f.name for f in fields(Checkpoint)}
+    values = {k: v for k, v in raw.items() if k in known}
+    try:
+        ckpt = Checkpoint(**values)
+    except TypeError as e:  # a required key is missing
+        raise CheckpointError(f"{path} is a damaged optkit checkpoint ({e})") from None
+    _check_fields(path, ckpt)
+    return ckpt
+
+
+def _safe_torch_load(path: Path) -> Any:
+    import torch
+
+    _check_readable_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(_describe_unsafe(path, str(e))) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first_line})") from None
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; expected a .pt checkpoint file")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX model; this command needs a .pt checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes)")
+
+
+def _describe_unsafe(path: Path, message: str) -> str:
+    # torch names the first global it refused: "Unsupported global: GLOBAL models.yolo.Model was not ..."
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if match is None:  # not a pickled object: random or damaged bytes
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+        reason = detail.group(1).strip() if detail else "unreadable pickle data"
+        return f"{path} is truncated or not a PyTorch checkpoint ({reason})"
+    return (
+        f"{path} is not an optkit checkpoint: it contains pickled Python objects ({match.group(1)}), "
+        "and unpickling them would run code from the file; optkit refused to load it"
+    )
+
+
+def _describe_foreign_dict(path: Path, raw: dict) -> str:
+    if raw and all(hasattr(v, "shape") for v in raw.values()):
+        return f"{path} is a plain state_dict (no architecture recorded), not an optkit checkpoint"
+    fmt = raw.get("format")
+    if isinstance(fmt, str) and fmt.startswith("optkit-checkpoint/"):
+        return f"{path} uses checkpoint format {fmt}, which this optkit ({__version__}) cannot read"
+    return f"{path} is not an optkit checkpoint (no 'format: {FORMAT}' key)"
+
+
+def _check_fields(path: Path, ckpt: Checkpoint) -> None:
+    arch_ok = isinstance(ckpt.arch, dict) and isinstance(ckpt.arch.get("name"), str)
+    if not arch_ok or not isinstance(ckpt.model, dict) or not ckpt.model:
+        raise CheckpointError(f"{path} is a damaged optkit checkpoint (no architecture or weights)")
+    if not isinstance(ckpt.names, list) or not ckpt.names:
+        raise CheckpointError(f"{path} is a damaged optkit checkpoint (no class names)")
+    if not isinstance(ckpt.imgsz, int) or ckpt.imgsz <= 0:
+        raise CheckpointError(f"{path} is a damaged optkit checkpoint (bad imgsz {ckpt.imgsz!r})")
+
+
+def build_model(ckpt: Checkpoint, weights: str = "inference"):
+    """Rebuild the nn.Module: registry -> transform replay -> strict load. Returns it in eval mode.
+
+    weights: "inference" (EMA if present, else model), "model" (raw training weights) or "ema".
+    """
+    model = create_architecture(ckpt)
+    state = {"inference": ckpt.inference_weights(), "model": ckpt.model, "ema": ckpt.ema}[weights]
+    if state is None:
+        raise CheckpointError(f"checkpoint has no {weights} weights")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint weights do not fit its architecture: {first}") from None
+    return model.eval()
+
+
+def create_architecture(ckpt: Checkpoint):
+    """The model with the checkpoint's structure and freshly initialised weights."""
+    from optkit.models import create_model
+
+    kwargs = dict(ckpt.arch.get("kwargs") or {})
+    model = create_model(ckpt.arch["name"], num_classes=ckpt.num_classes, **kwargs)
+    for entry in ckpt.transforms:
+        model = replay_transform(model, entry)
+    return model
+
+
+def replay_transform(model, entry: dict):
+    kind = entry.get("kind")
+    target = TRANSFORM_REPLAYERS.get(kind)
+    if target is None:
+        raise CheckpointError(f"checkpoint needs transform '{kind}', which this optkit does not know")
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)(model, entry)
+
+
+def checkpoint_from_model(model, names: list[str], imgsz: int, **extra) -> Checkpoint:
+    """A fresh checkpoint for a registry model (built by `optkit.models.create_model`)."""
+    return Checkpoint(
+        arch={"name": model.arch_name, "kwargs": dict(model.arch_options)},
+        model=state_dict_cpu(model),
+        names=list(names),
+        imgsz=int(imgsz),
+        **extra,
+    )
+
+
+def state_dict_cpu(model) -> dict:
+    """A detached CPU copy of a model's state_dict (safe to keep while training goes on)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def to_plain(obj: Any) -> Any:
+    """Convert to the types weights_only loading accepts (str, numbers, bool, None, lists, dicts)."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if hasattr(obj, "__dataclass_fields__"):
+        return to_plain(asdict(obj))
+    return str(obj)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+

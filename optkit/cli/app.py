@@ -1,0 +1,93 @@
+"""The root `optkit` command: registers one module per command and maps errors to exit codes.
+
+Exit codes: 0 success; 1 an error the user can fix (`error: <message>` on stderr); 2 a usage
+error (unknown option, bad value); 130 interrupted. Tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from optkit import __version__
+from optkit.cli import info, models, train, val
+
+app = typer.Typer(
+    name="optkit",
+    help="Take a PyTorch vision model from training checkpoint to a fast, small, verified artifact.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"optkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """optkit: train, prune, fuse, quantize, strip, export and profile vision models."""
+
+
+app.command("train")(train.train)
+app.command("val")(val.val)
+app.command("info")(info.info)
+app.command("models")(models.models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code instead of raising (tests call this in-process)."""
+    from optkit.errors import OptkitError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        code = app(args=argv, prog_name="optkit", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        if debug:
+            traceback.print_exc()
+        return _fail(_usage_message(e, argv), getattr(e, "exit_code", 2))
+    except OptkitError as e:
+        if debug:
+            traceback.print_exc()
+        return _fail(str(e), 1)
+    except Exception as e:  # a bug, not the user's fault: say so in one line
+        if debug:
+            traceback.print_exc()
+            return _fail(f"{type(e).__name__}: {e}", 1)
+        return _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+def _usage_message(e: Exception, argv: list[str]) -> str:
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    where = f"optkit {command} --help" if command in app_commands() else "optkit --help"
+    return f"{message} (see: {where})"
+
+
+def app_commands() -> set[str]:
+    return {c.name for c in app.registered_commands if c.name}
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

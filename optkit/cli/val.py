@@ -1,0 +1,31 @@
+"""`optkit val`: top-1 / top-5 / loss of a checkpoint on a dataset's val split."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+
+def val(
+    weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    data: o.Data = "builtin:shapes",
+    imgsz: o.Imgsz = None,
+    batch_size: o.BatchSize = 128,
+    workers: o.Workers = None,
+    device: o.Device = "",
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Validate: accuracy and loss on the val split (the checkpoint's EMA weights if it has them)."""
+    from optkit.measure.validate import validate_checkpoint
+    from optkit.report.console import emit_json
+    from optkit.report.val import print_val
+
+    result = validate_checkpoint(weights, data, imgsz=imgsz, batch_size=batch_size, workers=workers, device=device)
+    if json_out:
+        emit_json(result)
+    else:
+        print_val(result)

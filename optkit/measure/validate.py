@@ -1,0 +1,46 @@
+"""Validate a checkpoint file on a dataset: the library side of `optkit val`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from optkit.errors import ConfigError, DatasetError
+
+
+def validate_checkpoint(
+    weights: str | Path, data: str, imgsz: int | None = None, batch_size: int = 128,
+    workers: int | None = None, device: str = "",
+) -> dict:
+    from optkit.checkpoint import build_model, load_checkpoint
+    from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers, resolve_data
+    from optkit.device import select_device
+    from optkit.measure.evaluate import evaluate
+    from optkit.models.imgsz import check_imgsz
+
+    if not 1 <= batch_size <= 65536:
+        raise ConfigError(f"--batch-size must be in [1, 65536], got {batch_size}")
+    ckpt = load_checkpoint(weights)
+    imgsz = check_imgsz(imgsz or ckpt.imgsz)
+    spec = resolve_data(data)
+    if list(spec.names) != list(ckpt.names):
+        raise DatasetError(
+            f"dataset classes do not match the checkpoint's: data has {len(spec.names)} "
+            f"({_short(spec.names)}), checkpoint has {len(ckpt.names)} ({_short(ckpt.names)})"
+        )
+    dev = select_device(device)
+    model = build_model(ckpt).to(dev)
+    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz), classes=list(ckpt.names))
+    loader = build_val_loader(dataset, batch_size, workers if workers is not None else default_workers())
+    t0 = time.perf_counter()
+    acc = evaluate(model, loader, dev)
+    seconds = time.perf_counter() - t0
+    return {
+        "weights": str(weights), "data": data, "split": "val", "imgsz": imgsz, "device": str(dev),
+        **acc.as_dict(), "seconds": seconds, "images_per_s": acc.images / seconds if seconds else None,
+    }
+
+
+def _short(names: list[str], n: int = 4) -> str:
+    head = ", ".join(names[:n])
+    return head + (", ..." if len(names) > n else "")

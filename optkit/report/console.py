@@ -1,0 +1,42 @@
+"""The two consoles: results to stdout, progress and logs to stderr (so `--json` stdout stays clean)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+
+@functools.cache
+def out():
+    from rich.console import Console
+
+    return Console(soft_wrap=False)
+
+
+@functools.cache
+def err():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=False)
+
+
+def emit_json(obj: dict) -> None:
+    """One JSON object on stdout, nothing else."""
+    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """Fraction -> percent text; None -> 'n/a'."""
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def mb(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.2f} MB"  # bytes to MB (10^6, as file managers show)

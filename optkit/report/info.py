@@ -1,0 +1,49 @@
+"""What `optkit info` prints."""
+
+from __future__ import annotations
+
+from optkit.report.console import mb, out, pct
+
+
+def print_info(r: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"optkit info  {r['path']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    options = ", ".join(f"{k}={v}" for k, v in r["arch_options"].items())
+    table.add_row("arch", r["arch"] + (f" ({options})" if options else ""))
+    if r["transforms"]:
+        table.add_row("transforms", " -> ".join(r["transforms"]))
+    table.add_row("task", r["task"])
+    names = ", ".join(r["names"][:10]) + (", ..." if r["num_classes"] > 10 else "")
+    table.add_row("classes", f"{r['num_classes']}: {names}")
+    table.add_row("imgsz", str(r["imgsz"]))
+    table.add_row("epoch", "n/a" if r["epoch"] is None else str(r["epoch"]))
+    table.add_row("best fitness", pct(r["best_fitness"]) + " val top-1" if r["best_fitness"] is not None else "n/a")
+    metrics = r["metrics"]
+    if metrics:
+        table.add_row("metrics", "  ".join(f"{k} {pct(v) if k.startswith('top') else f'{v:.4g}'}"
+                                            for k, v in metrics.items()))
+    table.add_row("params", f"{r['params']:,}")
+    table.add_row("precision", r["precision"])
+    table.add_row("carries", ", ".join(k for k, v in r["carries"].items() if v) or "weights only")
+    table.add_row("file size", mb(r["file_bytes"]))
+    table.add_row("written by", f"optkit {r['optkit_version']}  {r['date']}")
+    out().print(table)
+    if r["lineage"]:
+        out().print(_lineage_table(r["lineage"]))
+
+
+def _lineage_table(lineage: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="lineage")
+    for col in ("#", "stage", "time", "metrics", "optkit"):
+        table.add_column(col)
+    for i, entry in enumerate(lineage, 1):
+        metrics = entry.get("metrics") or {}
+        shown = "  ".join(f"{k} {pct(v) if k.startswith('top') else v}" for k, v in metrics.items()
+                          if k in ("top1", "top5", "epoch"))
+        table.add_row(str(i), entry.get("stage", "?"), entry.get("time", ""), shown, entry.get("optkit_version", ""))
+    return table

@@ -1,0 +1,70 @@
+"""What `optkit train` shows: a progress bar per epoch on stderr, an epoch line, a final summary."""
+
+from __future__ import annotations
+
+from optkit.report.console import err, out, pct
+
+
+class TrainDisplay:
+    """A progress callback for the Trainer: `display(event, **info)`."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=err(), transient=True,
+        )
+        self.progress.__enter__()
+        self.task = None
+        self.epochs = 0
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+        return False
+
+    def __call__(self, event: str, **info) -> None:
+        getattr(self, f"_on_{event}")(**info)
+
+    def _on_start(self, save_dir, start_epoch: int, notes: list[str]) -> None:
+        for note in notes:
+            err().print(f"note: {note}")
+        resumed = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
+        err().print(f"training -> {save_dir}{resumed}")
+
+    def _on_batch(self, epoch: int, i: int, nb: int, loss: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(f"epoch {epoch + 1}", total=nb, info="")
+        self.progress.update(self.task, completed=i + 1, info=f"loss {loss:.4f}")
+
+    def _on_epoch(self, row: dict, improved: bool, images_per_s: float) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        star = " *" if improved else ""
+        err().print(
+            f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"top1 {pct(row['top1'])}  top5 {pct(row['top5'])}  lr {row['lr_weights']:.2e}  "
+            f"{images_per_s:,.0f} img/s  {row['time']:.1f}s{star}"
+        )
+
+
+def print_summary(result) -> None:
+    from rich.table import Table
+
+    for note in result.notes:
+        err().print(f"note: {note}")
+    table = Table(title="optkit train", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("run", str(result.save_dir))
+    table.add_row("epochs", f"{result.epoch}" + (" (stopped early)" if result.stopped_early else ""))
+    table.add_row("best epoch", f"{result.best_epoch}  top-1 {pct(result.best_top1)}")
+    if result.final:
+        table.add_row("last epoch", f"top-1 {pct(result.final['top1'])}  top-5 {pct(result.final['top5'])}")
+    table.add_row("throughput", f"{result.images_per_s:,.0f} img/s (training)")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    table.add_row("best.pt", str(result.best))
+    table.add_row("last.pt", str(result.last))
+    out().print(table)

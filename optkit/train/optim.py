@@ -1,0 +1,98 @@
+"""Optimizer parameter groups and the learning-rate / momentum schedule (warm-up, then decay)."""
+
+from __future__ import annotations
+
+import math
+
+from optkit.train.config import NOMINAL_BATCH, TrainConfig
+
+GROUPS = ("weights", "norm", "bias")  # index = param group index in the optimizer
+
+
+def split_params(model) -> tuple[list, list, list]:
+    """(weights with decay, normalisation-layer weights, biases): only the first group is decayed."""
+    import torch.nn as nn
+
+    decay, norm, bias = [], [], []
+    norm_types = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "bias":
+                bias.append(p)
+            elif isinstance(module, norm_types):
+                norm.append(p)
+            else:
+                decay.append(p)
+    return decay, norm, bias
+
+
+def accumulate_steps(batch_size: int) -> int:
+    """Micro-batches per optimizer step, so each step sees about NOMINAL_BATCH images."""
+    return max(round(NOMINAL_BATCH / batch_size), 1)
+
+
+def scaled_weight_decay(cfg: TrainConfig, batch_size: int) -> float:
+    # Decay is applied once per optimizer step; scaling it by images-per-step keeps the decay per
+    # image (and so per epoch) the same whatever the batch size.
+    return cfg.weight_decay * batch_size * accumulate_steps(batch_size) / NOMINAL_BATCH
+
+
+def build_optimizer(model, cfg: TrainConfig, batch_size: int):
+    """Three groups, in GROUPS order: decayed weights, undecayed norm weights, undecayed biases."""
+    import torch
+
+    decay, norm, bias = split_params(model)
+    groups = [
+        {"params": decay, "weight_decay": scaled_weight_decay(cfg, batch_size)},
+        {"params": norm, "weight_decay": 0.0},
+        {"params": bias, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "Adam":
+        return torch.optim.Adam(groups, lr=cfg.lr0, betas=(cfg.momentum, 0.999))
+    if cfg.optimizer == "AdamW":
+        return torch.optim.AdamW(groups, lr=cfg.lr0, betas=(cfg.momentum, 0.999))
+    if cfg.optimizer == "RMSProp":
+        return torch.optim.RMSprop(groups, lr=cfg.lr0, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+
+
+def lr_factor(progress: float, epochs: int, cfg: TrainConfig) -> float:
+    """Multiplier of lr0 at `progress` epochs (fractional): cosine or linear from 1 down to lrf."""
+    x = min(progress / epochs, 1.0)
+    if cfg.cos_lr:
+        return ((1 - math.cos(x * math.pi)) / 2) * (cfg.lrf - 1) + 1
+    return (1 - x) * (1.0 - cfg.lrf) + cfg.lrf
+
+
+def set_schedule(opt, cfg: TrainConfig, epoch: int, i: int, nb: int, warmup_iters: int) -> None:
+    """Set every group's lr (and momentum) for iteration i of `epoch` (nb iterations per epoch).
+
+    During warm-up, lr ramps linearly from 0 (bias group: from warmup_bias_lr) to the scheduled
+    value and momentum from warmup_momentum to momentum.
+    """
+    ni = i + nb * epoch
+    target = cfg.lr0 * lr_factor(epoch + i / nb, cfg.epochs, cfg)
+    warm = ni < warmup_iters
+    # A high starting bias lr helps SGD; adaptive optimizers scale steps themselves, so they start at 0.
+    bias_start = cfg.warmup_bias_lr if cfg.optimizer == "SGD" else 0.0
+    t = ni / max(warmup_iters, 1)
+    for j, group in enumerate(opt.param_groups):
+        if warm:
+            start = bias_start if GROUPS[j] == "bias" else 0.0
+            group["lr"] = start + (target - start) * t
+        else:
+            group["lr"] = target
+        momentum = cfg.warmup_momentum + (cfg.momentum - cfg.warmup_momentum) * t if warm else cfg.momentum
+        if "betas" in group:
+            group["betas"] = (momentum, group["betas"][1])
+        elif "momentum" in group:
+            group["momentum"] = momentum
+
+
+def warmup_iterations(cfg: TrainConfig, nb: int) -> int:
+    """Warm-up length in iterations: warmup_epochs worth, at least 100 (0 disables it)."""
+    if cfg.warmup_epochs <= 0:
+        return 0
+    return max(round(cfg.warmup_epochs * nb), 100)

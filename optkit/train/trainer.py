@@ -1,0 +1,347 @@
+"""The embedded fine-tuning trainer (DESIGN §4).
+
+Exact resume: everything random is a pure function of (seed, epoch, index) — the sample order,
+the augmentation of each image and the dropout masks (torch is re-seeded at every epoch) — and
+last.pt carries the optimizer, EMA, AMP scaler and early-stopping state. Gradient accumulation
+never spans an epoch boundary. So `--stop-after 1` followed by `--resume` equals one straight run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from optkit.checkpoint import (
+    Checkpoint,
+    build_model,
+    checkpoint_from_model,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict_cpu,
+)
+from optkit.errors import CheckpointError, ConfigError
+from optkit.io import atomic_write_text
+from optkit.models.imgsz import check_imgsz
+from optkit.train.config import TrainConfig
+from optkit.train.results import format_row, next_run_dir, read_results, write_results
+
+log = logging.getLogger("optkit")
+
+BUILTIN_IMGSZ = 64  # the built-in datasets are generated at 64 px
+GRAD_CLIP = 10.0  # max gradient norm per optimizer step
+
+
+@dataclass
+class TrainResult:
+    save_dir: Path
+    best: Path
+    last: Path
+    epochs_run: int  # epochs completed in this process
+    epoch: int  # last completed epoch, 1-based
+    best_epoch: int  # 1-based
+    best_top1: float
+    final: dict  # metrics of the last epoch
+    images_per_s: float  # training throughput, averaged over this run's epochs
+    seconds: float
+    stopped_early: bool
+    finished: bool
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in ("save_dir", "best", "last"):
+            d[k] = str(d[k])
+        return d
+
+
+class Trainer:
+    """Builds everything from a TrainConfig, then `run()` trains and writes the run folder."""
+
+    def __init__(self, cfg: TrainConfig, progress=None):
+        self.cfg = cfg
+        self.progress = progress  # optional callback(event: str, **info) for the CLI's display
+        self.notes: list[str] = []
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from optkit.device import select_device
+
+        resume_ckpt = self._load_resume() if self.cfg.resume_from else None
+        cfg = self.cfg.validate()
+        self.device = select_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.data = self._resolve_data()
+        self.model, self.names, self.imgsz, self.lineage = self._build_model(resume_ckpt)
+        check_imgsz(self.imgsz, self.model.stride)
+        self._build_loaders()
+        self._freeze(cfg.freeze)
+        self.model.to(self.device)
+        self._build_optimization(resume_ckpt)
+        self.save_dir = self._run_dir(resume_ckpt)
+
+    def _load_resume(self) -> Checkpoint:
+        path = Path(self.cfg.resume_from)
+        ckpt = load_checkpoint(path)
+        if ckpt.train_args is None or ckpt.optimizer is None:
+            raise CheckpointError(f"{path} has no training state to resume (it is not a last.pt from optkit train)")
+        saved = TrainConfig.from_dict(ckpt.train_args)
+        if ckpt.epoch + 1 >= saved.epochs:
+            raise ConfigError(
+                f"{path} finished all {saved.epochs} epochs; nothing to resume "
+                f"(to train more: optkit train --weights {path} --epochs N)"
+            )
+        saved.device = self.cfg.device or saved.device  # the machine may differ
+        saved.workers = self.cfg.workers if self.cfg.workers is not None else saved.workers
+        saved.stop_after = self.cfg.stop_after
+        saved.resume_from = str(path)
+        self.cfg = saved
+        return ckpt
+
+    def _resolve_data(self):
+        from optkit.data import resolve_data
+
+        return resolve_data(self.cfg.data)
+
+    def _build_model(self, resume_ckpt: Checkpoint | None):
+        from optkit.models import create_model, get_spec
+
+        cfg, names = self.cfg, list(self.data.names)
+        if resume_ckpt is not None:
+            model = build_model(resume_ckpt, weights="model").train()
+            # the last lineage entry is this run's own "train" entry; it is rewritten at each save
+            return model, resume_ckpt.names, resume_ckpt.imgsz, list(resume_ckpt.lineage[:-1])
+        if cfg.weights:
+            ckpt = load_checkpoint(cfg.weights)
+            model = self._model_for_classes(ckpt, names)
+            imgsz = cfg.imgsz or ckpt.imgsz
+            return model, names, imgsz, list(ckpt.lineage)
+        model = create_model(cfg.model, num_classes=len(names), **cfg.model_options)
+        default = BUILTIN_IMGSZ if cfg.data.startswith("builtin:") else get_spec(cfg.model).default_imgsz
+        return model, names, cfg.imgsz or default, []
+
+    def _model_for_classes(self, ckpt: Checkpoint, names: list[str]):
+        """The checkpoint's model; its classifier is re-initialised when the dataset's classes differ."""
+        from optkit.checkpoint import create_architecture
+
+        if ckpt.names == names:
+            return build_model(ckpt).train()
+        reshaped = Checkpoint(**{**ckpt.__dict__, "names": names})
+        model = create_architecture(reshaped)
+        state = model.state_dict()
+        weights = ckpt.inference_weights()
+        loaded = {k: v for k, v in weights.items() if k in state and state[k].shape == v.shape}
+        skipped = sorted(k for k in state if k not in loaded)
+        model.load_state_dict(loaded, strict=False)
+        self.notes.append(
+            f"dataset classes differ from the checkpoint's ({len(ckpt.names)} -> {len(names)} classes): "
+            f"classifier head reshaped and re-initialised ({', '.join(skipped)})"
+        )
+        return model.train()
+
+    def _build_loaders(self) -> None:
+        from optkit.data import (
+            ImageFolder,
+            TrainTransform,
+            ValTransform,
+            build_train_loader,
+            build_val_loader,
+            default_workers,
+        )
+
+        cfg = self.cfg
+        self.batch_size = self._batch_size()
+        workers = cfg.workers if cfg.workers is not None else default_workers()
+        train_set = ImageFolder(self.data.train_dir, TrainTransform(self.imgsz), classes=self.names, cache=cfg.cache)
+        val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
+        self.train_loader, self.sampler = build_train_loader(
+            train_set, self.batch_size, workers, cfg.seed, fraction=cfg.fraction
+        )
+        self.val_loader = build_val_loader(val_set, self.batch_size * 2, workers)
+
+    def _batch_size(self) -> int:
+        if self.cfg.batch_size != -1:
+            return self.cfg.batch_size
+        from optkit.train.autobatch import autobatch
+
+        batch, message = autobatch(self.model.to(self.device), self.imgsz, self.device)
+        self.notes.append(message)
+        return batch
+
+    def _freeze(self, n: int) -> None:
+        blocks = self.model.model
+        if n >= len(blocks):
+            raise ConfigError(f"--freeze {n}: the model has only {len(blocks)} top-level blocks (the last is the head)")
+        for block in list(blocks)[:n]:
+            for p in block.parameters():
+                p.requires_grad_(False)
+
+    def _build_optimization(self, resume_ckpt: Checkpoint | None) -> None:
+        import torch
+
+        from optkit.train.ema import ModelEMA
+        from optkit.train.optim import accumulate_steps, build_optimizer
+        from optkit.train.stopper import EarlyStopper
+
+        cfg = self.cfg
+        self.accumulate = accumulate_steps(self.batch_size)
+        self.optimizer = build_optimizer(self.model, cfg, self.batch_size)
+        self.ema = ModelEMA(self.model)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.stopper = EarlyStopper(cfg.patience)
+        self.start_epoch = 0
+        if resume_ckpt is not None:
+            self.optimizer.load_state_dict(resume_ckpt.optimizer)
+            self.ema.ema.load_state_dict(resume_ckpt.ema)
+            self.ema.updates = resume_ckpt.updates
+            if resume_ckpt.scaler:
+                self.scaler.load_state_dict(resume_ckpt.scaler)
+            state = resume_ckpt.train_state or {}
+            self.stopper = EarlyStopper(cfg.patience, state.get("best_fitness"), state.get("best_epoch", -1))
+            self.start_epoch = resume_ckpt.epoch + 1
+        self.ema.ema.to(self.device)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def _run_dir(self, resume_ckpt: Checkpoint | None) -> Path:
+        if resume_ckpt is not None:
+            return Path(self.cfg.resume_from).resolve().parent.parent  # <run>/weights/last.pt
+        return next_run_dir(self.cfg.project, self.cfg.name, self.cfg.exist_ok)
+
+    # ---- training -------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.setup()
+        cfg = self.cfg
+        wdir = self.save_dir / "weights"
+        wdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False))
+        rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
+        self._emit("start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes)
+        t_run = time.perf_counter()
+        images = train_seconds = 0.0
+        epochs_run = 0
+        metrics: dict = {}
+        stopped_early = False
+        last_epoch = self.start_epoch - 1
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            train_loss, n_images = self._train_one_epoch(epoch)
+            t_train = time.perf_counter() - t0
+            images += n_images
+            train_seconds += t_train
+            metrics = self._validate()
+            improved = self.stopper.update(epoch, metrics["top1"])
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"], "top1": metrics["top1"],
+                   "top5": metrics["top5"], "lr_weights": lrs[0], "lr_norm": lrs[1], "lr_bias": lrs[2],
+                   "time": time.perf_counter() - t0}
+            rows.append(format_row(row))
+            write_results(self.save_dir / "results.csv", rows)
+            self._save(wdir, epoch, metrics, improved)
+            epochs_run += 1
+            last_epoch = epoch
+            self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
+            if self.stopper.should_stop(epoch):
+                stopped_early = True
+                self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
+                break
+            if cfg.stop_after is not None and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
+                self.notes.append(f"stopped after {epochs_run} epoch(s) as asked; continue with --resume {wdir / 'last.pt'}")
+                break
+        finished = stopped_early or last_epoch + 1 >= cfg.epochs
+        return TrainResult(
+            save_dir=self.save_dir, best=wdir / "best.pt", last=wdir / "last.pt", epochs_run=epochs_run,
+            epoch=last_epoch + 1, best_epoch=self.stopper.best_epoch + 1,
+            best_top1=self.stopper.best_fitness or 0.0, final=metrics,
+            images_per_s=images / train_seconds if train_seconds else 0.0,
+            seconds=time.perf_counter() - t_run, stopped_early=stopped_early, finished=finished, notes=self.notes,
+        )
+
+    def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
+        import torch
+
+        from optkit.train.optim import set_schedule, warmup_iterations
+
+        cfg, device = self.cfg, self.device
+        torch.manual_seed(cfg.seed + epoch)  # dropout masks: a function of (seed, epoch) only
+        self.sampler.set_epoch(epoch)
+        self.model.train()
+        nb = len(self.train_loader)
+        warmup = warmup_iterations(cfg, nb)
+        loss_sum, seen = 0.0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, labels) in enumerate(self.train_loader):
+            set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast("cuda", enabled=self.amp):
+                loss = self.criterion(self.model(images), labels)
+            self.scaler.scale(loss / self.accumulate).backward()
+            if (i + 1) % self.accumulate == 0 or i + 1 == nb:
+                self._optimizer_step()
+            loss_sum += loss.item() * labels.numel()
+            seen += labels.numel()
+            self._emit("batch", epoch=epoch, i=i, nb=nb, loss=loss_sum / seen)
+        return loss_sum / max(seen, 1), seen
+
+    def _optimizer_step(self) -> None:
+        import torch
+
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+
+    def _validate(self) -> dict:
+        from optkit.measure.evaluate import evaluate
+
+        return evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp).as_dict()
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def _save(self, wdir: Path, epoch: int, metrics: dict, improved: bool) -> None:
+        last = self._checkpoint(epoch, metrics)
+        if improved:  # best.pt deploys the EMA weights and carries no optimizer
+            best = self._checkpoint(epoch, metrics, for_deploy=True)
+            save_checkpoint(best, wdir / "best.pt")
+        save_checkpoint(last, wdir / "last.pt")
+
+    def _checkpoint(self, epoch: int, metrics: dict, for_deploy: bool = False) -> Checkpoint:
+        from optkit.data import IMAGENET_MEAN, IMAGENET_STD
+
+        model = self.ema.ema if for_deploy else self.model
+        ckpt = checkpoint_from_model(model, self.names, self.imgsz)
+        ckpt.lineage = list(self.lineage)
+        ckpt.epoch = epoch
+        ckpt.best_fitness = self.stopper.best_fitness
+        ckpt.metrics = {k: metrics[k] for k in ("top1", "top5", "loss")}
+        ckpt.preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        if not for_deploy:
+            ckpt.ema = state_dict_cpu(self.ema.ema)
+            ckpt.updates = self.ema.updates
+            ckpt.optimizer = self.optimizer.state_dict()
+            ckpt.scaler = self.scaler.state_dict() if self.amp else None
+            ckpt.train_args = self.cfg.to_dict()
+            ckpt.train_state = self.stopper.state()
+        ckpt.add_lineage("train", self._args_record(), {**ckpt.metrics, "epoch": epoch + 1})
+        return ckpt
+
+    def _args_record(self) -> dict:
+        d = self.cfg.to_dict()
+        d.update(batch_size_used=self.batch_size, accumulate=self.accumulate, imgsz_used=self.imgsz,
+                 device_used=str(self.device), save_dir=str(self.save_dir))
+        return d
+
+    def _emit(self, event: str, **info) -> None:
+        if self.progress is not None:
+            self.progress(event, **info)
+
+
+def train(cfg: TrainConfig, progress=None) -> TrainResult:
+    return Trainer(cfg, progress=progress).run()
