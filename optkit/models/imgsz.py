@@ -10,8 +10,13 @@ MAX_IMGSZ = 4096  # pixels; larger inputs are refused before anything is allocat
 def check_imgsz(imgsz: int, stride: int = 32) -> int:
     """Return imgsz if the model can take it (a positive multiple of its stride), else raise."""
     if not isinstance(imgsz, int) or imgsz < stride or imgsz > MAX_IMGSZ:
-        raise ModelError(f"--imgsz must be a multiple of {stride} between {stride} and {MAX_IMGSZ}, got {imgsz}")
+        raise ModelError(
+            f"--imgsz must be a multiple of {stride} between {stride} and {MAX_IMGSZ}, got {imgsz}"
+        )
     if imgsz % stride:
         lower, upper = imgsz // stride * stride, (imgsz // stride + 1) * stride
-        raise ModelError(f"--imgsz {imgsz} is not a multiple of the model's stride {stride}; use {lower or upper} or {upper}")
+        raise ModelError(
+            f"--imgsz {imgsz} is not a multiple of the model's stride {stride}; "
+            f"use {lower or upper} or {upper}"
+        )
     return imgsz
