@@ -61,3 +61,8 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def two_class_data(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=16, seed=1)

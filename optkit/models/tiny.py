@@ -15,6 +15,7 @@ from torch import nn
 
 from optkit.models.activations import check_act
 from optkit.models.blocks import C3, SPPF, Classify, Conv
+from optkit.models.options import check_dropout
 from optkit.models.registry import register_model
 from optkit.models.resnet import BasicBlock, Stem
 
@@ -45,7 +46,7 @@ class TinyNet(nn.Module):
 
 
 @register_model("test-tiny", default_imgsz=32, description="tiny Conv/C3 classifier for tests", is_test=True)
-def test_tiny(num_classes: int = 10, act: str = "silu") -> TinyNet:
+def test_tiny(num_classes: int = 10, act: str = "silu", dropout: float = 0.0) -> TinyNet:
     check_act(act)
     return TinyNet(
         [
@@ -56,7 +57,7 @@ def test_tiny(num_classes: int = 10, act: str = "silu") -> TinyNet:
             C3(32, 32, n=1, act=act),
             Conv(32, 32, 3, 2, act=act),  # /16
             Conv(32, 48, 3, 2, act=act),  # /32
-            Classify(48, num_classes, c_=64, act=act),
+            Classify(48, num_classes, c_=64, dropout=check_dropout(dropout), act=act),
         ]
     )
 

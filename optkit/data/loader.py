@@ -1,0 +1,122 @@
+"""Resolve `--data` to folders, and build the train/val DataLoaders.
+
+The training order and each image's augmentation are pure functions of (seed, epoch, index):
+EpochSampler yields (index, seed, epoch) keys and ImageFolder seeds the augmentation from them,
+so results do not depend on the number of workers, and a resumed run repeats them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from optkit.errors import ConfigError, DatasetError
+
+
+@dataclass
+class DataSpec:
+    name: str  # what the user passed to --data
+    root: Path
+    names: list[str]  # class names, sorted folder names
+    train_dir: Path
+    val_dir: Path
+
+
+def resolve_data(spec: str, cache_dir: Path | None = None) -> DataSpec:
+    """`builtin:NAME` (generated once, then cached) or a folder with train/ and val/ class folders."""
+    from optkit.data.folder import scan_classes
+    from optkit.data.shapes import builtin_root
+
+    if spec.startswith("builtin:"):
+        root = builtin_root(spec.split(":", 1)[1], cache_dir=cache_dir, log=_log)
+    else:
+        root = Path(spec).expanduser()
+        if not root.exists():
+            raise DatasetError(f"{root}: no such dataset folder")
+        if not root.is_dir():
+            raise DatasetError(f"{root} is a file; expected a dataset folder with train/ and val/ class folders")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
+    train, val = scan_classes(root / "train"), scan_classes(root / "val")
+    if not train:
+        raise DatasetError(f"{root / 'train'} has no class folders (expected {root}/train/<class>/<image>)")
+    if train != val:
+        only = sorted(set(train) ^ set(val))
+        raise DatasetError(f"{root}: train/ and val/ have different classes ({', '.join(only[:5])})")
+    return DataSpec(spec, root, train, root / "train", root / "val")
+
+
+def _log(message: str) -> None:
+    from optkit.report.console import err
+
+    err().print(message)
+
+
+def default_workers() -> int:
+    """Loader processes: 64 px images decode fast, and on few cores workers compete with torch's threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+class EpochSampler:
+    """Yields (index, seed, epoch) keys in an order that depends only on (seed, epoch).
+
+    With fraction < 1, a fixed subset (a function of the seed only) is used every epoch.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, fraction: float = 1.0):
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"--fraction must be in (0, 1], got {fraction}")
+        import torch
+
+        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        if fraction < 1:
+            g = torch.Generator().manual_seed(seed)
+            keep = max(1, round(n * fraction))
+            self.indices = sorted(torch.randperm(n, generator=g)[:keep].tolist())
+        else:
+            self.indices = list(range(n))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        import torch
+
+        order = self.indices
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()]
+        return iter([(i, self.seed, self.epoch) for i in order])
+
+
+def _clamp_workers(workers: int) -> int:
+    return max(0, min(workers, os.cpu_count() or 1))
+
+
+def build_train_loader(dataset, batch_size: int, workers: int, seed: int, fraction: float = 1.0):
+    """(DataLoader, EpochSampler). A last batch of one image is dropped: BatchNorm cannot train on it."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    sampler = EpochSampler(len(dataset), seed, shuffle=True, fraction=fraction)
+    workers = _clamp_workers(workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        drop_last=len(sampler) % batch_size == 1 and len(sampler) > 1,
+    )
+    return loader, sampler
+
+
+def build_val_loader(dataset, batch_size: int, workers: int):
+    import torch
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=_clamp_workers(workers),
+                      pin_memory=torch.cuda.is_available())
