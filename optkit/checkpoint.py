@@ -238,5 +238,3 @@ def to_plain(obj: Any) -> Any:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import pickle
 
 import pytest
 import torch

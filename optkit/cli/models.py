@@ -23,8 +23,15 @@ def models(
     for name in list_models(include_test=all_models):
         spec = get_spec(name)
         model = create_model(name, num_classes=num_classes)
-        rows.append({"name": name, "params": count_params(model), "default_imgsz": spec.default_imgsz,
-                     "stride": model.stride, "description": spec.description})
+        rows.append(
+            {
+                "name": name,
+                "params": count_params(model),
+                "default_imgsz": spec.default_imgsz,
+                "stride": model.stride,
+                "description": spec.description,
+            }
+        )
     if json_out:
         emit_json({"num_classes": num_classes, "models": rows})
         return
@@ -34,5 +41,7 @@ def models(
     for col in ("name", "params", "imgsz", "stride", "description"):
         table.add_column(col, justify="right" if col in ("params", "imgsz", "stride") else "left")
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", str(r["default_imgsz"]), str(r["stride"]), r["description"])
+        table.add_row(
+            r["name"], f"{r['params']:,}", str(r["default_imgsz"]), str(r["stride"]), r["description"]
+        )
     out().print(table)

@@ -9,9 +9,12 @@ import typer
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, 0, cuda:0; empty = CUDA if available, else CPU.")]
-Data = Annotated[str, typer.Option("--data", help="builtin:shapes or a folder with train/ and val/ class folders.")]
+Data = Annotated[
+    str, typer.Option("--data", help="builtin:shapes or a folder with train/ and val/ class folders.")
+]
 Imgsz = Annotated[int | None, typer.Option("--imgsz", help="Input size in pixels (multiple of 32).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
 Workers = Annotated[
-    int | None, typer.Option("--workers", help="DataLoader worker processes (default: chosen for this machine).")
+    int | None,
+    typer.Option("--workers", help="DataLoader worker processes (default: chosen for this machine)."),
 ]

@@ -10,15 +10,27 @@ from optkit.cli import options as o
 
 
 def train(
-    model: Annotated[str | None, typer.Option("--model", help="Zoo model to train from scratch (see optkit models).")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint to fine-tune (its EMA weights if any).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last.pt.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Zoo model to train from scratch (see optkit models).")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Checkpoint to fine-tune (its EMA weights if any).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue an interrupted run from its last.pt.")
+    ] = None,
     data: o.Data = "builtin:shapes",
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs.")] = 10,
     imgsz: o.Imgsz = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per step; -1 = autobatch (CUDA).")] = 64,
-    act: Annotated[str | None, typer.Option("--act", help="Activation for --model: silu, relu, relu6, hardswish.")] = None,
-    dropout: Annotated[float | None, typer.Option("--dropout", help="Classifier dropout for --model.")] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Images per step; -1 = autobatch (CUDA).")
+    ] = 64,
+    act: Annotated[
+        str | None, typer.Option("--act", help="Activation for --model: silu, relu, relu6, hardswish.")
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option("--dropout", help="Classifier dropout for --model.")
+    ] = None,
     model_opt: Annotated[
         list[str] | None, typer.Option("--model-opt", help="Other model option KEY=VALUE (repeatable).")
     ] = None,
@@ -26,23 +38,32 @@ def train(
     lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = 0.002,
     lrf: Annotated[float, typer.Option("--lrf", help="Final learning rate as a fraction of lr0.")] = 0.01,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum / Adam beta1.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay at a batch of 64.")] = 5e-4,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="Weight decay at a batch of 64.")
+    ] = 5e-4,
     cos_lr: Annotated[bool, typer.Option("--cos-lr", help="Cosine instead of linear lr decay.")] = False,
-    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Warm-up length (>= 100 iterations).")] = 1.0,
+    warmup_epochs: Annotated[
+        float, typer.Option("--warmup-epochs", help="Warm-up length (>= 100 iterations).")
+    ] = 1.0,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing.")] = 0.0,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after N epochs without improvement.")] = 50,
+    patience: Annotated[
+        int, typer.Option("--patience", help="Stop after N epochs without improvement.")
+    ] = 50,
     freeze: Annotated[int, typer.Option("--freeze", help="Freeze the first N top-level blocks.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for order, augmentation and init.")] = 0,
     device: o.Device = "",
     workers: o.Workers = None,
-    fraction: Annotated[float, typer.Option("--fraction", help="Train on this fraction of the train split.")] = 1.0,
+    fraction: Annotated[
+        float, typer.Option("--fraction", help="Train on this fraction of the train split.")
+    ] = 1.0,
     cache: Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")] = False,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     project: Annotated[str, typer.Option("--project", help="Parent folder of runs.")] = "runs/train",
     name: Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")] = "exp",
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")] = False,
     stop_after: Annotated[
-        int | None, typer.Option("--stop-after", help="Stop this run after N epochs; finish later with --resume.")
+        int | None,
+        typer.Option("--stop-after", help="Stop this run after N epochs; finish later with --resume."),
     ] = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
@@ -55,11 +76,33 @@ def train(
 
     options = _model_options(act, dropout, model_opt or [])
     cfg = TrainConfig(
-        model=model, model_options=options, weights=weights, data=data, epochs=epochs, imgsz=imgsz,
-        batch_size=batch_size, optimizer=optimizer, lr0=lr0, lrf=lrf, momentum=momentum,
-        weight_decay=weight_decay, cos_lr=cos_lr, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-        patience=patience, freeze=freeze, seed=seed, device=device, workers=workers, fraction=fraction,
-        cache=cache, amp=amp, project=project, name=name, exist_ok=exist_ok, stop_after=stop_after,
+        model=model,
+        model_options=options,
+        weights=weights,
+        data=data,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr0=lr0,
+        lrf=lrf,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        cos_lr=cos_lr,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        freeze=freeze,
+        seed=seed,
+        device=device,
+        workers=workers,
+        fraction=fraction,
+        cache=cache,
+        amp=amp,
+        project=project,
+        name=name,
+        exist_ok=exist_ok,
+        stop_after=stop_after,
         resume_from=resume,
     )
     if resume is None:

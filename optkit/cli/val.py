@@ -24,7 +24,9 @@ def val(
     from optkit.report.console import emit_json
     from optkit.report.val import print_val
 
-    result = validate_checkpoint(weights, data, imgsz=imgsz, batch_size=batch_size, workers=workers, device=device)
+    result = validate_checkpoint(
+        weights, data, imgsz=imgsz, batch_size=batch_size, workers=workers, device=device
+    )
     if json_out:
         emit_json(result)
     else:

@@ -8,11 +8,19 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "resolve_data": "loader", "DataSpec": "loader", "EpochSampler": "loader", "build_train_loader": "loader",
-    "build_val_loader": "loader", "default_workers": "loader",
-    "builtin_root": "shapes", "generate_shapes": "shapes", "BUILTINS": "shapes",
+    "resolve_data": "loader",
+    "DataSpec": "loader",
+    "EpochSampler": "loader",
+    "build_train_loader": "loader",
+    "build_val_loader": "loader",
+    "default_workers": "loader",
+    "builtin_root": "shapes",
+    "generate_shapes": "shapes",
+    "BUILTINS": "shapes",
     "ImageFolder": "folder",
-    "TrainTransform": "transforms", "ValTransform": "transforms", "IMAGENET_MEAN": "transforms",
+    "TrainTransform": "transforms",
+    "ValTransform": "transforms",
+    "IMAGENET_MEAN": "transforms",
     "IMAGENET_STD": "transforms",
 }
 __all__ = sorted(_EXPORTS)

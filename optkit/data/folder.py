@@ -50,7 +50,9 @@ class ImageFolder:
         if classes is not None:
             unknown = sorted(set(found) - set(classes))
             if unknown:
-                raise DatasetError(f"{self.root} has class folders the model does not know: {', '.join(unknown)}")
+                raise DatasetError(
+                    f"{self.root} has class folders the model does not know: {', '.join(unknown)}"
+                )
             self.classes = list(classes)
         else:
             self.classes = found

@@ -35,7 +35,9 @@ def resolve_data(spec: str, cache_dir: Path | None = None) -> DataSpec:
         if not root.exists():
             raise DatasetError(f"{root}: no such dataset folder")
         if not root.is_dir():
-            raise DatasetError(f"{root} is a file; expected a dataset folder with train/ and val/ class folders")
+            raise DatasetError(
+                f"{root} is a file; expected a dataset folder with train/ and val/ class folders"
+            )
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise DatasetError(f"{root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
@@ -107,8 +109,12 @@ def build_train_loader(dataset, batch_size: int, workers: int, seed: int, fracti
     sampler = EpochSampler(len(dataset), seed, shuffle=True, fraction=fraction)
     workers = _clamp_workers(workers)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
         drop_last=len(sampler) % batch_size == 1 and len(sampler) > 1,
     )
     return loader, sampler
@@ -118,5 +124,10 @@ def build_val_loader(dataset, batch_size: int, workers: int):
     import torch
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=_clamp_workers(workers),
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=_clamp_workers(workers),
+        pin_memory=torch.cuda.is_available(),
+    )

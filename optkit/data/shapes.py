@@ -32,7 +32,7 @@ from optkit.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1  # bump whenever the pixels change: the cache folder name and marker carry it
+VERSION = 2  # bump whenever the pixels change: the cache folder name and marker carry it
 MARKER = ".complete"
 CLASSES = ("bar", "circle", "crescent", "cross", "ring", "square", "star", "triangle")
 SPLITS = ("train", "val")
@@ -40,6 +40,7 @@ SPLITS = ("train", "val")
 SUPERSAMPLE = 4  # shapes are drawn at 4x the output size, then box-averaged (anti-aliasing)
 SIZE_RANGE = (0.35, 0.80)  # shape's circumscribed diameter, fraction of the image side
 MIN_CONTRAST = 90.0  # min RGB distance (0-255 scale) between shape colour and any background colour
+TEXTURE_CONTRAST = 60.0  # max per-channel difference between the two background colours (0-255 scale)
 NOISE_SIGMA = (2.0, 10.0)  # per-image Gaussian pixel noise, 0-255 scale
 PARALLEL_MIN_IMAGES = 1024  # below this, a process pool costs more than it saves
 
@@ -67,7 +68,20 @@ def _cross(arm: float) -> np.ndarray:
     """A plus sign of half-width `arm` (fraction of the arm length) as a 12-vertex polygon."""
     a = arm
     return np.array(
-        [(a, 1), (a, a), (1, a), (1, -a), (a, -a), (a, -1), (-a, -1), (-a, -a), (-1, -a), (-1, a), (-a, a), (-a, 1)],
+        [
+            (a, 1),
+            (a, a),
+            (1, a),
+            (1, -a),
+            (a, -a),
+            (a, -1),
+            (-a, -1),
+            (-a, -a),
+            (-1, -a),
+            (-1, a),
+            (-a, a),
+            (-a, 1),
+        ],
         dtype=np.float64,
     )
 
@@ -77,8 +91,14 @@ def _disc(draw: ImageDraw.ImageDraw, center: tuple[float, float], radius: float,
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, name: str, center: tuple[float, float], radius: float,
-                angle: float, rng: np.random.Generator) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    name: str,
+    center: tuple[float, float],
+    radius: float,
+    angle: float,
+    rng: np.random.Generator,
+) -> None:
     """Draw class `name` in white (255) on a black mask; everything stays within `radius` of `center`."""
     if name == "circle":
         _disc(draw, center, radius, 255)
@@ -146,15 +166,16 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shape colour and two background colours at least MIN_CONTRAST away from the shape colour."""
-    shape = rng.uniform(0, 255, 3)
+    """Two background colours close to each other (a subtle texture) and a shape colour at least
+    MIN_CONTRAST away from every blend of them, so the shape, not the texture, carries the label."""
+    c1 = rng.uniform(0, 255, 3)
+    c2 = np.clip(c1 + rng.uniform(-TEXTURE_CONTRAST, TEXTURE_CONTRAST, 3), 0, 255)
     for _ in range(100):
-        c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        shape = rng.uniform(0, 255, 3)
         if _segment_distance(shape, c1, c2) >= MIN_CONTRAST:
             return shape, c1, c2
-    # a mid-grey shape colour can leave no room for random pairs: use its colour-space opposite
-    far = np.where(shape < 128, 255.0, 0.0)
-    return shape, far, far * 0.75 + 0.25 * (255.0 - far)
+    # a mid-grey background can leave little room: use the colour-space opposite of c1
+    return np.where(c1 < 128, 255.0, 0.0), c1, c2
 
 
 def render(name: str, imgsz: int, rng: np.random.Generator) -> np.ndarray:
@@ -213,18 +234,29 @@ def _write_images(folder: Path, sizes: dict[str, int], imgsz: int, seed: int) ->
 
 
 def _params(imgsz: int, n_train: int, n_val: int, seed: int) -> dict:
-    return {"generator": "optkit.data.shapes", "version": VERSION, "imgsz": imgsz,
-            "n_train": n_train, "n_val": n_val, "seed": seed, "classes": list(CLASSES)}
+    return {
+        "generator": "optkit.data.shapes",
+        "version": VERSION,
+        "imgsz": imgsz,
+        "n_train": n_train,
+        "n_val": n_val,
+        "seed": seed,
+        "classes": list(CLASSES),
+    }
 
 
 def _check_args(imgsz: int, n_train: int, n_val: int) -> None:
     if imgsz < 16:
         raise ConfigError(f"builtin:shapes needs imgsz >= 16, got {imgsz}")
     if n_train < len(CLASSES) or n_val < len(CLASSES):
-        raise ConfigError(f"builtin:shapes needs at least {len(CLASSES)} train and val images (one per class)")
+        raise ConfigError(
+            f"builtin:shapes needs at least {len(CLASSES)} train and val images (one per class)"
+        )
 
 
-def generate_shapes(root: Path, imgsz: int = 64, n_train: int = 8000, n_val: int = 1600, seed: int = 0) -> None:
+def generate_shapes(
+    root: Path, imgsz: int = 64, n_train: int = 8000, n_val: int = 1600, seed: int = 0
+) -> None:
     """Write the shapes ImageFolder to `root` (`train/<class>/<i>.png`, `val/...`), replacing any old one.
 
     Classes are balanced (image i is class i % 8). The same arguments give byte-identical files.
@@ -277,8 +309,14 @@ class Builtin:
 
 
 BUILTINS: dict[str, Builtin] = {
-    "shapes": Builtin(generate_shapes, VERSION, n_train=8000, n_val=1600, seed=0,
-                      description="8 geometric shapes on textured backgrounds, 8000 train / 1600 val"),
+    "shapes": Builtin(
+        generate_shapes,
+        VERSION,
+        n_train=8000,
+        n_val=1600,
+        seed=0,
+        description="8 geometric shapes on textured backgrounds, 8000 train / 1600 val",
+    ),
 }
 
 
@@ -309,8 +347,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def builtin_root(name: str, imgsz: int = 64, cache_dir: Path | None = None, *,
-                 log: Callable[[str], None] | None = None) -> Path:
+def builtin_root(
+    name: str, imgsz: int = 64, cache_dir: Path | None = None, *, log: Callable[[str], None] | None = None
+) -> Path:
     """Folder of builtin dataset `name` at `imgsz` px, generated on first use and reused afterwards.
 
     The one-line "generating ..." message goes to `log` when given, else to this module's logger (INFO).
@@ -325,7 +364,9 @@ def builtin_root(name: str, imgsz: int = 64, cache_dir: Path | None = None, *,
         return root
     with _file_lock(root.parent / f".{root.name}.lock"):
         if not is_complete(root, params):  # another process may have finished while we waited
-            message = f"generating builtin:{name} ({spec.n_train} train / {spec.n_val} val, {imgsz} px) in {root}"
+            message = (
+                f"generating builtin:{name} ({spec.n_train} train / {spec.n_val} val, {imgsz} px) in {root}"
+            )
             (log or logger.info)(message)
             spec.generate(root, imgsz=imgsz, n_train=spec.n_train, n_val=spec.n_val, seed=spec.seed)
     return root

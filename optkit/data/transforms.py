@@ -56,8 +56,15 @@ def random_resized_box(width: int, height: int, scale, ratio, rng: np.random.Gen
 class TrainTransform:
     """Random resized crop to imgsz x imgsz, horizontal flip, to tensor, normalise."""
 
-    def __init__(self, imgsz: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(
+        self,
+        imgsz: int,
+        scale=(0.5, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
         self.imgsz, self.scale, self.ratio, self.hflip = imgsz, scale, ratio, hflip
         self.mean, self.std = mean, std
 

@@ -9,8 +9,12 @@ from optkit.errors import ConfigError, DatasetError
 
 
 def validate_checkpoint(
-    weights: str | Path, data: str, imgsz: int | None = None, batch_size: int = 128,
-    workers: int | None = None, device: str = "",
+    weights: str | Path,
+    data: str,
+    imgsz: int | None = None,
+    batch_size: int = 128,
+    workers: int | None = None,
+    device: str = "",
 ) -> dict:
     from optkit.checkpoint import build_model, load_checkpoint
     from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers, resolve_data
@@ -36,8 +40,14 @@ def validate_checkpoint(
     acc = evaluate(model, loader, dev)
     seconds = time.perf_counter() - t0
     return {
-        "weights": str(weights), "data": data, "split": "val", "imgsz": imgsz, "device": str(dev),
-        **acc.as_dict(), "seconds": seconds, "images_per_s": acc.images / seconds if seconds else None,
+        "weights": str(weights),
+        "data": data,
+        "split": "val",
+        "imgsz": imgsz,
+        "device": str(dev),
+        **acc.as_dict(),
+        "seconds": seconds,
+        "images_per_s": acc.images / seconds if seconds else None,
     }
 
 

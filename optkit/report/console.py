@@ -18,7 +18,7 @@ def out():
 def err():
     from rich.console import Console
 
-    return Console(stderr=True, soft_wrap=False)
+    return Console(stderr=True, soft_wrap=True)  # log lines are never wrapped mid-line
 
 
 def emit_json(obj: dict) -> None:

@@ -20,11 +20,15 @@ def print_info(r: dict) -> None:
     table.add_row("classes", f"{r['num_classes']}: {names}")
     table.add_row("imgsz", str(r["imgsz"]))
     table.add_row("epoch", "n/a" if r["epoch"] is None else str(r["epoch"]))
-    table.add_row("best fitness", pct(r["best_fitness"]) + " val top-1" if r["best_fitness"] is not None else "n/a")
+    table.add_row(
+        "best fitness", pct(r["best_fitness"]) + " val top-1" if r["best_fitness"] is not None else "n/a"
+    )
     metrics = r["metrics"]
     if metrics:
-        table.add_row("metrics", "  ".join(f"{k} {pct(v) if k.startswith('top') else f'{v:.4g}'}"
-                                            for k, v in metrics.items()))
+        table.add_row(
+            "metrics",
+            "  ".join(f"{k} {pct(v) if k.startswith('top') else f'{v:.4g}'}" for k, v in metrics.items()),
+        )
     table.add_row("params", f"{r['params']:,}")
     table.add_row("precision", r["precision"])
     table.add_row("carries", ", ".join(k for k, v in r["carries"].items() if v) or "weights only")
@@ -43,7 +47,12 @@ def _lineage_table(lineage: list[dict]):
         table.add_column(col)
     for i, entry in enumerate(lineage, 1):
         metrics = entry.get("metrics") or {}
-        shown = "  ".join(f"{k} {pct(v) if k.startswith('top') else v}" for k, v in metrics.items()
-                          if k in ("top1", "top5", "epoch"))
-        table.add_row(str(i), entry.get("stage", "?"), entry.get("time", ""), shown, entry.get("optkit_version", ""))
+        shown = "  ".join(
+            f"{k} {pct(v) if k.startswith('top') else v}"
+            for k, v in metrics.items()
+            if k in ("top1", "top5", "epoch")
+        )
+        table.add_row(
+            str(i), entry.get("stage", "?"), entry.get("time", ""), shown, entry.get("optkit_version", "")
+        )
     return table

@@ -12,7 +12,12 @@ def print_val(r: dict) -> None:
     for col in ("data", "images", "imgsz", "top-1", "top-5", "loss", "img/s"):
         table.add_column(col, justify="right" if col != "data" else "left")
     table.add_row(
-        r["data"], str(r["images"]), str(r["imgsz"]), pct(r["top1"]), pct(r["top5"]), f"{r['loss']:.4f}",
+        r["data"],
+        str(r["images"]),
+        str(r["imgsz"]),
+        pct(r["top1"]),
+        pct(r["top5"]),
+        f"{r['loss']:.4f}",
         f"{r['images_per_s']:,.0f}",
     )
     out().print(table)

@@ -10,7 +10,9 @@ FALLBACK_BATCH = 64
 PROBE_BATCHES = (1, 2, 4, 8, 16)
 
 
-def autobatch(model, imgsz: int, device, fraction: float = 0.6, fallback: int = FALLBACK_BATCH) -> tuple[int, str]:
+def autobatch(
+    model, imgsz: int, device, fraction: float = 0.6, fallback: int = FALLBACK_BATCH
+) -> tuple[int, str]:
     """Return (batch size, a sentence saying how it was chosen)."""
     if device.type != "cuda":
         return fallback, f"autobatch needs CUDA; on {device.type} using --batch-size {fallback}"
@@ -53,5 +55,5 @@ def _fit_line(xs, ys) -> tuple[float, float]:
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
     var = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
     return slope, my - slope * mx

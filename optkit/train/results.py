@@ -33,7 +33,9 @@ def read_results(path: Path, up_to_epoch: int) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) <= up_to_epoch]
+        return [
+            r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) <= up_to_epoch
+        ]
 
 
 def next_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:

@@ -89,7 +89,9 @@ class Trainer:
         path = Path(self.cfg.resume_from)
         ckpt = load_checkpoint(path)
         if ckpt.train_args is None or ckpt.optimizer is None:
-            raise CheckpointError(f"{path} has no training state to resume (it is not a last.pt from optkit train)")
+            raise CheckpointError(
+                f"{path} has no training state to resume (it is not a last.pt from optkit train)"
+            )
         saved = TrainConfig.from_dict(ckpt.train_args)
         if ckpt.epoch + 1 >= saved.epochs:
             raise ConfigError(
@@ -157,7 +159,9 @@ class Trainer:
         cfg = self.cfg
         self.batch_size = self._batch_size()
         workers = cfg.workers if cfg.workers is not None else default_workers()
-        train_set = ImageFolder(self.data.train_dir, TrainTransform(self.imgsz), classes=self.names, cache=cfg.cache)
+        train_set = ImageFolder(
+            self.data.train_dir, TrainTransform(self.imgsz), classes=self.names, cache=cfg.cache
+        )
         val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
         self.train_loader, self.sampler = build_train_loader(
             train_set, self.batch_size, workers, cfg.seed, fraction=cfg.fraction
@@ -176,7 +180,9 @@ class Trainer:
     def _freeze(self, n: int) -> None:
         blocks = self.model.model
         if n >= len(blocks):
-            raise ConfigError(f"--freeze {n}: the model has only {len(blocks)} top-level blocks (the last is the head)")
+            raise ConfigError(
+                f"--freeze {n}: the model has only {len(blocks)} top-level blocks (the last is the head)"
+            )
         for block in list(blocks)[:n]:
             for p in block.parameters():
                 p.requires_grad_(False)
@@ -237,9 +243,17 @@ class Trainer:
             metrics = self._validate()
             improved = self.stopper.update(epoch, metrics["top1"])
             lrs = [g["lr"] for g in self.optimizer.param_groups]
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": metrics["loss"], "top1": metrics["top1"],
-                   "top5": metrics["top5"], "lr_weights": lrs[0], "lr_norm": lrs[1], "lr_bias": lrs[2],
-                   "time": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": metrics["loss"],
+                "top1": metrics["top1"],
+                "top5": metrics["top5"],
+                "lr_weights": lrs[0],
+                "lr_norm": lrs[1],
+                "lr_bias": lrs[2],
+                "time": time.perf_counter() - t0,
+            }
             rows.append(format_row(row))
             write_results(self.save_dir / "results.csv", rows)
             self._save(wdir, epoch, metrics, improved)
@@ -251,15 +265,25 @@ class Trainer:
                 self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
                 break
             if cfg.stop_after is not None and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
-                self.notes.append(f"stopped after {epochs_run} epoch(s) as asked; continue with --resume {wdir / 'last.pt'}")
+                self.notes.append(
+                    f"stopped after {epochs_run} epoch(s) as asked; continue with --resume {wdir / 'last.pt'}"
+                )
                 break
         finished = stopped_early or last_epoch + 1 >= cfg.epochs
         return TrainResult(
-            save_dir=self.save_dir, best=wdir / "best.pt", last=wdir / "last.pt", epochs_run=epochs_run,
-            epoch=last_epoch + 1, best_epoch=self.stopper.best_epoch + 1,
-            best_top1=self.stopper.best_fitness or 0.0, final=metrics,
+            save_dir=self.save_dir,
+            best=wdir / "best.pt",
+            last=wdir / "last.pt",
+            epochs_run=epochs_run,
+            epoch=last_epoch + 1,
+            best_epoch=self.stopper.best_epoch + 1,
+            best_top1=self.stopper.best_fitness or 0.0,
+            final=metrics,
             images_per_s=images / train_seconds if train_seconds else 0.0,
-            seconds=time.perf_counter() - t_run, stopped_early=stopped_early, finished=finished, notes=self.notes,
+            seconds=time.perf_counter() - t_run,
+            stopped_early=stopped_early,
+            finished=finished,
+            notes=self.notes,
         )
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
@@ -334,8 +358,13 @@ class Trainer:
 
     def _args_record(self) -> dict:
         d = self.cfg.to_dict()
-        d.update(batch_size_used=self.batch_size, accumulate=self.accumulate, imgsz_used=self.imgsz,
-                 device_used=str(self.device), save_dir=str(self.save_dir))
+        d.update(
+            batch_size_used=self.batch_size,
+            accumulate=self.accumulate,
+            imgsz_used=self.imgsz,
+            device_used=str(self.device),
+            save_dir=str(self.save_dir),
+        )
         return d
 
     def _emit(self, event: str, **info) -> None:

@@ -11,7 +11,8 @@ def test_help_does_not_import_torch():
         "import sys\n"
         "from optkit.cli.app import main\n"
         "rc = main(['--help'])\n"
-        "heavy = [m for m in ('torch', 'numpy', 'PIL', 'onnx', 'onnxruntime', 'modelopt') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'numpy', 'PIL', 'onnx', 'onnxruntime', 'modelopt')\n"
+        "         if m in sys.modules]\n"
         "print('heavy:', heavy, 'rc:', rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -32,7 +33,9 @@ def test_each_command_help_does_not_import_torch():
 
 
 def test_python_dash_m_and_version():
-    proc = subprocess.run([sys.executable, "-m", "optkit", "--version"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "optkit", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert proc.stdout.startswith("optkit ")
 

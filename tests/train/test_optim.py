@@ -51,8 +51,9 @@ def test_linear_and_cosine_decay_end_at_lrf():
 
 def test_warmup_ramps_lr_and_momentum():
     model = create_model("test-tiny", num_classes=3)
-    cfg = TrainConfig(model="x", optimizer="SGD", lr0=0.01, momentum=0.9, warmup_momentum=0.5,
-                      warmup_bias_lr=0.1, epochs=10)
+    cfg = TrainConfig(
+        model="x", optimizer="SGD", lr0=0.01, momentum=0.9, warmup_momentum=0.5, warmup_bias_lr=0.1, epochs=10
+    )
     opt = build_optimizer(model, cfg, 64)
     nb = 50
     warm = warmup_iterations(cfg, nb)

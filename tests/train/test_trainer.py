@@ -13,8 +13,18 @@ from optkit.train.trainer import Trainer
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(model="test-tiny", data=str(data), epochs=2, imgsz=32, batch_size=16, workers=0,
-                project=str(tmp_path / "runs"), name="exp", warmup_epochs=0.0, seed=3)
+    base = dict(
+        model="test-tiny",
+        data=str(data),
+        epochs=2,
+        imgsz=32,
+        batch_size=16,
+        workers=0,
+        project=str(tmp_path / "runs"),
+        name="exp",
+        warmup_epochs=0.0,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -26,7 +36,9 @@ def _rows(path):
 
 def test_resume_is_exact(tmp_path, tiny_data):
     straight = Trainer(_cfg(tmp_path, tiny_data, name="straight", model_options={"dropout": 0.2})).run()
-    first = Trainer(_cfg(tmp_path, tiny_data, name="split", stop_after=1, model_options={"dropout": 0.2})).run()
+    first = Trainer(
+        _cfg(tmp_path, tiny_data, name="split", stop_after=1, model_options={"dropout": 0.2})
+    ).run()
     assert first.epoch == 1 and not first.finished
     resumed = Trainer(TrainConfig(resume_from=str(first.last), workers=2)).run()
     assert resumed.save_dir == first.save_dir and resumed.epoch == 2 and resumed.finished
@@ -78,7 +90,9 @@ def test_training_learns_the_tiny_colour_dataset(tmp_path, tiny_data):
 
 def test_finetune_on_different_class_count_reshapes_head(tmp_path, tiny_data, two_class_data):
     base = Trainer(_cfg(tmp_path, tiny_data, epochs=1)).run()
-    tuned = Trainer(_cfg(tmp_path, two_class_data, model=None, weights=str(base.best), epochs=1, name="ft")).run()
+    tuned = Trainer(
+        _cfg(tmp_path, two_class_data, model=None, weights=str(base.best), epochs=1, name="ft")
+    ).run()
     assert any("3 -> 2 classes" in n and "model." in n for n in tuned.notes), tuned.notes
     ckpt = load_checkpoint(tuned.best)
     assert ckpt.names == ["cat", "dog"]
@@ -88,8 +102,9 @@ def test_finetune_on_different_class_count_reshapes_head(tmp_path, tiny_data, tw
 
 def test_freeze_keeps_first_blocks_fixed(tmp_path, tiny_data):
     base = Trainer(_cfg(tmp_path, tiny_data, epochs=1)).run()
-    tuned = Trainer(_cfg(tmp_path, tiny_data, model=None, weights=str(base.best), epochs=1, freeze=2,
-                         name="frozen")).run()
+    tuned = Trainer(
+        _cfg(tmp_path, tiny_data, model=None, weights=str(base.best), epochs=1, freeze=2, name="frozen")
+    ).run()
     before, after = load_checkpoint(base.best).model, load_checkpoint(tuned.last).model
     frozen = [k for k in before if k.startswith(("model.0.", "model.1.")) and k.endswith("weight")]
     trained = [k for k in before if k.startswith("model.2.") and k.endswith("weight")]
