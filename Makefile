@@ -19,7 +19,7 @@ install: $(STAMP)
 DEMO := runs/demo
 demo: $(STAMP)
 	# 1. train the built-in model on the built-in data (generated on first use, then cached)
-	$(BIN)/optkit train --model yolo-cls-n --data builtin:shapes --imgsz 64 --epochs 5 \
+	$(BIN)/optkit train --model yolo-cls-n --data builtin:shapes --imgsz 64 --epochs 12 --cos-lr --cache \
 		--project $(DEMO) --name train --exist-ok
 	# 2. what the checkpoint is and how it was made
 	$(BIN)/optkit info $(DEMO)/train/weights/best.pt

@@ -35,7 +35,7 @@ def train(
         list[str] | None, typer.Option("--model-opt", help="Other model option KEY=VALUE (repeatable).")
     ] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="SGD, Adam, AdamW or RMSProp.")] = "AdamW",
-    lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = 0.002,
+    lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = 0.001,
     lrf: Annotated[float, typer.Option("--lrf", help="Final learning rate as a fraction of lr0.")] = 0.01,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum / Adam beta1.")] = 0.9,
     weight_decay: Annotated[

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+
+
+PIPE_WIDTH = 140  # columns for tables when stdout is a file or pipe (Rich would assume 80)
 
 
 @functools.cache
 def out():
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
 
 
 @functools.cache

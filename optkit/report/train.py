@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from optkit.report.console import err, out, pct
 
 
@@ -38,10 +40,14 @@ class TrainDisplay:
         resumed = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
         err().print(f"training -> {save_dir}{resumed}")
 
-    def _on_batch(self, epoch: int, i: int, nb: int, loss: float) -> None:
+    def _on_batch(self, epoch: int, i: int, nb: int, loss: float, seen: int, lr: float) -> None:
         if self.task is None:
             self.task = self.progress.add_task(f"epoch {epoch + 1}", total=nb, info="")
-        self.progress.update(self.task, completed=i + 1, info=f"loss {loss:.4f}")
+            self.t0 = time.perf_counter()
+        speed = seen / max(time.perf_counter() - self.t0, 1e-9)  # images per second this epoch
+        self.progress.update(
+            self.task, completed=i + 1, info=f"loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} img/s"
+        )
 
     def _on_epoch(self, row: dict, improved: bool, images_per_s: float) -> None:
         if self.task is not None:

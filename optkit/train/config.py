@@ -22,7 +22,7 @@ class TrainConfig:
     imgsz: int | None = None  # None: the checkpoint's, else the builtin data's, else the model's default
     batch_size: int = 64  # per optimizer micro-step; -1 = autobatch (CUDA)
     optimizer: str = "AdamW"
-    lr0: float = 0.002  # initial learning rate
+    lr0: float = 0.001  # initial learning rate (AdamW at 0.002 stalls yolo-cls-n from scratch)
     lrf: float = 0.01  # final learning rate = lr0 * lrf
     momentum: float = 0.9  # SGD momentum / Adam beta1
     weight_decay: float = 5e-4

@@ -310,7 +310,15 @@ class Trainer:
                 self._optimizer_step()
             loss_sum += loss.item() * labels.numel()
             seen += labels.numel()
-            self._emit("batch", epoch=epoch, i=i, nb=nb, loss=loss_sum / seen)
+            self._emit(
+                "batch",
+                epoch=epoch,
+                i=i,
+                nb=nb,
+                loss=loss_sum / seen,
+                seen=seen,
+                lr=self.optimizer.param_groups[0]["lr"],
+            )
         return loss_sum / max(seen, 1), seen
 
     def _optimizer_step(self) -> None:
