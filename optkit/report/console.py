@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-
 PIPE_WIDTH = 140  # columns for tables when stdout is a file or pipe (Rich would assume 80)
 
 
