@@ -50,6 +50,8 @@ class TrainConfig:
             raise ConfigError("give --model NAME (train from scratch) or --weights CKPT (fine-tune)")
         if self.model and self.weights:
             raise ConfigError("give either --model or --weights, not both")
+        if self.weights and self.model_options:
+            raise ConfigError("--act, --dropout and --model-opt apply to --model; a checkpoint keeps its own")
         _check_range("--epochs", self.epochs, 1, 100_000)
         if self.imgsz is not None:
             _check_range("--imgsz", self.imgsz, 32, MAX_IMGSZ)

@@ -17,6 +17,7 @@ class ModelEMA:
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, updates
+        self._pairs = None  # built at the first update, after the model has moved to its device
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.tau))
@@ -25,15 +26,25 @@ class ModelEMA:
         import torch
 
         self.updates += 1
-        d = self.current_decay()
+        if self._pairs is None:
+            self._pairs = self._pair_tensors(model)
+        ema_floats, model_floats, ema_ints, model_ints = self._pairs
         with torch.no_grad():
-            model_state = model.state_dict()
-            floats_ema, floats_model = [], []
-            for name, v in self.ema.state_dict().items():
-                src = model_state[name].detach()
-                if v.dtype.is_floating_point:
-                    floats_ema.append(v)
-                    floats_model.append(src)
-                else:  # integer buffers (BatchNorm's num_batches_tracked) are copied
-                    v.copy_(src)
-            torch._foreach_lerp_(floats_ema, floats_model, 1.0 - d)
+            torch._foreach_lerp_(ema_floats, model_floats, 1.0 - self.current_decay())
+            for dst, src in zip(ema_ints, model_ints, strict=True):  # BatchNorm's num_batches_tracked
+                dst.copy_(src)
+
+    def _pair_tensors(self, model) -> tuple[list, list, list, list]:
+        """Matching (ema, model) state tensors, floats and integers apart, found once: training
+        updates parameters and buffers in place, so the same tensors stay valid every step."""
+        model_state = model.state_dict()
+        ema_floats, model_floats, ema_ints, model_ints = [], [], [], []
+        for name, v in self.ema.state_dict().items():
+            src = model_state[name]
+            if v.dtype.is_floating_point:
+                ema_floats.append(v)
+                model_floats.append(src)
+            else:
+                ema_ints.append(v)
+                model_ints.append(src)
+        return ema_floats, model_floats, ema_ints, model_ints

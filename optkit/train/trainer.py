@@ -325,7 +325,7 @@ class Trainer:
         import torch
 
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

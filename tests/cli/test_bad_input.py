@@ -148,3 +148,10 @@ def test_val_cuda_without_cuda(cli, ckpt, tiny_data):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     _assert_refused(cli("val", ckpt, "--data", tiny_data, "--device", "cuda:0"), 1, "CUDA is not available")
+
+
+def test_model_options_with_weights_are_refused(cli, ckpt, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "--weights", ckpt, "--act", "relu", "--data", tiny_data, "--epochs", "1")
+    _assert_refused(r, 1, "apply to --model")
+    assert not (tmp_path / "runs").exists()
