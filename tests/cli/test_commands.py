@@ -6,25 +6,16 @@ import pytest
 import torch
 
 
+def _tiny_train_args(data) -> list[str]:
+    """Two quick epochs of the tiny test model on the tiny colour dataset."""
+    quick = "--model test-tiny --epochs 2 --imgsz 32 --batch-size 16 --workers 0"
+    return ["--data", str(data), *quick.split()]
+
+
 @pytest.fixture
 def trained(cli, tmp_path, tiny_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    r = cli(
-        "train",
-        "--model",
-        "test-tiny",
-        "--data",
-        tiny_data,
-        "--epochs",
-        "2",
-        "--imgsz",
-        "32",
-        "--batch-size",
-        "16",
-        "--workers",
-        "0",
-        "--json",
-    )
+    r = cli("train", *_tiny_train_args(tiny_data), "--json")
     assert r.code == 0, r.err
     return r.json()
 
@@ -61,20 +52,7 @@ def test_info_json_and_table(cli, trained, tmp_path):
 
 def test_resume_via_cli(cli, tmp_path, tiny_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = (
-        "--model",
-        "test-tiny",
-        "--data",
-        tiny_data,
-        "--epochs",
-        "2",
-        "--imgsz",
-        "32",
-        "--batch-size",
-        "16",
-        "--workers",
-        "0",
-    )
+    args = _tiny_train_args(tiny_data)
     r = cli("train", *args, "--stop-after", "1")
     assert r.code == 0 and "--resume" in r.err
     r = cli("train", "--resume", "runs/train/exp/weights/last.pt", "--json")
