@@ -25,7 +25,11 @@ FORMAT = "optkit-checkpoint/1"
 
 # Stages that change a model's structure register how to replay it here, as "module:function"
 # with the signature `replay(model, entry: dict) -> nn.Module`. Imported only when a checkpoint needs it.
-TRANSFORM_REPLAYERS: dict[str, str] = {}
+TRANSFORM_REPLAYERS: dict[str, str] = {
+    "fuse": "optkit.stages.fuse:replay",
+    "prune-structured": "optkit.stages.prune_structured:replay",
+    "sparsity": "optkit.stages.prune:replay",
+}
 
 
 @dataclass
