@@ -7,6 +7,7 @@ A file holds only tensors, numbers, strings, lists and dicts, so it loads with
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib
 import os
@@ -215,6 +216,24 @@ def checkpoint_from_model(model, names: list[str], imgsz: int, **extra) -> Check
         names=list(names),
         imgsz=int(imgsz),
         **extra,
+    )
+
+
+def derived_checkpoint(ckpt: Checkpoint, model, transform: dict | None = None) -> Checkpoint:
+    """The checkpoint a stage writes: the source's recipe and provenance, the stage's model weights,
+    one more transform when the stage changed the structure, and no training state."""
+    return dataclasses.replace(
+        ckpt,
+        model=state_dict_cpu(model),
+        transforms=list(ckpt.transforms) + ([transform] if transform else []),
+        ema=None,
+        optimizer=None,
+        scaler=None,
+        updates=0,
+        best_fitness=None,
+        train_args=None,
+        train_state=None,
+        lineage=list(ckpt.lineage),
     )
 
 

@@ -12,7 +12,7 @@ import traceback
 import typer
 
 from optkit import __version__
-from optkit.cli import info, models, train, val
+from optkit.cli import fuse, info, models, prune, strip, train, val
 
 app = typer.Typer(
     name="optkit",
@@ -43,6 +43,9 @@ app.command("train")(train.train)
 app.command("val")(val.val)
 app.command("info")(info.info)
 app.command("models")(models.models)
+app.command("fuse")(fuse.fuse)
+app.command("prune")(prune.prune)
+app.command("strip")(strip.strip)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,3 +18,6 @@ Workers = Annotated[
     int | None,
     typer.Option("--workers", help="DataLoader worker processes (default: chosen for this machine)."),
 ]
+Output = Annotated[
+    str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-<stage>.pt).")
+]

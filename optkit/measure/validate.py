@@ -17,9 +17,7 @@ def validate_checkpoint(
     device: str = "",
 ) -> dict:
     from optkit.checkpoint import build_model, load_checkpoint
-    from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers, resolve_data
-    from optkit.device import select_device
-    from optkit.measure.evaluate import evaluate
+    from optkit.data import resolve_data
     from optkit.models.imgsz import check_imgsz
 
     if not 1 <= batch_size <= 65536:
@@ -27,21 +25,32 @@ def validate_checkpoint(
     ckpt = load_checkpoint(weights)
     imgsz = check_imgsz(imgsz or ckpt.imgsz)
     spec = resolve_data(data)
-    if list(spec.names) != list(ckpt.names):
-        raise DatasetError(
-            f"dataset classes do not match the checkpoint's: data has {len(spec.names)} "
-            f"({_short(spec.names)}), checkpoint has {len(ckpt.names)} ({_short(ckpt.names)})"
-        )
+    check_classes(spec, ckpt.names)
+    result = accuracy_on(build_model(ckpt), ckpt.names, spec, imgsz, batch_size, workers, device)
+    return {"weights": str(weights), "data": data, **result}
+
+
+def accuracy_on(
+    model,
+    names: list[str],
+    spec,
+    imgsz: int,
+    batch_size: int = 128,
+    workers: int | None = None,
+    device: str = "",
+) -> dict:
+    """top-1/top-5/loss of `model` on the val split of a resolved dataset (`resolve_data(...)`)."""
+    from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers
+    from optkit.device import select_device
+    from optkit.measure.evaluate import evaluate
+
     dev = select_device(device)
-    model = build_model(ckpt).to(dev)
-    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz), classes=list(ckpt.names))
+    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz), classes=list(names))
     loader = build_val_loader(dataset, batch_size, workers if workers is not None else default_workers())
     t0 = time.perf_counter()
-    acc = evaluate(model, loader, dev)
+    acc = evaluate(model.to(dev), loader, dev)
     seconds = time.perf_counter() - t0
     return {
-        "weights": str(weights),
-        "data": data,
         "split": "val",
         "imgsz": imgsz,
         "device": str(dev),
@@ -49,6 +58,14 @@ def validate_checkpoint(
         "seconds": seconds,
         "images_per_s": acc.images / seconds if seconds else None,
     }
+
+
+def check_classes(spec, names: list[str]) -> None:
+    if list(spec.names) != list(names):
+        raise DatasetError(
+            f"dataset classes do not match the checkpoint's: data has {len(spec.names)} "
+            f"({_short(spec.names)}), checkpoint has {len(names)} ({_short(names)})"
+        )
 
 
 def _short(names: list[str], n: int = 4) -> str:

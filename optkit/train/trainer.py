@@ -77,11 +77,12 @@ class Trainer:
         self.device = select_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.data = self._resolve_data()
-        self.model, self.names, self.imgsz, self.lineage = self._build_model(resume_ckpt)
+        self._build_model(resume_ckpt)
         check_imgsz(self.imgsz, self.model.stride)
         self._build_loaders()
         self._freeze(cfg.freeze)
         self.model.to(self.device)
+        self.masks = self._sparsity_masks()
         self._build_optimization(resume_ckpt)
         self.save_dir = self._run_dir(resume_ckpt)
 
@@ -110,22 +111,41 @@ class Trainer:
 
         return resolve_data(self.cfg.data)
 
-    def _build_model(self, resume_ckpt: Checkpoint | None):
+    def _build_model(self, resume_ckpt: Checkpoint | None) -> None:
+        """Sets model, names, imgsz, and the lineage and transforms that saved checkpoints carry on."""
         from optkit.models import create_model, get_spec
 
-        cfg, names = self.cfg, list(self.data.names)
+        cfg = self.cfg
         if resume_ckpt is not None:
-            model = build_model(resume_ckpt, weights="model").train()
+            self.model = build_model(resume_ckpt, weights="model").train()
+            self.names, self.imgsz = resume_ckpt.names, resume_ckpt.imgsz
             # the last lineage entry is this run's own "train" entry; it is rewritten at each save
-            return model, resume_ckpt.names, resume_ckpt.imgsz, list(resume_ckpt.lineage[:-1])
-        if cfg.weights:
+            self.lineage, self.transforms = list(resume_ckpt.lineage[:-1]), list(resume_ckpt.transforms)
+        elif cfg.weights:
             ckpt = load_checkpoint(cfg.weights)
-            model = self._model_for_classes(ckpt, names)
-            imgsz = cfg.imgsz or ckpt.imgsz
-            return model, names, imgsz, list(ckpt.lineage)
-        model = create_model(cfg.model, num_classes=len(names), **cfg.model_options)
-        default = BUILTIN_IMGSZ if cfg.data.startswith("builtin:") else get_spec(cfg.model).default_imgsz
-        return model, names, cfg.imgsz or default, []
+            self.names = list(self.data.names)
+            self.model = self._model_for_classes(ckpt, self.names)
+            self.imgsz = cfg.imgsz or ckpt.imgsz
+            self.lineage, self.transforms = list(ckpt.lineage), list(ckpt.transforms)
+        else:
+            self.names = list(self.data.names)
+            self.model = create_model(cfg.model, num_classes=len(self.names), **cfg.model_options)
+            default = BUILTIN_IMGSZ if cfg.data.startswith("builtin:") else get_spec(cfg.model).default_imgsz
+            self.imgsz = cfg.imgsz or default
+            self.lineage, self.transforms = [], []
+
+    def _sparsity_masks(self) -> dict:
+        """Weights zeroed by unstructured pruning stay zero while training (re-applied after each step)."""
+        entries = [t for t in self.transforms if t.get("kind") == "sparsity"]
+        if not entries:
+            return {}
+        from optkit.stages.prune import sparsity_masks
+
+        masks: dict = {}
+        for entry in entries:
+            masks.update(sparsity_masks(self.model, entry))
+        self.notes.append(f"keeping {len(masks)} pruned weight tensors sparse while training")
+        return masks
 
     def _model_for_classes(self, ckpt: Checkpoint, names: list[str]):
         """The checkpoint's model; its classifier is re-initialised when the dataset's classes differ."""
@@ -329,6 +349,10 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.masks:
+            from optkit.stages.prune import apply_masks_
+
+            apply_masks_(self.model, self.masks)
         self.ema.update(self.model)
 
     def _validate(self) -> dict:
@@ -350,6 +374,7 @@ class Trainer:
         model = self.ema.ema if for_deploy else self.model
         ckpt = checkpoint_from_model(model, self.names, self.imgsz)
         ckpt.lineage = list(self.lineage)
+        ckpt.transforms = list(self.transforms)
         ckpt.epoch = epoch
         ckpt.best_fitness = self.stopper.best_fitness
         ckpt.metrics = {k: metrics[k] for k in ("top1", "top5", "loss")}

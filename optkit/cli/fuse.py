@@ -1,0 +1,48 @@
+"""`optkit fuse`: fold BatchNorm into the preceding conv/linear layers, checked on random inputs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+
+def fuse(
+    weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    atol: Annotated[
+        float, typer.Option("--atol", help="Max |Δ| allowed, relative to the output scale (max |output|).")
+    ] = 1e-4,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the output comparison.")] = False,
+    output: o.Output = None,
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Fuse Conv+BN: writes <stem>-fused.pt (or -o); prints the measured max |Δ| vs the input model."""
+    from optkit.checkpoint import build_model, derived_checkpoint, load_checkpoint, save_checkpoint
+    from optkit.cli.outputs import stage_output
+    from optkit.errors import ConfigError
+    from optkit.models import count_params
+    from optkit.report.console import emit_json
+    from optkit.report.stages import print_fuse
+    from optkit.stages.fuse import FuseConfig
+    from optkit.stages.fuse import fuse as fuse_stage
+
+    if not atol > 0:
+        raise ConfigError(f"--atol must be > 0, got {atol}")
+    target = stage_output(weights, "fused", output)
+    ckpt = load_checkpoint(weights)
+    model = build_model(ckpt)
+    fused, report = fuse_stage(model, FuseConfig(check=not no_check, atol=atol, imgsz=ckpt.imgsz))
+    new = derived_checkpoint(ckpt, fused, {"kind": "fuse"} if report.fused else None)
+    new.add_lineage("fuse", {"atol": atol, "check": not no_check, "source": weights}, report.as_dict())
+    save_checkpoint(new, target)
+    result = {
+        "source": weights,
+        "output": str(target),
+        **report.as_dict(),
+        "params_before": count_params(model),
+        "params_after": count_params(fused),
+    }
+    emit_json(result) if json_out else print_fuse(result)

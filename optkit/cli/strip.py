@@ -1,0 +1,41 @@
+"""`optkit strip`: drop optimizer/EMA/training state (EMA becomes the model), optionally fp16."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+
+def strip(
+    weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint (e.g. last.pt).")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights in fp16.")] = False,
+    output: o.Output = None,
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Strip training state: writes <stem>-stripped.pt (or -o), prints the size before -> after."""
+    from optkit.checkpoint import load_checkpoint, save_checkpoint
+    from optkit.cli.outputs import file_size, stage_output
+    from optkit.report.console import emit_json
+    from optkit.report.stages import print_strip
+    from optkit.stages.strip import StripConfig, dropped_parts
+    from optkit.stages.strip import strip as strip_stage
+
+    target = stage_output(weights, "stripped", output)
+    ckpt = load_checkpoint(weights)
+    dropped = dropped_parts(ckpt)
+    stripped = strip_stage(ckpt, StripConfig(half=half))
+    stripped.add_lineage("strip", {"half": half, "source": weights}, {"dropped": dropped})
+    save_checkpoint(stripped, target)
+    result = {
+        "source": weights,
+        "output": str(target),
+        "half": half,
+        "dropped": dropped,
+        "bytes_before": file_size(weights),
+        "bytes_after": file_size(target),
+    }
+    emit_json(result) if json_out else print_strip(result)

@@ -1,0 +1,83 @@
+"""What the file-to-file stages (strip, fuse, prune) print."""
+
+from __future__ import annotations
+
+from optkit.report.console import mb, out, pct
+
+
+def _kv_table(title: str, rows: list[tuple[str, str]]):
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def print_strip(r: dict) -> None:
+    ratio = r["bytes_after"] / r["bytes_before"]
+    out().print(
+        _kv_table(
+            f"optkit strip  {r['source']}",
+            [
+                ("output", r["output"]),
+                ("size", f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])} ({ratio:.0%} of before)"),
+                ("dropped", ", ".join(r["dropped"]) or "nothing (already stripped)"),
+                ("precision", "float16" if r["half"] else "unchanged"),
+            ],
+        )
+    )
+
+
+def print_fuse(r: dict) -> None:
+    rows = [("output", r["output"]), ("fused", f"{len(r['fused'])} conv/linear + BN pairs")]
+    for name, why in r["bn_left"].items():
+        rows.append((f"BN left: {name}", why))
+    if r["max_abs"] is None:
+        rows.append(("check", "skipped (--no-check)"))
+    else:
+        rows.append(("max |Δ|", f"{r['max_abs']:.3g} abs, {r['max_rel']:.3g} relative to output scale"))
+    rows.append(("params", f"{r['params_before']:,} -> {r['params_after']:,}"))
+    out().print(_kv_table(f"optkit fuse  {r['source']}", rows))
+
+
+def print_prune(r: dict) -> None:
+    rows = [("output", r["output"]), ("method", r["method"])]
+    rows.append(
+        ("sparsity", f"target {pct(r['amount'], 1)}, achieved {pct(r['achieved'], 2)} of prunable weights")
+    )
+    rows.append(("params", f"{r['params_before']:,} -> {r['params_after']:,}"))
+    if r.get("gflops_before") is not None:
+        rows.append(("GFLOPs", f"{r['gflops_before']:.4g} -> {r['gflops_after']:.4g}"))
+    if r.get("latency_before_ms") is not None:
+        ratio = r["latency_after_ms"] / r["latency_before_ms"]
+        rows.append(
+            (
+                "latency (CPU)",
+                f"{r['latency_before_ms']:.2f} -> {r['latency_after_ms']:.2f} ms ({ratio:.2f}x)",
+            )
+        )
+    for key, label in (
+        ("top1_before", "top-1 before"),
+        ("top1_pruned", "top-1 pruned"),
+        ("top1_finetuned", "top-1 fine-tuned"),
+    ):
+        if r.get(key) is not None:
+            rows.append((label, pct(r[key])))
+    rows.append(("size", f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])}"))
+    out().print(_kv_table(f"optkit prune  {r['source']}", rows))
+    if r.get("layers"):
+        out().print(_layer_table(r["layers"]))
+
+
+def _layer_table(layers: dict):
+    from rich.table import Table
+
+    table = Table(title="per layer (prunable weights)")
+    for col in ("layer", "zeros", "total", "sparsity"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for name, (zeros, total) in layers.items():
+        table.add_row(name, f"{zeros:,}", f"{total:,}", pct(zeros / total if total else 0.0, 1))
+    return table
