@@ -35,7 +35,7 @@ def fuse(
     ckpt = load_checkpoint(weights)
     model = build_model(ckpt)
     fused, report = fuse_stage(model, FuseConfig(check=not no_check, atol=atol, imgsz=ckpt.imgsz))
-    new = derived_checkpoint(ckpt, fused, {"kind": "fuse"} if report.fused else None)
+    new = derived_checkpoint(ckpt, fused, {"kind": "fuse", "fused": report.fused} if report.fused else None)
     new.add_lineage("fuse", {"atol": atol, "check": not no_check, "source": weights}, report.as_dict())
     save_checkpoint(new, target)
     result = {
