@@ -32,6 +32,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/prune.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check optkit tests benchmarks
