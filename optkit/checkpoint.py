@@ -90,8 +90,14 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     import torch
 
+    from optkit.sparse import pack_state
+
     path = Path(path)
     payload = ckpt.to_dict()
+    # weights that are mostly zeros (unstructured pruning) are stored as bitmask + non-zero values
+    for key in ("model", "ema"):
+        if payload[key] is not None:
+            payload[key] = pack_state(payload[key])
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
     return path
@@ -105,8 +111,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} is not an optkit checkpoint (it holds a {type(raw).__name__})")
     if raw.get("format") != FORMAT:
         raise CheckpointError(_describe_foreign_dict(path, raw))
+    from optkit.sparse import unpack_state
+
     known = {f.name for f in fields(Checkpoint)}
     values = {k: v for k, v in raw.items() if k in known}
+    for key in ("model", "ema"):
+        if isinstance(values.get(key), dict):
+            values[key] = unpack_state(values[key])
     try:
         ckpt = Checkpoint(**values)
     except TypeError as e:  # a required key is missing

@@ -125,3 +125,19 @@ def test_unknown_transform_kind_is_refused(tmp_path):
     ckpt.transforms = [{"kind": "teleport"}]
     with pytest.raises(CheckpointError, match="teleport"):
         build_model(ckpt)
+
+
+def test_sparse_weights_are_stored_compactly_and_reload_bit_exact(tmp_path):
+    from optkit.stages.prune import PruneConfig, prune_unstructured
+
+    model, ckpt = _ckpt("resnet18")
+    dense = save_checkpoint(ckpt, tmp_path / "dense.pt")
+    pruned, _ = prune_unstructured(model, PruneConfig(amount=0.5))
+    ckpt.model = {k: v.clone() for k, v in pruned.state_dict().items()}
+    sparse = save_checkpoint(ckpt, tmp_path / "sparse.pt")
+    assert sparse.stat().st_size <= 0.7 * dense.stat().st_size  # >= 30% smaller at 50% sparsity
+    raw = torch.load(sparse, weights_only=True)
+    assert any(isinstance(v, dict) for v in raw["model"].values())  # stored packed
+    loaded = load_checkpoint(sparse).model
+    for key, value in pruned.state_dict().items():
+        assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype, key

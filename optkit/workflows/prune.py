@@ -109,6 +109,7 @@ def _structured(model, ckpt, req: PruneRequest):
     lat_after = measure_latency(pruned, ckpt.imgsz)["median_ms"]
     facts = {
         "method": f"structured channels, {req.importance}, round to {req.round_to}",
+        "channels_removed": transform["achieved"]["channel_reduction"],
         "achieved": 1 - after / before,  # removed fraction of prunable weights
         "gflops_before": count_flops(model, ckpt.imgsz),
         "gflops_after": count_flops(pruned, ckpt.imgsz),
