@@ -51,7 +51,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-@pytest.mark.parametrize("command", ["val", "info", "train"])
+@pytest.mark.parametrize("command", ["val", "info", "train", "fuse", "prune", "strip"])
 def test_bad_checkpoint_files(cli, tmp_path, tiny_data, monkeypatch, command, kind):
     monkeypatch.chdir(tmp_path)
     path = _bad_file(tmp_path, kind)
@@ -60,9 +60,17 @@ def test_bad_checkpoint_files(cli, tmp_path, tiny_data, monkeypatch, command, ki
         "val": ("val", path, "--data", tiny_data),
         "info": ("info", path),
         "train": ("train", "--weights", path, "--data", tiny_data, "--epochs", "1"),
+        "fuse": ("fuse", path),
+        "prune": ("prune", path, "--amount", "0.3"),
+        "strip": ("strip", path),
     }[command]
     _assert_refused(cli(*args), 1, BAD_FILES[kind])
     assert not (tmp_path / "runs").exists()
+    assert (
+        not list(tmp_path.glob("*-fused.pt"))
+        + list(tmp_path.glob("*-pruned.pt"))
+        + list(tmp_path.glob("*-stripped.pt"))
+    )
     if before is not None:
         assert path.read_bytes() == before  # input untouched
 
