@@ -23,9 +23,17 @@ demo: $(STAMP)
 		--project $(DEMO) --name train --exist-ok
 	# 2. what the checkpoint is and how it was made
 	$(BIN)/optkit info $(DEMO)/train/weights/best.pt
-	# 3. one table comparing every stage's artifact
+	# 3. remove 30% of the channels (structured), then the same and fine-tune 3 epochs
+	$(BIN)/optkit prune $(DEMO)/train/weights/best.pt --structured --amount 0.3 -o $(DEMO)/pruned.pt
+	$(BIN)/optkit prune $(DEMO)/train/weights/best.pt --structured --amount 0.3 \
+		--data builtin:shapes --finetune-epochs 3 -o $(DEMO)/finetuned.pt
+	# 4. fold BatchNorm into the convs; 5. strip to fp16 for shipping
+	$(BIN)/optkit fuse $(DEMO)/finetuned.pt -o $(DEMO)/fused.pt
+	$(BIN)/optkit strip $(DEMO)/fused.pt --half -o $(DEMO)/stripped.pt
+	# 6. one table comparing every stage's artifact
 	$(BIN)/python scripts/demo_table.py --data builtin:shapes --json $(DEMO)/table.json \
-		trained=$(DEMO)/train/weights/best.pt
+		trained=$(DEMO)/train/weights/best.pt pruned=$(DEMO)/pruned.pt finetuned=$(DEMO)/finetuned.pt \
+		fused=$(DEMO)/fused.pt stripped=$(DEMO)/stripped.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -10,9 +10,68 @@ import argparse
 import json
 import sys
 
+from optkit.checkpoint import build_model, load_checkpoint
 from optkit.measure.describe import describe_checkpoint
+from optkit.measure.flops import count_flops
+from optkit.measure.latency import measure_latency
 from optkit.measure.validate import validate_checkpoint
 from optkit.report.console import mb, out, pct
+
+COLUMNS = (
+    "stage",
+    "artifact",
+    "size",
+    "params",
+    "GFLOPs",
+    "precision",
+    "top-1",
+    "top-5",
+    "latency b1",
+    "speed-up",
+)
+
+
+def measure(stage: str, path: str, data: str) -> dict:
+    facts = describe_checkpoint(path)
+    acc = validate_checkpoint(path, data)
+    model = build_model(load_checkpoint(path))
+    return {
+        "stage": stage,
+        "path": path,
+        "file_bytes": facts["file_bytes"],
+        "params": facts["params"],
+        "precision": facts["precision"],
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "gflops": count_flops(model, facts["imgsz"]),
+        "latency_ms": measure_latency(model, facts["imgsz"], batch=1, warmup=5, runs=30)[
+            "median_ms"
+        ],  # eager CPU
+    }
+
+
+def print_table(rows: list[dict], data: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"optkit demo: every stage on {data} (latency: PyTorch eager, batch 1)")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("stage", "artifact", "precision") else "right")
+    base = rows[0]["latency_ms"]
+    for r in rows:
+        gflops = "n/a" if r["gflops"] is None else f"{r['gflops']:.4f}"
+        table.add_row(
+            r["stage"],
+            r["path"],
+            mb(r["file_bytes"]),
+            f"{r['params']:,}",
+            gflops,
+            r["precision"],
+            pct(r["top1"]),
+            pct(r["top5"]),
+            f"{r['latency_ms']:.2f} ms",
+            f"{base / r['latency_ms']:.2f}x",
+        )
+    out().print(table)
 
 
 def main() -> int:
@@ -21,48 +80,12 @@ def main() -> int:
     parser.add_argument("--json", dest="json_path", help="also write the rows to this JSON file")
     parser.add_argument("artifacts", nargs="+", help="STAGE=PATH")
     args = parser.parse_args()
-    rows = []
-    for item in args.artifacts:
-        stage, _, path = item.partition("=")
-        facts = describe_checkpoint(path)
-        acc = validate_checkpoint(path, args.data)
-        rows.append(
-            {
-                "stage": stage,
-                "path": path,
-                "file_bytes": facts["file_bytes"],
-                "params": facts["params"],
-                "precision": facts["precision"],
-                "top1": acc["top1"],
-                "top5": acc["top5"],
-                "val_images_per_s": acc["images_per_s"],
-            }
-        )
-    _print(rows, args.data)
+    rows = [measure(*item.split("=", 1), args.data) for item in args.artifacts]
+    print_table(rows, args.data)
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump(rows, f, indent=2)
     return 0
-
-
-def _print(rows: list[dict], data: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"optkit demo: every stage on {data}")
-    for col in ("stage", "artifact", "size", "params", "precision", "top-1", "top-5", "val img/s"):
-        table.add_column(col, justify="left" if col in ("stage", "artifact", "precision") else "right")
-    for r in rows:
-        table.add_row(
-            r["stage"],
-            r["path"],
-            mb(r["file_bytes"]),
-            f"{r['params']:,}",
-            r["precision"],
-            pct(r["top1"]),
-            pct(r["top5"]),
-            f"{r['val_images_per_s']:,.0f}",
-        )
-    out().print(table)
 
 
 if __name__ == "__main__":
