@@ -44,7 +44,7 @@ def measure(stage: str, path: str, data: str) -> dict:
         "top1": acc["top1"],
         "top5": acc["top5"],
         "gflops": count_flops(model, facts["imgsz"]),
-        "latency_ms": measure_latency(model, facts["imgsz"], batch=1, warmup=5, runs=30)[
+        "latency_ms": measure_latency(model, facts["imgsz"], batch=1, warmup=10, runs=50)[
             "median_ms"
         ],  # eager CPU
     }
