@@ -6,13 +6,13 @@ error (unknown option, bad value); 130 interrupted. Tracebacks only with --debug
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
 import typer
 
 from optkit import __version__
-from optkit.cli import fuse, info, models, prune, strip, train, val
 
 app = typer.Typer(
     name="optkit",
@@ -39,13 +39,19 @@ def root(
     """optkit: train, prune, fuse, quantize, strip, export and profile vision models."""
 
 
-app.command("train")(train.train)
-app.command("val")(val.val)
-app.command("info")(info.info)
-app.command("models")(models.models)
-app.command("fuse")(fuse.fuse)
-app.command("prune")(prune.prune)
-app.command("strip")(strip.strip)
+# One line per command: "name": "module:function". Command modules import heavy packages lazily.
+COMMANDS = {
+    "train": "optkit.cli.train:train",
+    "val": "optkit.cli.val:val",
+    "info": "optkit.cli.info:info",
+    "models": "optkit.cli.models:models",
+    "fuse": "optkit.cli.fuse:fuse",
+    "prune": "optkit.cli.prune:prune",
+    "strip": "optkit.cli.strip:strip",
+}
+for _name, _target in COMMANDS.items():
+    _module, _func = _target.split(":")
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
 
 
 def main(argv: list[str] | None = None) -> int:
