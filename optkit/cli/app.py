@@ -48,6 +48,7 @@ COMMANDS = {
     "fuse": "optkit.cli.fuse:fuse",
     "prune": "optkit.cli.prune:prune",
     "strip": "optkit.cli.strip:strip",
+    "export": "optkit.cli.export:export",
 }
 for _name, _target in COMMANDS.items():
     _module, _func = _target.split(":")

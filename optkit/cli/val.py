@@ -10,7 +10,9 @@ from optkit.cli import options as o
 
 
 def val(
-    weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    weights: Annotated[
+        str, typer.Argument(help="An optkit .pt checkpoint, or an .onnx from optkit export (ONNX Runtime).")
+    ],
     data: o.Data = "builtin:shapes",
     imgsz: o.Imgsz = None,
     batch_size: o.BatchSize = 128,

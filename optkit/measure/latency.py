@@ -1,16 +1,59 @@
-"""Eager PyTorch latency: milliseconds per forward pass, after warm-up, device synchronised."""
+"""Eager PyTorch latency: milliseconds per forward (or forward + backward) pass, after warm-up, device
+synchronised. `time_calls` and `latency_stats` are the backend-neutral parts (ONNX Runtime uses them too)."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from optkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+def time_calls(
+    step: Callable[[], object], warmup: int, runs: int, sync: Callable[[], None] | None = None
+) -> list[float]:
+    """Call `step` `warmup` times untimed, then `runs` times timed; return ms per call, in call order.
+
+    `sync` (e.g. torch.cuda.synchronize) runs before the clock is read, so asynchronous work is counted.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []  # ms per call
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)  # s to ms
+    return times
+
+
+def latency_stats(times_ms: list[float], batch: int) -> dict:
+    """Median, p90 (nearest rank), min and mean ms of a list of timings, and images/s at the median."""
+    times = sorted(times_ms)
+    median = statistics.median(times)
+    return {
+        "median_ms": median,
+        "p90_ms": times[math.ceil(0.9 * len(times)) - 1],  # nearest-rank percentile
+        "min_ms": times[0],
+        "mean_ms": statistics.fmean(times),
+        "img_per_s": batch / (median / 1e3) if median > 0 else None,  # images per second at the median
+    }
+
+
+def check_counts(batch: int, warmup: int, runs: int, threads: int | None = None) -> None:
+    for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
 
 
 def measure_latency(
@@ -20,21 +63,22 @@ def measure_latency(
     warmup: int = 5,
     runs: int = 20,
     threads: int | None = None,
+    *,
+    backward: bool = False,
 ) -> dict:
-    """Time `runs` forward passes of a `batch` x 3 x imgsz x imgsz input under inference_mode.
+    """Time `runs` passes of a `batch` x 3 x imgsz x imgsz input.
 
-    The model runs in eval mode on the device (and dtype) of its parameters; its training flag and the
+    Forward passes run under inference_mode. With `backward=True` each timed step is a forward pass plus
+    the backward pass of sum(output) with respect to the parameters (gradients are discarded). Both run in
+    eval mode: BatchNorm uses its running statistics and dropout is off, so the model is not changed.
+    The model runs on the device (and dtype) of its parameters; its training flag, its gradients and the
     torch thread count (set to `threads` for the measurement when given) are restored afterwards.
-    Returns {"median_ms", "p90_ms", "min_ms", "runs", "batch", "threads"}: ms per forward pass of the batch.
+    Returns {"median_ms", "p90_ms", "min_ms", "mean_ms", "img_per_s", "runs", "warmup", "batch",
+    "threads"}: ms per pass of the whole batch; threads is None on CUDA.
     """
     import torch
 
-    for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
-
+    check_counts(batch, warmup, runs, threads)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -44,32 +88,33 @@ def measure_latency(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def forward_backward() -> None:
+        model(x).float().sum().backward()
+
     was_training, prev_threads = model.training, torch.get_num_threads()
-    times = []  # ms per forward
+    grads = {name: q.grad for name, q in model.named_parameters()}
     try:
         model.eval()
         if threads is not None:
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            sync()
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - t0) * 1e3)  # s to ms
+        if backward:
+            with torch.enable_grad():
+                times = time_calls(forward_backward, warmup, runs, sync)
+        else:
+            with torch.inference_mode():
+                times = time_calls(lambda: model(x), warmup, runs, sync)
     finally:
         torch.set_num_threads(prev_threads)
         model.train(was_training)
+        if backward:
+            for name, q in model.named_parameters():
+                q.grad = grads.get(name)
 
-    times.sort()
     return {
-        "median_ms": statistics.median(times),
-        "p90_ms": times[math.ceil(0.9 * len(times)) - 1],  # nearest-rank percentile
-        "min_ms": times[0],
+        **latency_stats(times, batch),
         "runs": runs,
+        "warmup": warmup,
         "batch": batch,
         "threads": used_threads if device.type == "cpu" else None,
     }

@@ -22,12 +22,43 @@ def validate_checkpoint(
 
     if not 1 <= batch_size <= 65536:
         raise ConfigError(f"--batch-size must be in [1, 65536], got {batch_size}")
+    if Path(weights).suffix.lower() == ".onnx":
+        return validate_onnx(weights, data, imgsz, batch_size, workers, device)
     ckpt = load_checkpoint(weights)
     imgsz = check_imgsz(imgsz or ckpt.imgsz)
     spec = resolve_data(data)
     check_classes(spec, ckpt.names)
     result = accuracy_on(build_model(ckpt), ckpt.names, spec, imgsz, batch_size, workers, device)
     return {"weights": str(weights), "data": data, **result}
+
+
+def validate_onnx(
+    path: str | Path,
+    data: str,
+    imgsz: int | None = None,
+    batch_size: int = 128,
+    workers: int | None = None,
+    device: str = "",
+) -> dict:
+    """Accuracy of an .onnx exported by optkit, run by ONNX Runtime on the CPU; class names and input
+    size come from the file's metadata."""
+    from optkit.data import resolve_data
+    from optkit.errors import DeviceError
+    from optkit.models.imgsz import check_imgsz
+    from optkit.onnxrt import load_optkit_onnx
+
+    if device.strip().lower() not in ("", "auto", "cpu"):
+        raise DeviceError(f"{path} runs on ONNX Runtime's CPU provider; drop --device {device} or use cpu")
+    model, meta = load_optkit_onnx(path)
+    size = imgsz or meta.get("imgsz") or (model.fixed_size() or (None,))[0]
+    if not isinstance(size, int):
+        raise ConfigError(f"{path} records no input size in its metadata; give --imgsz")
+    size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32)
+    model.check_input_size(size)
+    spec = resolve_data(data)
+    check_classes(spec, meta["names"], "ONNX model")
+    result = accuracy_on(model, meta["names"], spec, size, batch_size, workers, "cpu")
+    return {"weights": str(path), "data": data, "runtime": "onnxruntime", **result}
 
 
 def accuracy_on(
@@ -60,11 +91,11 @@ def accuracy_on(
     }
 
 
-def check_classes(spec, names: list[str]) -> None:
+def check_classes(spec, names: list[str], what: str = "checkpoint") -> None:
     if list(spec.names) != list(names):
         raise DatasetError(
-            f"dataset classes do not match the checkpoint's: data has {len(spec.names)} "
-            f"({_short(spec.names)}), checkpoint has {len(names)} ({_short(names)})"
+            f"dataset classes do not match the {what}'s: data has {len(spec.names)} "
+            f"({_short(spec.names)}), {what} has {len(names)} ({_short(names)})"
         )
 
 

@@ -8,6 +8,7 @@ never spans an epoch boundary. So `--stop-after 1` followed by `--resume` equals
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -153,8 +154,7 @@ class Trainer:
 
         if ckpt.names == names:
             return build_model(ckpt).train()
-        reshaped = Checkpoint(**{**ckpt.__dict__, "names": names})
-        model = create_architecture(reshaped)
+        model = create_architecture(dataclasses.replace(ckpt, names=names))
         state = model.state_dict()
         weights = ckpt.inference_weights()
         loaded = {k: v for k, v in weights.items() if k in state and state[k].shape == v.shape}
