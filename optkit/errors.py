@@ -24,3 +24,9 @@ class ConfigError(OptkitError):
 
 class DeviceError(OptkitError):
     """A device was requested that this machine does not have (e.g. CUDA without a GPU)."""
+
+
+class Interrupted(OptkitError):
+    """The user pressed Ctrl-C (SIGINT); the message says what was kept. Exit code 130, as shells use."""
+
+    exit_code = 130

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except OptkitError as e:
         if debug:
             traceback.print_exc()
-        return _fail(str(e), 1)
+        return _fail(str(e), getattr(e, "exit_code", 1))
     except Exception as e:  # a bug, not the user's fault: say so in one line
         if debug:
             traceback.print_exc()

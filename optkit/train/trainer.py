@@ -24,7 +24,7 @@ from optkit.checkpoint import (
     save_checkpoint,
     state_dict_cpu,
 )
-from optkit.errors import CheckpointError, ConfigError
+from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import atomic_write_text
 from optkit.models.imgsz import check_imgsz
 from optkit.train.config import TrainConfig
@@ -246,55 +246,34 @@ class Trainer:
         wdir = self.save_dir / "weights"
         wdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False))
-        rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
+        self.rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
         self._emit("start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes)
         t_run = time.perf_counter()
         images = train_seconds = 0.0
-        epochs_run = 0
         metrics: dict = {}
         stopped_early = False
         last_epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            train_loss, n_images = self._train_one_epoch(epoch)
-            t_train = time.perf_counter() - t0
-            images += n_images
-            train_seconds += t_train
-            metrics = self._validate()
-            improved = self.stopper.update(epoch, metrics["top1"])
-            lrs = [g["lr"] for g in self.optimizer.param_groups]
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_loss": metrics["loss"],
-                "top1": metrics["top1"],
-                "top5": metrics["top5"],
-                "lr_weights": lrs[0],
-                "lr_norm": lrs[1],
-                "lr_bias": lrs[2],
-                "time": time.perf_counter() - t0,
-            }
-            rows.append(format_row(row))
-            write_results(self.save_dir / "results.csv", rows)
-            self._save(wdir, epoch, metrics, improved)
-            epochs_run += 1
-            last_epoch = epoch
-            self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
-            if self.stopper.should_stop(epoch):
-                stopped_early = True
-                self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
-                break
-            if cfg.stop_after is not None and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
-                self.notes.append(
-                    f"stopped after {epochs_run} epoch(s) as asked; continue with --resume {wdir / 'last.pt'}"
-                )
-                break
-        finished = stopped_early or last_epoch + 1 >= cfg.epochs
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                metrics, n_images, seconds = self._epoch(epoch, wdir)
+                images, train_seconds, last_epoch = images + n_images, train_seconds + seconds, epoch
+                if self.stopper.should_stop(epoch):
+                    stopped_early = True
+                    self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
+                    break
+                if self._stop_here(epoch):
+                    self.notes.append(
+                        f"stopped after {cfg.stop_after} epoch(s) as asked; "
+                        f"continue with --resume {wdir / 'last.pt'}"
+                    )
+                    break
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted_message(wdir, last_epoch)) from None
         return TrainResult(
             save_dir=self.save_dir,
             best=wdir / "best.pt",
             last=wdir / "last.pt",
-            epochs_run=epochs_run,
+            epochs_run=last_epoch + 1 - self.start_epoch,
             epoch=last_epoch + 1,
             best_epoch=self.stopper.best_epoch + 1,
             best_top1=self.stopper.best_fitness or 0.0,
@@ -302,8 +281,42 @@ class Trainer:
             images_per_s=images / train_seconds if train_seconds else 0.0,
             seconds=time.perf_counter() - t_run,
             stopped_early=stopped_early,
-            finished=finished,
+            finished=stopped_early or last_epoch + 1 >= cfg.epochs,
             notes=self.notes,
+        )
+
+    def _epoch(self, epoch: int, wdir: Path) -> tuple[dict, int, float]:
+        """Train, validate, log and save one epoch; returns (val metrics, images trained, train seconds)."""
+        t0 = time.perf_counter()
+        train_loss, n_images = self._train_one_epoch(epoch)
+        t_train = time.perf_counter() - t0
+        metrics = self._validate()
+        improved = self.stopper.update(epoch, metrics["top1"])
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": metrics["loss"],
+            "top1": metrics["top1"],
+            "top5": metrics["top5"],
+            "lr_weights": lrs[0],
+            "lr_norm": lrs[1],
+            "lr_bias": lrs[2],
+            "time": time.perf_counter() - t0,
+        }
+        self.rows.append(format_row(row))
+        write_results(self.save_dir / "results.csv", self.rows)
+        self._save(wdir, epoch, metrics, improved)
+        self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
+        return metrics, n_images, t_train
+
+    def _stop_here(self, epoch: int) -> bool:
+        """--stop-after N: this process has run N epochs and the run is not finished."""
+        stop_after = self.cfg.stop_after
+        return (
+            stop_after is not None
+            and epoch + 1 - self.start_epoch >= stop_after
+            and epoch + 1 < self.cfg.epochs
         )
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
@@ -359,6 +372,15 @@ class Trainer:
         from optkit.measure.evaluate import evaluate
 
         return evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp).as_dict()
+
+    def _interrupted_message(self, wdir: Path, last_epoch: int) -> str:
+        if last_epoch < 0:
+            return "training interrupted before the first epoch finished; nothing was saved"
+        last = wdir / "last.pt"
+        return (
+            f"training interrupted in epoch {last_epoch + 2}; {last} holds epoch {last_epoch + 1} "
+            f"(continue with: optkit train --resume {last})"
+        )
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _save(self, wdir: Path, epoch: int, metrics: dict, improved: bool) -> None:

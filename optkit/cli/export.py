@@ -1,0 +1,97 @@
+"""`optkit export`: a checkpoint as one self-contained ONNX file, checked with ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+OnnxOutput = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Output .onnx file (default: <stem>.onnx beside the input)."),
+]
+
+
+def export(
+    weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 11-20.")] = 17,
+    dynamic: Annotated[
+        bool, typer.Option("--dynamic", help="Free batch size and input height/width.")
+    ] = False,
+    simplify: Annotated[
+        bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")
+    ] = True,
+    half: Annotated[bool, typer.Option("--half", help="fp16 graph (needs CUDA).")] = False,
+    imgsz: o.Imgsz = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Batch size of the graph (--dynamic: of the example).")
+    ] = 1,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Also compare on up to 256 val images of this dataset."),
+    ] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the ONNX Runtime comparison.")] = False,
+    atol: Annotated[
+        float | None,
+        typer.Option("--atol", help="Max |Δ| / max |output| allowed (default 1e-4; 1e-2 with --half)."),
+    ] = None,
+    output: OnnxOutput = None,
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Export to ONNX: writes <stem>.onnx (or -o) with class names and input size in its metadata, after
+    comparing ONNX Runtime's output with PyTorch's (max |Δ|, top-1 agreement)."""
+    from optkit.checkpoint import load_checkpoint
+    from optkit.errors import ConfigError
+    from optkit.models.imgsz import check_imgsz
+    from optkit.report.console import emit_json
+    from optkit.report.export import print_export
+    from optkit.stages.export import (
+        ExportConfig,
+        export_checkpoint,
+        half_device,
+        parity_images,
+        preprocess_of,
+    )
+
+    config = ExportConfig(
+        imgsz=imgsz,
+        batch=batch_size,
+        opset=opset,
+        dynamic=dynamic,
+        simplify=simplify,
+        half=half,
+        check=not no_check,
+        atol=atol,
+    )
+    config.validate()
+    if data is not None and no_check:
+        raise ConfigError("--data feeds the output comparison, which --no-check skips; drop one of them")
+    if half:
+        half_device()  # no CUDA: fail before reading anything
+    ckpt = load_checkpoint(weights)
+    target = onnx_output(weights, output)
+    config.imgsz = check_imgsz(imgsz or ckpt.imgsz)
+    images = parity_images(data, ckpt.names, config.imgsz, preprocess_of(ckpt)) if data else None
+    report = export_checkpoint(ckpt, target, config, source=weights, images=images)
+    result = {"source": weights, **report.as_dict()}
+    emit_json(result) if json_out else print_export(result)
+
+
+def onnx_output(source: str | Path, output: str | None) -> Path:
+    """`<stem>.onnx` beside the source, or -o (a .onnx file path; missing folders are created)."""
+    from optkit.errors import ConfigError
+
+    source = Path(source)
+    if output is None:
+        return source.with_suffix(".onnx")
+    path = Path(output)
+    if path.is_dir():
+        example = path / (source.stem + ".onnx")
+        raise ConfigError(f"-o {path} is a directory; give a file path such as {example}")
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {path}: export writes an ONNX model; give a path ending in .onnx")
+    return path

@@ -1,0 +1,466 @@
+"""export: a model as one self-contained ONNX file, checked against PyTorch with ONNX Runtime (DESIGN §4).
+
+Exporter: torch.onnx's TorchScript-based exporter (`dynamo=False`). It gives one clean single-file graph
+for every zoo model and for fused, structurally pruned, sparse and fp16-stored checkpoints (rebuilt in
+fp32 by `build_model`), folds eval-mode BatchNorm into the convs, and is the exporter ModelOpt's
+INT8 QDQ export needs, so all ONNX files optkit writes come from the same one. It supports opsets
+11-20 here (`MIN_OPSET`, `MAX_OPSET`).
+
+The graph: input `images` (N, 3, H, W) float32 (float16 with `half`), output `logits` (N, classes).
+With `dynamic`, N, H and W are free (named batch/height/width): every zoo model is fully convolutional
+with adaptive pooling, and the parity check runs a second batch size and a second input size to prove it.
+
+Steps: trace in memory -> onnxslim (optional; on failure the unsimplified graph is kept and the report
+says why) -> metadata_props -> onnx.checker -> a temp file in the target folder -> parity check on that
+file with ONNX Runtime -> rename into place. Any failure removes the temp file: no output is written,
+and the source is never touched. The weights travel inside the one file (no external data); a model
+whose file would pass protobuf's 2 GB limit is refused.
+
+Parity: the PyTorch model (fp32, CPU) and ONNX Runtime (CPU provider) run the same seeded standard-normal
+inputs, and optionally real validation images. max |Δ| is measured in absolute terms and relative to the
+largest |output| of PyTorch (as `fuse` does); above `atol` the export fails. Top-1 agreement is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import inspect
+import io
+import json
+import math
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optkit.errors import ConfigError, DeviceError, OptkitError
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
+
+    from optkit.checkpoint import Checkpoint
+
+MIN_OPSET, MAX_OPSET = 11, 20  # what the TorchScript exporter supports, from opset 11 (Clip with inputs)
+MAX_BYTES = 2**31 - 1  # protobuf's limit for one serialized message; larger needs external data files
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+DYNAMIC_AXES = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}}
+ATOL_FP32, ATOL_FP16 = 1e-4, 1e-2  # default tolerances: max |Δ| / max |output|
+PARITY_IMAGES = 256  # real images compared at most
+
+
+class ExportError(OptkitError):
+    """The model could not be exported, or ONNX Runtime's output differs from PyTorch's."""
+
+
+@dataclass
+class ExportConfig:
+    imgsz: int | None = None  # pixels, square input side; None: the checkpoint's (export_checkpoint)
+    batch: int = 1  # batch size of the example input (the fixed batch unless dynamic)
+    opset: int = 17
+    dynamic: bool = False  # free batch, height and width
+    simplify: bool = True  # run onnxslim
+    half: bool = False  # fp16 graph; needs CUDA
+    check: bool = True  # compare ONNX Runtime with PyTorch
+    atol: float | None = None  # max |Δ| / max |output|; None: 1e-4, or 1e-2 with half
+    seed: int = 0  # seeds the parity check's random inputs
+
+    def tolerance(self) -> float:
+        return self.atol if self.atol is not None else (ATOL_FP16 if self.half else ATOL_FP32)
+
+    def validate(self) -> None:
+        op = self.opset
+        if isinstance(op, bool) or not isinstance(op, int) or not MIN_OPSET <= op <= MAX_OPSET:
+            raise ConfigError(
+                f"--opset {op} is not supported: choose {MIN_OPSET} to {MAX_OPSET} "
+                f"(the range of torch's TorchScript ONNX exporter; default 17)"
+            )
+        b = self.batch
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 1024:
+            raise ConfigError(f"--batch-size must be in [1, 1024], got {b!r}")
+        if self.atol is not None and not self.atol > 0:  # `not >`: NaN fails too
+            raise ConfigError(f"--atol must be > 0, got {self.atol}")
+
+
+@dataclass
+class ParityCase:
+    input: str  # "random" (seeded standard-normal) or "val" (real validation images)
+    shape: list[int]  # of the input batch; for "val": (images, 3, H, W) over all batches
+    max_abs: float  # max |ORT - PyTorch| over all logits
+    max_rel: float  # max_abs / max |PyTorch logits|
+    top1_agreement: float  # fraction of images with the same argmax
+
+    def label(self) -> str:
+        dims = "x".join(str(d) for d in self.shape)
+        return f"{self.input} {dims}" if self.input == "random" else f"val images ({self.shape[0]})"
+
+
+@dataclass
+class ExportReport:
+    output: str
+    opset: int
+    dynamic: bool
+    half: bool
+    imgsz: int
+    batch: int
+    input_shape: list  # as written in the graph: ints, or names of dynamic dims
+    simplified: bool  # onnxslim ran and its graph was kept
+    simplify_error: str | None  # why onnxslim failed (the unsimplified graph was written)
+    nodes_before: int  # graph nodes after torch's export
+    nodes_after: int  # graph nodes in the written file
+    bytes: int  # file size
+    export_s: float  # seconds: trace + simplify + serialize (not the parity check)
+    atol: float | None  # the tolerance the check applied; None when not checked
+    cases: list[ParityCase] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)  # metadata_props written
+
+    def worst(self, kind: str | None = None) -> ParityCase | None:
+        cases = [c for c in self.cases if kind is None or c.input == kind]
+        return max(cases, key=lambda c: (math.isnan(c.max_rel), c.max_rel)) if cases else None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        val = self.worst("val")
+        random_agreement = [c.top1_agreement for c in self.cases if c.input == "random"]
+        d["size_mb"] = self.bytes / 1e6  # bytes to MB (10^6)
+        d["checked"] = bool(self.cases)
+        d["max_abs"] = max((c.max_abs for c in self.cases), default=None)
+        d["max_rel"] = max((c.max_rel for c in self.cases), default=None)
+        d["top1_agreement"] = min(random_agreement, default=None)  # worst over the random inputs
+        d["val_top1_agreement"] = val.top1_agreement if val else None
+        d["val_images"] = val.shape[0] if val else None
+        return d
+
+
+def export_onnx(
+    model: nn.Module,
+    output: str | os.PathLike,
+    config: ExportConfig,
+    metadata: dict[str, Any] | None = None,
+    images: Iterable[torch.Tensor] | None = None,
+) -> ExportReport:
+    """Write `model` to `output` as ONNX and check it; return what was done. The model is not modified.
+
+    metadata: written as `metadata_props` (lists/dicts as JSON, the rest as text). images: batches of
+    preprocessed real images (N, 3, imgsz, imgsz) for the parity check (`parity_images` builds them).
+    """
+    import onnx
+    import torch
+
+    from optkit.models.imgsz import check_imgsz
+
+    config.validate()
+    if config.imgsz is None:
+        raise ConfigError("export needs an input size (imgsz)")
+    stride = int(getattr(model, "stride", 32))
+    imgsz = check_imgsz(config.imgsz, stride)
+    device = half_device() if config.half else torch.device("cpu")
+    reference = copy.deepcopy(model).float().eval().cpu()  # fp32 CPU model the file is checked against
+    _check_weight_bytes(reference, config.half)
+    target = Path(output)
+
+    t0 = time.perf_counter()
+    subject = copy.deepcopy(reference).to(device)
+    example = torch.randn(config.batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(config.seed))
+    if config.half:
+        subject, example = subject.half(), example.half()
+    proto = _trace(subject, example.to(device), config)
+    del subject
+    nodes_before = len(proto.graph.node)
+    simplify_error = None
+    if config.simplify:
+        proto, simplify_error = _simplify(proto)
+    props = {k: v if isinstance(v, str) else _text(v) for k, v in (metadata or {}).items()}
+    onnx.helper.set_model_props(proto, props)
+    try:
+        onnx.checker.check_model(proto)
+        data = proto.SerializeToString()
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise ExportError(f"the exported graph is not valid ONNX: {_first_line(e)}") from None
+    if len(data) > MAX_BYTES:
+        raise ExportError(_too_big(len(data)))
+    export_s = time.perf_counter() - t0
+
+    report = ExportReport(
+        output=str(target),
+        opset=config.opset,
+        dynamic=config.dynamic,
+        half=config.half,
+        imgsz=imgsz,
+        batch=config.batch,
+        input_shape=[d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim],
+        simplified=config.simplify and simplify_error is None,
+        simplify_error=simplify_error,
+        nodes_before=nodes_before,
+        nodes_after=len(proto.graph.node),
+        bytes=len(data),
+        export_s=export_s,
+        atol=config.tolerance() if config.check else None,
+        metadata=props,
+    )
+    with _staged_file(target) as tmp:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if config.check:
+            report.cases = _parity(reference, tmp, config, imgsz, images)
+            _raise_if_beyond(report, config)
+    return report
+
+
+def export_checkpoint(
+    ckpt: Checkpoint,
+    output: str | os.PathLike,
+    config: ExportConfig = ExportConfig(),
+    source: str | os.PathLike | None = None,
+    images: Iterable[torch.Tensor] | None = None,
+) -> ExportReport:
+    """Export a checkpoint's inference model (EMA weights when present, fp32) with optkit's metadata.
+
+    source: the checkpoint file, hashed into `source_sha256` (omitted when None).
+    """
+    from optkit.checkpoint import build_model
+
+    config = replace(config, imgsz=config.imgsz or ckpt.imgsz)
+    config.validate()
+    if config.half:
+        half_device()  # before the model is built: a clear error first
+    model = build_model(ckpt)
+    metadata = optkit_metadata(ckpt, int(config.imgsz), int(getattr(model, "stride", 32)), source)
+    return export_onnx(model, output, config, metadata, images)
+
+
+def optkit_metadata(ckpt: Checkpoint, imgsz: int, stride: int, source: str | os.PathLike | None) -> dict:
+    """The metadata_props optkit writes (see `optkit.onnxrt`); values still Python objects."""
+    from optkit import __version__
+
+    meta = {
+        "names": list(ckpt.names),
+        "imgsz": imgsz,
+        "stride": stride,
+        "task": ckpt.task,
+        "arch": ckpt.arch["name"],
+        "optkit_version": __version__,
+        "preprocess": preprocess_of(ckpt),
+    }
+    if source is not None:
+        meta["source_sha256"] = sha256_file(source)
+    return meta
+
+
+def preprocess_of(ckpt: Checkpoint) -> dict:
+    """The checkpoint's input normalisation, or the ImageNet mean/std that optkit's transforms apply."""
+    from optkit.data import IMAGENET_MEAN, IMAGENET_STD
+
+    pre = ckpt.preprocess or {}
+    return {
+        "mean": [float(v) for v in pre.get("mean", IMAGENET_MEAN)],
+        "std": [float(v) for v in pre.get("std", IMAGENET_STD)],
+    }
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):  # 1 MiB at a time
+            h.update(block)
+    return h.hexdigest()
+
+
+def parity_images(
+    data: str, names: list[str], imgsz: int, preprocess: dict, limit: int = PARITY_IMAGES, batch: int = 32
+) -> Iterator[torch.Tensor]:
+    """Batches of up to `limit` val images of dataset `data`, spread evenly over the split, preprocessed as
+    in validation. The dataset and its classes are checked now; images are read while iterating."""
+    from optkit.data import ImageFolder, ValTransform, resolve_data
+    from optkit.measure.validate import check_classes
+
+    spec = resolve_data(data)
+    check_classes(spec, names)
+    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"]))
+    n = len(dataset)
+    take = [round(i * n / limit) for i in range(limit)] if n > limit else list(range(n))
+    return _batches(dataset, take, batch)
+
+
+def _batches(dataset, indices: list[int], batch: int) -> Iterator[torch.Tensor]:
+    import torch
+
+    for i in range(0, len(indices), batch):
+        yield torch.stack([dataset[j][0] for j in indices[i : i + batch]])
+
+
+# --- exporting ------------------------------------------------------------------------------------
+
+
+def half_device() -> torch.device:
+    """fp16 export traces on CUDA (the precision the graph will run at); there is no CPU fallback."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError("--half exports an fp16 graph on CUDA, but CUDA is not available on this machine")
+    return torch.device("cuda:0")
+
+
+def _check_weight_bytes(model: nn.Module, half: bool) -> None:
+    tensors = list(model.parameters()) + list(model.buffers())
+    size = sum(t.numel() * (2 if half and t.is_floating_point() else t.element_size()) for t in tensors)
+    if size > MAX_BYTES:
+        raise ExportError(_too_big(size))
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"the model needs {size / 1e9:.2f} GB in ONNX; one self-contained .onnx file holds at most 2 GB "
+        "(protobuf's limit), and optkit does not write external-data side files"
+    )
+
+
+def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onnx.ModelProto:
+    """torch.onnx (TorchScript exporter) into memory; returns the parsed ModelProto."""
+    import onnx
+    import torch
+
+    kwargs = dict(
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=config.opset,
+        do_constant_folding=True,
+        dynamic_axes=DYNAMIC_AXES if config.dynamic else None,
+    )
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # torch >= 2.9 defaults to the torch.export-based exporter
+    buffer = io.BytesIO()
+    try:
+        # torch warns that this exporter is deprecated, on every call: noise to a user, so muted here only
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buffer, **kwargs)
+    except Exception as e:  # torch.onnx raises RuntimeError, OnnxExporterError, SymbolicValueError, ...
+        raise ExportError(f"torch.onnx could not export the model: {_first_line(e)}") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """(onnxslim's graph, None), or (the input graph, why onnxslim failed)."""
+    try:
+        import onnxslim
+
+        slim = onnxslim.slim(copy.deepcopy(proto))
+        if slim is None or not len(slim.graph.node):
+            return proto, "onnxslim returned no graph"
+        names = ([i.name for i in slim.graph.input], [o.name for o in slim.graph.output])
+        if names != ([INPUT_NAME], [OUTPUT_NAME]):
+            return proto, f"onnxslim changed the graph's inputs/outputs to {names}"
+        return slim, None
+    except Exception as e:  # any failure of an optional optimizer: keep the valid unsimplified graph
+        return proto, f"{type(e).__name__}: {_first_line(e)}"
+
+
+@contextlib.contextmanager
+def _staged_file(target: Path) -> Iterator[Path]:
+    """A temp path beside `target`, renamed onto it on clean exit and removed on error (with any
+    folders made for it)."""
+    missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name, created by the writer with open(..., "xb") so the file gets the umask's permissions
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+# --- parity ---------------------------------------------------------------------------------------
+
+
+def _parity(
+    reference: nn.Module, path: Path, config: ExportConfig, imgsz: int, images: Iterable | None
+) -> list[ParityCase]:
+    import torch
+
+    from optkit.models.imgsz import MAX_IMGSZ
+    from optkit.onnxrt import OrtModel
+
+    ort_model = OrtModel(path, session=_session(path, config.half))
+    shapes = [(config.batch, 3, imgsz, imgsz)]
+    if config.dynamic:
+        other_batch = 4 if config.batch != 4 else 1
+        other_size = imgsz + 32 if imgsz + 32 <= MAX_IMGSZ else imgsz - 32
+        shapes += [(other_batch, 3, imgsz, imgsz), (config.batch, 3, other_size, other_size)]
+    g = torch.Generator().manual_seed(config.seed)
+    cases = []
+    for shape in shapes:
+        x = torch.randn(shape, generator=g)
+        cases.append(_compare("random", reference, ort_model, [x]))
+    if images is not None:
+        cases.append(_compare("val", reference, ort_model, images))
+    return cases
+
+
+def _session(path: Path, half: bool):
+    """CPU provider; an fp16 graph runs on CUDA when this onnxruntime has the CUDA provider."""
+    import onnxruntime as ort
+
+    from optkit.onnxrt import create_session
+
+    providers = None
+    if half and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return create_session(path, threads=None, providers=providers)
+
+
+def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> ParityCase:
+    import torch
+
+    refs, outs, shape = [], [], None
+    with torch.no_grad():
+        for x in batches:
+            x = x.float()
+            refs.append(reference(x).double())
+            outs.append(ort_model(x).double())
+            shape = [sum(r.shape[0] for r in refs), *x.shape[1:]]
+    if not refs:
+        raise ExportError("the parity check got no images")
+    ref, out = torch.cat(refs), torch.cat(outs)
+    if ref.shape != out.shape:
+        raise ExportError(f"ONNX Runtime's output has shape {list(out.shape)}, PyTorch's {list(ref.shape)}")
+    max_abs = (out - ref).abs().max().item()  # torch's max: a NaN anywhere comes out as NaN
+    scale = ref.abs().max().item()
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    agree = (out.argmax(1) == ref.argmax(1)).double().mean().item()
+    return ParityCase(kind, shape, max_abs, max_rel, agree)
+
+
+def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:
+    worst = report.worst()
+    atol = config.tolerance()
+    if worst is None or worst.max_rel <= atol:
+        return
+    hint = "; the graph was simplified by onnxslim, try --no-simplify" if report.simplified else ""
+    raise ExportError(
+        f"ONNX Runtime's output differs from PyTorch's on {worst.label()}: max |Δ| {worst.max_abs:.3g} is "
+        f"{worst.max_rel:.3g} of the output scale, above atol={atol:g}; nothing written{hint}"
+    )
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
