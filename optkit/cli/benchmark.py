@@ -1,0 +1,38 @@
+"""`optkit benchmark`: compare artifacts (.pt and .onnx) side by side in one table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+
+def benchmark(
+    artifacts: Annotated[list[str], typer.Argument(help="Checkpoints (.pt) and ONNX files (.onnx).")],
+    data: Annotated[str | None, typer.Option("--data", help="Dataset for top-1 (val split).")] = None,
+    imgsz: o.Imgsz = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per timed run.")] = 1,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 10,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs (median reported).")] = 50,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for both backends.")] = None,
+    csv_path: Annotated[
+        str | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
+    ] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Accuracy-vs-latency plot (PNG).")] = None,
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact."""
+    from optkit.report.benchmark import print_benchmark, write_csv, write_plot
+    from optkit.report.console import emit_json
+    from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
+
+    request = BenchmarkRequest(artifacts, data, imgsz, batch_size, warmup, runs, threads)
+    result = run_benchmark(request)
+    if csv_path:
+        write_csv(result, csv_path)
+    if plot:
+        write_plot(result, plot)
+    emit_json(result) if json_out else print_benchmark(result)
