@@ -30,10 +30,12 @@ demo: $(STAMP)
 	# 4. fold BatchNorm into the convs; 5. strip to fp16 for shipping
 	$(BIN)/optkit fuse $(DEMO)/finetuned.pt -o $(DEMO)/fused.pt
 	$(BIN)/optkit strip $(DEMO)/fused.pt --half -o $(DEMO)/stripped.pt
-	# 6. one table comparing every stage's artifact
-	$(BIN)/python scripts/demo_table.py --data builtin:shapes --json $(DEMO)/table.json \
-		trained=$(DEMO)/train/weights/best.pt pruned=$(DEMO)/pruned.pt finetuned=$(DEMO)/finetuned.pt \
-		fused=$(DEMO)/fused.pt stripped=$(DEMO)/stripped.pt
+	# 6. export to ONNX (parity checked with ONNX Runtime on random and real images)
+	$(BIN)/optkit export $(DEMO)/fused.pt --data builtin:shapes -o $(DEMO)/model.onnx
+	# 7. one table comparing every stage's artifact (and an accuracy-vs-latency plot)
+	$(BIN)/optkit benchmark $(DEMO)/train/weights/best.pt $(DEMO)/pruned.pt $(DEMO)/finetuned.pt \
+		$(DEMO)/fused.pt $(DEMO)/stripped.pt $(DEMO)/model.onnx --data builtin:shapes \
+		--plot $(DEMO)/benchmark.png --csv $(DEMO)/benchmark.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
