@@ -48,7 +48,9 @@ COMMANDS = {
     "fuse": "optkit.cli.fuse:fuse",
     "prune": "optkit.cli.prune:prune",
     "strip": "optkit.cli.strip:strip",
+    "benchmark": "optkit.cli.benchmark:benchmark",
     "export": "optkit.cli.export:export",
+    "profile": "optkit.cli.profile:profile",
 }
 for _name, _target in COMMANDS.items():
     _module, _func = _target.split(":")

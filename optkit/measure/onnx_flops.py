@@ -2,13 +2,16 @@
 so that an exported model reports what its PyTorch source reports.
 
 Tensor shapes come from `onnx.shape_inference.infer_shapes` (with data propagation) after the graph input
-is pinned to the requested (batch, C, H, W). MACs per node, as thop counts the matching module:
+is pinned to the requested (batch, C, H, W); shapes it cannot infer (e.g. a Resize whose sizes are computed
+from Shape ops) are read from one ONNX Runtime run on zeros.
+
+MACs per node, as thop counts the matching module:
 
     Conv / ConvInteger / QLinearConv   output elements x (input channels / groups) x kernel area
     ConvTranspose                      input elements x (output channels / groups) x kernel area
     Gemm                               M x N x K            MatMul (+Integer, QLinear): output x contracted
     BatchNormalization, Instance-/Layer-/GroupNormalization   4 per input element (affine)
-    GlobalAveragePool                  input + output elements      AveragePool: window inputs + outputs
+    GlobalAveragePool, ReduceMean      input + output elements      AveragePool: window inputs + outputs
     PRelu 1 per element; Softmax / LogSoftmax thop's rule; Resize linear 5/11/31, cubic 259 per output
     everything else (Relu, Sigmoid, Mul, Add, Concat, MaxPool, Reshape, ...)   0
 
@@ -32,6 +35,7 @@ simplifier count once.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -57,12 +61,23 @@ PARAM_INPUTS: dict[str, tuple[int, ...]] = {
     "GroupNormalization": (1, 2),
     "PRelu": (1,),
 }
-_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # gather convs: output-sized work
 _MATMULS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
 _NORMS = ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization")
 _FOLD_INTO = ("Conv", "ConvTranspose", "Gemm")  # layers a following BatchNormalization folds into
-_PASS_THROUGH = ("Identity", "Cast", "Transpose", "DequantizeLinear", "QuantizeLinear")
+_PASS_THROUGH = (
+    "Identity",
+    "Cast",
+    "Transpose",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "DequantizeLinear",
+    "QuantizeLinear",
+)
 _RESIZE_LINEAR = {3: 5, 4: 11, 5: 31}  # thop's ops per output element of (bi/tri)linear upsampling
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,7 +109,44 @@ def count_graph(model: onnx.ModelProto, input_shape: list[int] | None = None) ->
     except Exception as e:  # onnx raises several unrelated types for malformed graphs
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ModelError(f"ONNX shape inference failed at input shape {input_shape}: {first}") from None
-    return _Counter(inferred.graph).count()
+    runtime = model if input_shape is not None and not _has_external_data(model) else None
+    return _Counter(inferred.graph).count(runtime)
+
+
+def _has_external_data(model: onnx.ModelProto) -> bool:
+    from onnx import TensorProto
+
+    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the values `names`, read from one ONNX Runtime run of `model` (input pinned) on zeros,
+    for graphs whose static shape inference stops at data-dependent ops (e.g. Resize sizes computed from
+    Shape ops). {} when ONNX Runtime cannot run it: the count then says what is missing."""
+    import onnx
+
+    if not names:
+        return {}
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        known = {o.name for o in probe.graph.output}
+        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every value
+        options.log_severity_level = 3
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        value = graph_input(model)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        values = session.run(names, {value.name: np.zeros(shape, dtype=dtype)})
+    except Exception as e:  # the count reports the shapes as unknown instead
+        log.debug("ONNX Runtime shape probe failed: %s: %s", type(e).__name__, e)
+        return {}
+    return {n: tuple(np.shape(v)) for n, v in zip(names, values, strict=True)}
 
 
 def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -143,13 +195,14 @@ class _Counter:
                 self.users.setdefault(name, []).append(node)
         self.outputs = {o.name for o in graph.output}
 
-    def count(self) -> GraphCount:
+    def count(self, runtime: onnx.ModelProto | None = None) -> GraphCount:
+        """Count; `runtime`: the pinned model, run once with ONNX Runtime for shapes inference missed."""
         from onnx import AttributeProto
 
         subgraph = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
         result = GraphCount(params=0, macs=0)
         seen_weights: set[str] = set()
-        unknown: list[str] = []
+        unsized: list[tuple[str, onnx.NodeProto]] = []  # nodes whose MACs need a shape inference missed
         for index, node in enumerate(self.graph.node):
             name = node_name(node, index)
             if node.domain not in ("", "ai.onnx"):
@@ -160,20 +213,35 @@ class _Counter:
             folded = self._folds(node)
             result.bn_folded += folded
             result.params += self._params(node, seen_weights, folded)
-            try:
-                macs = 0 if folded else self._macs(node)
-            except _Unknown:
-                unknown.append(name)
-                continue
-            if macs:
-                result.node_macs[name] = macs
-                result.macs += macs
-        if unknown:
-            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-            result.problem = f"shape inference left the shapes of node {unknown[0]}{more} unknown"
+            if not folded:
+                self._add_macs(result, name, node, unsized)
+        if unsized and runtime is not None:
+            missing = {
+                v
+                for _, node in unsized
+                for v in (*node.input, *node.output)
+                if v and self.shapes.get(v) is None
+            }
+            self.shapes.update(_runtime_shapes(runtime, sorted(missing)))
+            retry, unsized = unsized, []
+            for name, node in retry:
+                self._add_macs(result, name, node, unsized)
+        if unsized:
+            more = f" and {len(unsized) - 1} more" if len(unsized) > 1 else ""
+            result.problem = f"the shapes of node {unsized[0][0]}{more} could not be inferred"
         if result.problem:
             result.macs = None
         return result
+
+    def _add_macs(self, result: GraphCount, name: str, node: onnx.NodeProto, unsized: list) -> None:
+        try:
+            macs = self._macs(node)
+        except _Unknown:
+            unsized.append((name, node))
+            return
+        if macs:
+            result.node_macs[name] = macs
+            result.macs += macs
 
     # -- parameters ---------------------------------------------------------------------------------
     def _params(self, node: onnx.NodeProto, seen_weights: set[str], folded: bool) -> int:
@@ -265,7 +333,10 @@ class _Counter:
             return math.prod(y) * a[-1]
         if op in _NORMS:
             return 4 * math.prod(self._shape(node.input[0]))  # thop: 2 per element, x2 when affine
-        if op == "GlobalAveragePool":
+        if op in (
+            "GlobalAveragePool",
+            "ReduceMean",
+        ):  # the dynamo exporter writes AdaptiveAvgPool as ReduceMean
             return math.prod(self._shape(node.input[0])) + math.prod(self._shape(node.output[0]))
         if op == "AveragePool":
             return self._avgpool(node)

@@ -45,7 +45,7 @@ class Loaded:
     model: object  # nn.Module or optkit.onnxrt.OrtModel (both: tensor in, logits out)
     names: list[str]
     imgsz: int
-    params: int
+    params: int  # inference form: BatchNorm folded into the conv before it
     count_gflops: object  # callable(imgsz) -> GFLOPs of one image, or None
 
 
@@ -81,15 +81,23 @@ def _load(path: str, threads: int | None) -> Loaded:
 
     ckpt = load_checkpoint(path)
     model = build_model(ckpt)
+    counted = inference_form(model)
     return Loaded(
         path,
         "pytorch",
         model,
         ckpt.names,
         ckpt.imgsz,
-        count_params(model),
-        lambda imgsz: count_flops(model, imgsz),
+        count_params(counted),
+        lambda imgsz: count_flops(counted, imgsz),
     )
+
+
+def inference_form(model):
+    """A copy with BatchNorm folded (what ONNX Runtime runs), so that a .pt and its .onnx count alike."""
+    from optkit.stages.fuse import FuseConfig, fuse
+
+    return fuse(model, FuseConfig(check=False))[0]
 
 
 def _load_onnx(path: Path, threads: int | None) -> Loaded:

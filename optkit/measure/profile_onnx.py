@@ -1,0 +1,301 @@
+"""The ONNX Runtime side of `optkit profile`: an .onnx file's graph facts, counts, latency, memory and
+per-node time.
+
+The input shape comes from the graph (fixed dimensions must match what is asked for; dynamic ones take
+--imgsz / --batch-size); the class count and default input size from the model's metadata when the
+exporter wrote them (`names`, `imgsz`, `stride`, `arch` keys), else from the graph. Sessions run on the
+CPUExecutionProvider (the CUDAExecutionProvider when a CUDA device is asked for and this onnxruntime has
+it), with `intra_op_num_threads` = --threads when given.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from optkit.errors import CheckpointError, DeviceError, ModelError
+from optkit.measure.latency import latency_stats, time_calls
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+# ONNX input element type -> numpy dtype name (image models take floats; quantized ones may take uint8)
+_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8"}
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an .onnx file, refusing what is not one with a one-line reason."""
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)  # shapes suffice; ORT reads the file
+    except Exception as e:  # protobuf DecodeError, external-data OSError, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is not a valid ONNX model ({first})") from None
+    if not model.graph.node or not model.graph.input:  # protobuf parses many byte strings as an empty model
+        raise CheckpointError(f"{path} is not a valid ONNX model (no graph)")
+    return model
+
+
+def _session(path: Path, providers: list[str], threads: int | None, profile_prefix: str | None = None):
+    """An ONNX Runtime session (private helper; optkit.onnxrt will be the shared one)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: warnings would go to stderr on every load
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"ONNX Runtime cannot load {path}: {first}") from None
+
+
+def read_metadata(model: onnx.ModelProto) -> dict:
+    """{"names": list | None, "imgsz": int | None, "stride": int | None, "arch": str | None} from the
+    model's metadata_props; values may be JSON or Python literals (Ultralytics writes dict reprs)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    names = _literal(props.get("names"))
+    if isinstance(names, dict):  # {0: "cat", 1: "dog"}
+        names = [names[k] for k in sorted(names)]
+    imgsz = _literal(props.get("imgsz"))
+    if isinstance(imgsz, (list, tuple)) and imgsz and all(v == imgsz[0] for v in imgsz):
+        imgsz = imgsz[0]
+    arch = _literal(props.get("arch"))
+    if isinstance(arch, dict):
+        arch = arch.get("name")
+    stride = _literal(props.get("stride"))
+    if isinstance(stride, (list, tuple)) and stride:
+        stride = max(stride)
+    return {
+        "names": list(names) if isinstance(names, (list, tuple)) else None,
+        "imgsz": imgsz if isinstance(imgsz, int) and imgsz > 0 else None,
+        "stride": stride if isinstance(stride, int) and stride > 0 else None,
+        "arch": arch if isinstance(arch, str) else props.get("arch"),
+    }
+
+
+def _literal(text: str | None):
+    if text is None:
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+class OnnxTarget:
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: str = "", threads: int | None = None) -> None:
+        from optkit.measure.onnx_flops import graph_input
+
+        self.path = Path(path)
+        self.proto = load_onnx(self.path)
+        self.providers = _providers(device)
+        self.threads = threads
+        self.notes: list[str] = []
+        self.bn_folded: int | None = None
+        self.node_macs: dict[str, int] = {}  # set by counts(): MACs per node at the profiled shape
+        value = graph_input(self.proto)
+        self.input_name = value.name
+        dims = value.type.tensor_type.shape.dim
+        self.dims = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if len(self.dims) != 4:
+            raise ModelError(
+                f"{self.path}: optkit profile needs one image input (N, C, H, W); "
+                f"input {value.name!r} has {len(self.dims)} dimensions"
+            )
+        elem = value.type.tensor_type.elem_type
+        if elem not in _DTYPES:
+            raise ModelError(
+                f"{self.path}: input {value.name!r} has element type {elem}, not an image tensor"
+            )
+        self.dtype = _DTYPES[elem]
+        self.metadata = read_metadata(self.proto)
+        self.session = _session(self.path, self.providers, threads)
+
+    # -- facts -------------------------------------------------------------------------------------
+    @property
+    def device_label(self) -> str:
+        main = self.providers[0]
+        return ("cuda" if main.startswith("CUDA") else "cpu") + f" ({main})"
+
+    def used_threads(self) -> int | None:
+        return self.threads  # None: ONNX Runtime's default (one per physical core)
+
+    @property
+    def arch(self) -> str | None:
+        return self.metadata["arch"]
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.metadata["names"]:
+            return len(self.metadata["names"])
+        outputs = self.proto.graph.output
+        if outputs:
+            dims = outputs[0].type.tensor_type.shape.dim
+            if len(dims) == 2 and dims[1].HasField("dim_value"):
+                return dims[1].dim_value
+        return None
+
+    def resolve_imgsz(self, imgsz: int | None) -> int:
+        """The input side to profile at: fixed by the graph, else --imgsz, else the metadata's."""
+        from optkit.models.imgsz import check_imgsz
+
+        h, w = self.dims[2], self.dims[3]
+        if h is not None or w is not None:
+            if h != w:
+                raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
+            if imgsz is not None and imgsz != h:
+                raise ModelError(
+                    f"--imgsz {imgsz}: {self.path} takes {h}x{w} inputs only (fixed in the graph)"
+                )
+            return h
+        if imgsz is None:
+            imgsz = self.metadata["imgsz"]
+            if imgsz is None:
+                raise ModelError(
+                    f"{self.path} has a dynamic input size and no imgsz in its metadata; give --imgsz"
+                )
+        return check_imgsz(imgsz, self.metadata["stride"] or 32)
+
+    def check_batches(self, batches: list[int]) -> None:
+        fixed = self.dims[0]
+        wrong = [b for b in batches if fixed is not None and b != fixed]
+        if wrong:
+            raise ModelError(
+                f"{self.path} has a fixed batch size of {fixed} (export it with a dynamic batch axis); "
+                f"cannot run batch {wrong[0]}"
+            )
+
+    def input_shape(self, imgsz: int, batch: int) -> list[int]:
+        return [batch, self.dims[1] or 3, imgsz, imgsz]
+
+    def _feed(self, imgsz: int, batch: int) -> dict:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        x = rng.random(self.input_shape(imgsz, batch), dtype=np.float32)
+        if self.dtype in ("uint8", "int8"):
+            x = (x * 255 - (128 if self.dtype == "int8" else 0)).astype(self.dtype)
+        return {self.input_name: x.astype(self.dtype)}
+
+    # -- measurements --------------------------------------------------------------------------------
+    def counts(self, imgsz: int, batch: int) -> dict:
+        from optkit.measure.onnx_flops import count_graph
+
+        count = count_graph(self.proto, self.input_shape(imgsz, batch))
+        self.bn_folded = count.bn_folded
+        self.node_macs = count.node_macs
+        if count.problem:
+            self.notes.append(f"ONNX FLOPs unavailable: {count.problem}")
+        return {
+            "params": count.params,
+            "params_unfused": None,
+            "gflops": count.gflops,
+            "gflops_counter": "onnx-graph",
+            "gflops_check": None,
+            "gflops_unfused": None,
+            "layer_gflops": {},
+        }
+
+    def run(self, imgsz: int, batch: int, warmup: int, runs: int) -> tuple[dict, dict]:
+        from optkit.measure.memory import RssPeak
+
+        feed = self._feed(imgsz, batch)
+        memory = {"cuda_peak_allocated_bytes": None, "rss_peak_growth_bytes": None, "activation_bytes": None}
+        with RssPeak() as rss:
+            times = time_calls(lambda: self.session.run(None, feed), warmup, runs)
+        if not self.providers[0].startswith("CUDA"):
+            memory["rss_peak_growth_bytes"] = rss.growth_bytes
+        return {"warmup": warmup, "runs": runs, **latency_stats(times, batch)}, memory
+
+    def memory_method(self) -> str:
+        from optkit.measure.memory import rss_method
+
+        if self.providers[0].startswith("CUDA"):
+            return "ONNX Runtime CUDA memory is not measured"
+        return rss_method(", ONNX Runtime's arena included")
+
+    def per_layer(self, imgsz: int, batch: int, warmup: int, runs: int, layer_gflops: dict) -> tuple:
+        """Per-node time from ONNX Runtime's profiler, on a second session with profiling on."""
+        from optkit.measure.per_layer import ort_trace_layers
+
+        feed = self._feed(imgsz, batch)
+        with tempfile.TemporaryDirectory(prefix="optkit-ort-") as folder:
+            session = _session(self.path, self.providers, self.threads, os.path.join(folder, "profile"))
+            for _ in range(warmup + runs):
+                session.run(None, feed)
+            trace = session.end_profiling()
+            with open(trace, encoding="utf-8") as f:
+                events = json.load(f)
+        total_ms, layers = ort_trace_layers(events, skip_runs=warmup)
+        keys = _node_keys(self.proto, self.node_macs)
+        claimed: set[int] = set()  # each counted node's FLOPs go to one runtime node
+        for layer in sorted(layers, key=lambda r: r.ms, reverse=True):
+            found = _match(layer.name, keys)
+            if found is not None and found[0] not in claimed:
+                claimed.add(found[0])
+                layer.gflops = found[1]
+        return total_ms, layers
+
+    def autobatch(self, imgsz: int, fraction: float) -> tuple[int | None, str]:
+        return None, "autobatch needs a PyTorch model on CUDA (this is an ONNX Runtime profile)"
+
+
+def _providers(device: str) -> list[str]:
+    """CPU unless a CUDA device is asked for; a CUDA request without CUDA is an error, not a fallback."""
+    spec = (device or "").strip().lower()
+    if spec in ("", "cpu", "auto"):
+        return ["CPUExecutionProvider"]
+    from optkit.device import select_device
+
+    select_device(spec)  # raises DeviceError where torch sees no CUDA
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DeviceError(
+            f"--device {device}: this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _node_keys(proto: onnx.ModelProto, node_macs: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """(node index, GFLOPs) of each counted node, keyed by its name and by its output names (ONNX
+    Runtime names the nodes it rewrites after the original node or output, e.g. `<output>_nchwc`)."""
+    from optkit.measure.onnx_flops import node_name
+
+    keys: dict[str, tuple[int, float]] = {}
+    for index, node in enumerate(proto.graph.node):
+        macs = node_macs.get(node_name(node, index))
+        if macs:
+            for key in (node_name(node, index), *node.output):
+                keys[key] = (index, 2 * macs / 1e9)
+    return keys
+
+
+def _match(ort_name: str, keys: dict[str, tuple[int, float]]) -> tuple[int, float] | None:
+    """The counted node an ONNX Runtime node name derives from (longest matching name prefix)."""
+    best = max((k for k in keys if ort_name.startswith(k)), key=len, default=None)
+    return keys[best] if best is not None else None
