@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, one torch thread per worker: workers x threads must not exceed the cores,
+    or OpenMP's spinning threads slow every test down many times over on a busy 2-core machine."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the CLI subprocesses some tests start
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
