@@ -43,6 +43,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/prune.py
+	$(BIN)/python benchmarks/profile.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check optkit tests benchmarks
