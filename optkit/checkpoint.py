@@ -230,13 +230,10 @@ def checkpoint_from_model(model, names: list[str], imgsz: int, **extra) -> Check
     )
 
 
-def derived_checkpoint(ckpt: Checkpoint, model, transform: dict | None = None) -> Checkpoint:
-    """The checkpoint a stage writes: the source's recipe and provenance, the stage's model weights,
-    one more transform when the stage changed the structure, and no training state."""
+def without_training_state(ckpt: Checkpoint, **changes) -> Checkpoint:
+    """A copy with no optimizer, EMA, AMP scaler, update count, best fitness or resume state."""
     return dataclasses.replace(
         ckpt,
-        model=state_dict_cpu(model),
-        transforms=list(ckpt.transforms) + ([transform] if transform else []),
         ema=None,
         optimizer=None,
         scaler=None,
@@ -245,7 +242,15 @@ def derived_checkpoint(ckpt: Checkpoint, model, transform: dict | None = None) -
         train_args=None,
         train_state=None,
         lineage=list(ckpt.lineage),
+        **changes,
     )
+
+
+def derived_checkpoint(ckpt: Checkpoint, model, transform: dict | None = None) -> Checkpoint:
+    """The checkpoint a stage writes: the source's recipe and provenance, the stage's model weights,
+    one more transform when the stage changed the structure, and no training state."""
+    transforms = list(ckpt.transforms) + ([transform] if transform else [])
+    return without_training_state(ckpt, model=state_dict_cpu(model), transforms=transforms)
 
 
 def state_dict_cpu(model) -> dict:

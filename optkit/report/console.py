@@ -46,3 +46,15 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def mb(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.2f} MB"  # bytes to MB (10^6, as file managers show)
+
+
+def kv_table(title: str, rows: list[tuple[str, str]]):
+    """A two-column key/value Rich table (the summary every stage command prints)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

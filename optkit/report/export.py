@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from optkit.report.console import mb, out, pct
+from optkit.report.console import kv_table, mb, out, pct
 
 
 def print_export(r: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"optkit export  {r['source']}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    for key, value in export_rows(r):
-        table.add_row(key, value)
-    out().print(table)
+    out().print(kv_table(f"optkit export  {r['source']}", export_rows(r)))
 
 
 def export_rows(r: dict) -> list[tuple[str, str]]:

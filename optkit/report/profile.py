@@ -49,7 +49,7 @@ does not apply; never 0 in place of an unknown). Times in milliseconds, memory i
 
 from __future__ import annotations
 
-from optkit.report.console import out, pct
+from optkit.report.console import kv_table, out, pct
 
 JSON_KEYS = (
     "optkit_version",
@@ -84,14 +84,7 @@ JSON_KEYS = (
 
 
 def print_profile(r: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"optkit profile  {r['source']}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    for key, value in _summary_rows(r):
-        table.add_row(key, value)
-    out().print(table)
+    out().print(kv_table(f"optkit profile  {r['source']}", _summary_rows(r)))
     if r["per_layer"]:
         out().print(_layer_table(r["per_layer"], r["backend"]))
     if r["sweep"]:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from optkit.report.console import mb, out, pct
-
-
-def _kv_table(title: str, rows: list[tuple[str, str]]):
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
+from optkit.report.console import kv_table, mb, out, pct
 
 
 def print_strip(r: dict) -> None:
     ratio = r["bytes_after"] / r["bytes_before"]
     out().print(
-        _kv_table(
+        kv_table(
             f"optkit strip  {r['source']}",
             [
                 ("output", r["output"]),
@@ -40,7 +29,7 @@ def print_fuse(r: dict) -> None:
     else:
         rows.append(("max |Δ|", f"{r['max_abs']:.3g} abs, {r['max_rel']:.3g} relative to output scale"))
     rows.append(("params", f"{r['params_before']:,} -> {r['params_after']:,}"))
-    out().print(_kv_table(f"optkit fuse  {r['source']}", rows))
+    out().print(kv_table(f"optkit fuse  {r['source']}", rows))
 
 
 def print_prune(r: dict) -> None:
@@ -67,7 +56,7 @@ def print_prune(r: dict) -> None:
         if r.get(key) is not None:
             rows.append((label, pct(r[key])))
     rows.append(("size", f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])}"))
-    out().print(_kv_table(f"optkit prune  {r['source']}", rows))
+    out().print(kv_table(f"optkit prune  {r['source']}", rows))
     if r.get("layers"):
         out().print(_layer_table(r["layers"]))
 

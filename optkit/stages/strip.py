@@ -6,10 +6,9 @@ fitness and the trainer's resume state are dropped. `half=True` stores floating 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from optkit.checkpoint import Checkpoint
+from optkit.checkpoint import Checkpoint, without_training_state
 
 
 @dataclass
@@ -22,18 +21,7 @@ def strip(ckpt: Checkpoint, config: StripConfig = StripConfig()) -> Checkpoint:
     weights = ckpt.inference_weights()
     if config.half:
         weights = {k: v.half() if v.dtype.is_floating_point else v for k, v in weights.items()}
-    return dataclasses.replace(
-        ckpt,
-        model=dict(weights),
-        ema=None,
-        optimizer=None,
-        scaler=None,
-        updates=0,
-        best_fitness=None,
-        train_args=None,
-        train_state=None,
-        lineage=list(ckpt.lineage),
-    )
+    return without_training_state(ckpt, model=dict(weights))
 
 
 def dropped_parts(ckpt: Checkpoint) -> list[str]:
