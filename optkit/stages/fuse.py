@@ -165,17 +165,9 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
 
 
 def _layer_classes() -> tuple[type, ...]:
-    from torch import nn
+    from optkit.models.layers import weight_layer_types
 
-    return (
-        nn.Linear,
-        nn.Conv1d,
-        nn.Conv2d,
-        nn.Conv3d,
-        nn.ConvTranspose1d,
-        nn.ConvTranspose2d,
-        nn.ConvTranspose3d,
-    )
+    return weight_layer_types()
 
 
 def _bn_classes() -> tuple[type, ...]:

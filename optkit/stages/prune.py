@@ -23,17 +23,10 @@ import torch
 from torch import nn
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.models.layers import weight_layer_types
 
 SCOPES = ("global", "layer")
-PRUNABLE_TYPES = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.Linear,
-)
+PRUNABLE_TYPES = weight_layer_types()
 
 
 @dataclass
