@@ -1,34 +1,102 @@
 """Atomic file writes: write to a temp file in the target folder, fsync, then rename.
 
 A reader (or a crash) sees either the old file or the complete new one, never half of one.
+
+Temp files are named `.<target name>.<writer pid>.<random>.tmp` beside the target. A process killed
+mid-write (SIGKILL, power loss) cannot remove its temp file; the next write to the same target removes
+those whose writer process is gone (`remove_stale_temps`), so they never pile up. Nothing reads them:
+they start with a dot and end in `.tmp`, so globs such as `weights/*.pt` do not match them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A fresh temp name beside `path` that records this process's id (see the module docstring)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of earlier writes to `path` whose writer process no longer exists.
+
+    Temp files of live processes (another writer at work right now) are left alone. Returns the
+    removed paths.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+{re.escape(_TEMP_SUFFIX)}$")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:  # the folder does not exist (yet) or cannot be listed: nothing to clean
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):  # raced with another cleaner, or not ours to delete
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists but belongs to someone else, or cannot tell: keep the file
+    return True
+
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path` for the caller to create and write; on clean exit it is renamed
+    onto `path`, on error (or Ctrl-C) removed. Folders made for it are removed on error too."""
     path = Path(path)
+    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    tmp = temp_path_for(path)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed.
+
+    The temp file is created like `open(path, "x")` would (permissions from the umask), flushed and
+    fsynced before the rename, so after a crash `path` is the old file or the whole new one.
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_open writes whole files; mode must contain 'w', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -23,7 +23,6 @@ largest |output| of PyTorch (as `fuse` does); above `atol` the export fails. Top
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import inspect
@@ -32,7 +31,6 @@ import json
 import math
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -365,24 +363,12 @@ def _simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         return proto, f"{type(e).__name__}: {_first_line(e)}"
 
 
-@contextlib.contextmanager
-def _staged_file(target: Path) -> Iterator[Path]:
+def _staged_file(target: Path):
     """A temp path beside `target`, renamed onto it on clean exit and removed on error (with any
-    folders made for it)."""
-    missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name, created by the writer with open(..., "xb") so the file gets the umask's permissions
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        for folder in missing:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+    folders made for it); the writer creates it with open(..., "xb"). See optkit.io.atomic_path."""
+    from optkit.io import atomic_path
+
+    return atomic_path(target)
 
 
 # --- parity ---------------------------------------------------------------------------------------
