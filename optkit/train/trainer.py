@@ -252,7 +252,7 @@ class Trainer:
         images = train_seconds = 0.0
         metrics: dict = {}
         stopped_early = False
-        last_epoch = self.start_epoch - 1
+        last_epoch = self.saved_epoch = self.start_epoch - 1  # saved_epoch: what last.pt holds
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 metrics, n_images, seconds = self._epoch(epoch, wdir)
@@ -268,7 +268,7 @@ class Trainer:
                     )
                     break
         except KeyboardInterrupt:
-            raise Interrupted(self._interrupted_message(wdir, last_epoch)) from None
+            raise Interrupted(self._interrupted_message(wdir, self.saved_epoch)) from None
         return TrainResult(
             save_dir=self.save_dir,
             best=wdir / "best.pt",
@@ -389,6 +389,7 @@ class Trainer:
             best = self._checkpoint(epoch, metrics, for_deploy=True)
             save_checkpoint(best, wdir / "best.pt")
         save_checkpoint(last, wdir / "last.pt")
+        self.saved_epoch = epoch  # only now: Ctrl-C during the write above leaves the previous last.pt
 
     def _checkpoint(self, epoch: int, metrics: dict, for_deploy: bool = False) -> Checkpoint:
         from optkit.data import IMAGENET_MEAN, IMAGENET_STD
