@@ -23,7 +23,10 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs.")] = 10,
     imgsz: o.Imgsz = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Images per step; -1 = autobatch (CUDA).")
+        int,
+        typer.Option(
+            "--batch-size", "-b", help="Images per step, all torchrun processes together; -1 = autobatch."
+        ),
     ] = 64,
     act: Annotated[
         str | None, typer.Option("--act", help="Activation for --model: silu, relu, relu6, hardswish.")
@@ -58,6 +61,9 @@ def train(
     ] = 1.0,
     cache: Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")] = False,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    sync_bn: Annotated[
+        bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all GPUs (CUDA).")
+    ] = False,
     project: Annotated[str, typer.Option("--project", help="Parent folder of runs.")] = "runs/train",
     name: Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")] = "exp",
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")] = False,
@@ -68,9 +74,14 @@ def train(
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
-    """Train: writes runs/train/exp*/weights/{best,last}.pt, results.csv and args.yaml."""
+    """Train: writes runs/train/exp*/weights/{best,last}.pt, results.csv and args.yaml.
+
+    Under `torchrun --nproc_per_node N -m optkit train ...` each process trains on 1/N of every batch;
+    rank 0 alone writes and prints.
+    """
     from optkit.report.console import emit_json
     from optkit.report.train import TrainDisplay, print_summary
+    from optkit.train import distributed
     from optkit.train.config import TrainConfig
     from optkit.train.trainer import Trainer
 
@@ -99,20 +110,40 @@ def train(
         fraction=fraction,
         cache=cache,
         amp=amp,
+        sync_bn=sync_bn,
         project=project,
         name=name,
         exist_ok=exist_ok,
         stop_after=stop_after,
         resume_from=resume,
     )
+    dist = distributed.from_env()
+    if not dist.is_main:
+        _run_quietly(Trainer(cfg, dist=dist), cfg, dist)
+        return
     if resume is None:
         cfg.validate()  # before any data is generated or memory allocated
     with TrainDisplay() as display:
-        result = Trainer(cfg, progress=display).run()
+        result = Trainer(cfg, progress=display, dist=dist).run()
     if json_out:
         emit_json(result.as_dict())
     else:
         print_summary(result)
+
+
+def _run_quietly(trainer, cfg, dist) -> None:
+    """A torchrun rank other than 0: no progress, no summary. Option errors are the same on every rank
+    and rank 0 reports them; anything else (a file missing on this node, a bug) names the rank."""
+    from optkit.errors import ConfigError, OptkitError
+
+    try:
+        if cfg.resume_from is None:
+            cfg.validate()
+        trainer.run()
+    except ConfigError:
+        raise typer.Exit(1) from None
+    except OptkitError as e:
+        raise type(e)(f"rank {dist.rank}: {e}") from e
 
 
 def _model_options(act: str | None, dropout: float | None, pairs: list[str]) -> dict:

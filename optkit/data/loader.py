@@ -66,14 +66,24 @@ class EpochSampler:
     """Yields (index, seed, epoch) keys in an order that depends only on (seed, epoch).
 
     With fraction < 1, a fixed subset (a function of the seed only) is used every epoch.
+    With world > 1 (one sampler per torchrun process), the epoch's order is padded by repeating its
+    head to a multiple of `world` and rank r takes positions r, r+world, ...: the shards are disjoint
+    apart from the padding, cover the whole order, and stay pure functions of (seed, epoch), so resume
+    is exact. With per-rank batches of batch/world, step i of all ranks together trains on the same
+    images as step i of a single process.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, fraction: float = 1.0):
+    def __init__(
+        self, n: int, seed: int, shuffle: bool = True, fraction: float = 1.0, rank: int = 0, world: int = 1
+    ):
         if not 0 < fraction <= 1:
             raise ConfigError(f"--fraction must be in (0, 1], got {fraction}")
+        if not 0 <= rank < world:
+            raise ConfigError(f"rank {rank} is outside a world of {world} processes")
         import torch
 
         self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        self.rank, self.world = rank, world
         if fraction < 1:
             g = torch.Generator().manual_seed(seed)
             keep = max(1, round(n * fraction))
@@ -85,15 +95,23 @@ class EpochSampler:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return -(-len(self.indices) // self.world)  # ceil: the padded order split in `world` shards
 
-    def __iter__(self):
+    def order(self) -> list[int]:
+        """The epoch's dataset indices, over all ranks, before sharding."""
         import torch
 
-        order = self.indices
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()]
+        if not self.shuffle:
+            return list(self.indices)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return [self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()]
+
+    def __iter__(self):
+        order = self.order()
+        if self.world > 1:
+            padded = len(self) * self.world
+            order = (order * -(-padded // len(order)))[:padded]  # repeat the head (tiny sets: several times)
+            order = order[self.rank :: self.world]
         return iter([(i, self.seed, self.epoch) for i in order])
 
 
@@ -101,12 +119,15 @@ def _clamp_workers(workers: int) -> int:
     return max(0, min(workers, os.cpu_count() or 1))
 
 
-def build_train_loader(dataset, batch_size: int, workers: int, seed: int, fraction: float = 1.0):
-    """(DataLoader, EpochSampler). A last batch of one image is dropped: BatchNorm cannot train on it."""
+def build_train_loader(
+    dataset, batch_size: int, workers: int, seed: int, fraction: float = 1.0, rank: int = 0, world: int = 1
+):
+    """(DataLoader, EpochSampler). `batch_size` is per process (rank `rank` of `world`). A last batch of
+    one image is dropped: BatchNorm cannot train on it."""
     import torch
     from torch.utils.data import DataLoader
 
-    sampler = EpochSampler(len(dataset), seed, shuffle=True, fraction=fraction)
+    sampler = EpochSampler(len(dataset), seed, shuffle=True, fraction=fraction, rank=rank, world=world)
     workers = _clamp_workers(workers)
     loader = DataLoader(
         dataset,

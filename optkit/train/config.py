@@ -20,7 +20,7 @@ class TrainConfig:
     data: str = "builtin:shapes"
     epochs: int = 10
     imgsz: int | None = None  # None: the checkpoint's, else the builtin data's, else the model's default
-    batch_size: int = 64  # per optimizer micro-step; -1 = autobatch (CUDA)
+    batch_size: int = 64  # per optimizer micro-step, all torchrun processes together; -1 = autobatch
     optimizer: str = "AdamW"
     lr0: float = 0.001  # initial learning rate (AdamW at 0.002 stalls yolo-cls-n from scratch)
     lrf: float = 0.01  # final learning rate = lr0 * lrf
@@ -39,6 +39,7 @@ class TrainConfig:
     fraction: float = 1.0
     cache: bool = False  # keep decoded training images in RAM
     amp: bool = True  # mixed precision; only ever used on CUDA
+    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
     project: str = "runs/train"
     name: str = "exp"
     exist_ok: bool = False

@@ -29,7 +29,8 @@ def split_params(model) -> tuple[list, list, list]:
 
 
 def accumulate_steps(batch_size: int) -> int:
-    """Micro-batches per optimizer step, so each step sees about NOMINAL_BATCH images."""
+    """Micro-batches per optimizer step, so each step sees about NOMINAL_BATCH images. `batch_size` is
+    the global batch (all torchrun processes together): 2 processes x 16 accumulate 2 steps, as 1 x 32."""
     return max(round(NOMINAL_BATCH / batch_size), 1)
 
 

@@ -4,6 +4,9 @@ Exact resume: everything random is a pure function of (seed, epoch, index) — t
 the augmentation of each image and the dropout masks (torch is re-seeded at every epoch) — and
 last.pt carries the optimizer, EMA, AMP scaler and early-stopping state. Gradient accumulation
 never spans an epoch boundary. So `--stop-after 1` followed by `--resume` equals one straight run.
+
+Under torchrun (see optkit.train.distributed) every process trains a shard of each global batch through
+DistributedDataParallel; rank 0 alone validates, writes and reports, and the others wait for its metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from optkit.checkpoint import (
 from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import atomic_write_text
 from optkit.models.imgsz import check_imgsz
+from optkit.train import distributed
 from optkit.train.config import TrainConfig
 from optkit.train.results import format_row, next_run_dir, read_results, write_results
 
@@ -62,20 +67,30 @@ class TrainResult:
 class Trainer:
     """Builds everything from a TrainConfig, then `run()` trains and writes the run folder."""
 
-    def __init__(self, cfg: TrainConfig, progress=None):
+    def __init__(self, cfg: TrainConfig, progress=None, dist: distributed.DistContext | None = None):
         self.cfg = cfg
         self.progress = progress  # optional callback(event: str, **info) for the CLI's display
+        self.dist = dist or distributed.SINGLE  # this process's place under torchrun
         self.notes: list[str] = []
+        self.prepared = False
 
     # ---- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """What needs no process group: the checkpoint to resume, the config, the device, and the
+        options checked against the number of processes."""
+        self.resume_ckpt = self._load_resume() if self.cfg.resume_from else None
+        cfg = self.cfg.validate()
+        self.device = distributed.rank_device(cfg.device, self.dist)
+        distributed.check_options(self.dist, cfg.batch_size, cfg.sync_bn, self.device)
+        self.prepared = True
+
     def setup(self) -> None:
+        """Data, model, optimizer and run folder; under torchrun, inside the process group."""
         import torch
 
-        from optkit.device import select_device
-
-        resume_ckpt = self._load_resume() if self.cfg.resume_from else None
-        cfg = self.cfg.validate()
-        self.device = select_device(cfg.device)
+        if not self.prepared:
+            self.prepare()
+        cfg, resume_ckpt = self.cfg, self.resume_ckpt
         torch.manual_seed(cfg.seed)
         self.data = self._resolve_data()
         self._build_model(resume_ckpt)
@@ -84,8 +99,16 @@ class Trainer:
         self._freeze(cfg.freeze)
         self.model.to(self.device)
         self.masks = self._sparsity_masks()
+        # train_model is what runs forward/backward (DDP under torchrun); self.model stays the plain
+        # module that is saved, averaged (EMA) and validated, so checkpoints have no `module.` prefix
+        self.train_model, self.model = distributed.wrap_model(self.model, self.dist, self.device, cfg.sync_bn)
+        if cfg.sync_bn and not self.dist.enabled:
+            self.notes.append("--sync-bn has no effect in a single process (it syncs torchrun processes)")
         self._build_optimization(resume_ckpt)
-        self.save_dir = self._run_dir(resume_ckpt)
+        # chosen once by rank 0, so that two processes never pick exp2 and exp3
+        self.save_dir = distributed.broadcast(
+            self._run_dir(resume_ckpt) if self.dist.is_main else None, self.dist
+        )
 
     def _load_resume(self) -> Checkpoint:
         path = Path(self.cfg.resume_from)
@@ -176,17 +199,26 @@ class Trainer:
             default_workers,
         )
 
-        cfg = self.cfg
-        self.batch_size = self._batch_size()
+        cfg, dist = self.cfg, self.dist
+        self.batch_size = self._batch_size()  # global: all processes together
+        per_rank = self.batch_size // dist.world_size
         workers = cfg.workers if cfg.workers is not None else default_workers()
         train_set = ImageFolder(
             self.data.train_dir, TrainTransform(self.imgsz), classes=self.names, cache=cfg.cache
         )
-        val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
         self.train_loader, self.sampler = build_train_loader(
-            train_set, self.batch_size, workers, cfg.seed, fraction=cfg.fraction
+            train_set,
+            per_rank,
+            workers,
+            cfg.seed,
+            fraction=cfg.fraction,
+            rank=dist.rank,
+            world=dist.world_size,
         )
-        self.val_loader = build_val_loader(val_set, self.batch_size * 2, workers)
+        self.val_loader = None  # rank 0 alone validates
+        if dist.is_main:
+            val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
+            self.val_loader = build_val_loader(val_set, per_rank * 2, workers)
 
     def _batch_size(self) -> int:
         if self.cfg.batch_size != -1:
@@ -194,6 +226,10 @@ class Trainer:
         from optkit.train.autobatch import autobatch
 
         batch, message = autobatch(self.model.to(self.device), self.imgsz, self.device)
+        if self.dist.enabled:  # autobatch fits one device: the global batch is the smallest fit x world
+            per_rank = distributed.all_min(batch, self.dist)
+            batch = per_rank * self.dist.world_size
+            message += f"; global batch {batch} = {self.dist.world_size} processes x {per_rank}"
         self.notes.append(message)
         return batch
 
@@ -241,12 +277,21 @@ class Trainer:
 
     # ---- training -------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        self.setup()
+        self.prepare()
+        with distributed.process_group(self.dist, self.device):
+            self.setup()
+            return self._train()
+
+    def _train(self) -> TrainResult:
         cfg = self.cfg
         wdir = self.save_dir / "weights"
-        wdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False))
-        self.rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
+        self.rows = []
+        if self.dist.is_main:
+            wdir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False)
+            )
+            self.rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
         self._emit("start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes)
         t_run = time.perf_counter()
         images = train_seconds = 0.0
@@ -304,9 +349,10 @@ class Trainer:
             "lr_bias": lrs[2],
             "time": time.perf_counter() - t0,
         }
-        self.rows.append(format_row(row))
-        write_results(self.save_dir / "results.csv", self.rows)
-        self._save(wdir, epoch, metrics, improved)
+        if self.dist.is_main:
+            self.rows.append(format_row(row))
+            write_results(self.save_dir / "results.csv", self.rows)
+            self._save(wdir, epoch, metrics, improved)
         self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
         return metrics, n_images, t_train
 
@@ -324,11 +370,11 @@ class Trainer:
 
         from optkit.train.optim import set_schedule, warmup_iterations
 
-        cfg, device = self.cfg, self.device
+        cfg, device, world = self.cfg, self.device, self.dist.world_size
         torch.manual_seed(cfg.seed + epoch)  # dropout masks: a function of (seed, epoch) only
         self.sampler.set_epoch(epoch)
-        self.model.train()
-        nb = len(self.train_loader)
+        self.train_model.train()
+        nb = len(self.train_loader)  # the same on every rank: the sampler pads its shards
         warmup = warmup_iterations(cfg, nb)
         loss_sum, seen = 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
@@ -336,10 +382,12 @@ class Trainer:
             set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            with torch.autocast("cuda", enabled=self.amp):
-                loss = self.criterion(self.model(images), labels)
-            self.scaler.scale(loss / self.accumulate).backward()
-            if (i + 1) % self.accumulate == 0 or i + 1 == nb:
+            step = (i + 1) % self.accumulate == 0 or i + 1 == nb
+            # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
+            with self._gradient_sync(step), torch.autocast("cuda", enabled=self.amp):
+                loss = self.criterion(self.train_model(images), labels)
+                self.scaler.scale(loss / self.accumulate).backward()
+            if step:
                 self._optimizer_step()
             loss_sum += loss.item() * labels.numel()
             seen += labels.numel()
@@ -348,11 +396,17 @@ class Trainer:
                 epoch=epoch,
                 i=i,
                 nb=nb,
-                loss=loss_sum / seen,
-                seen=seen,
+                loss=loss_sum / seen,  # this rank's shard
+                seen=seen * world,  # ranks take equal batches
                 lr=self.optimizer.param_groups[0]["lr"],
             )
-        return loss_sum / max(seen, 1), seen
+        loss_sum, seen = distributed.all_sum([loss_sum, seen], self.dist, device)
+        return loss_sum / max(seen, 1), int(seen)
+
+    def _gradient_sync(self, step: bool):
+        if self.dist.enabled and not step:
+            return self.train_model.no_sync()
+        return nullcontext()
 
     def _optimizer_step(self) -> None:
         import torch
@@ -369,9 +423,14 @@ class Trainer:
         self.ema.update(self.model)
 
     def _validate(self) -> dict:
+        """Rank 0 validates the EMA model on the whole val split; the other ranks wait for its metrics
+        (so early stopping and best.pt decisions agree), which equal a single process's on those weights."""
         from optkit.measure.evaluate import evaluate
 
-        return evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp).as_dict()
+        metrics = None
+        if self.dist.is_main:
+            metrics = evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp).as_dict()
+        return distributed.broadcast(metrics, self.dist)
 
     def _interrupted_message(self, wdir: Path, last_epoch: int) -> str:
         if last_epoch < 0:
@@ -419,12 +478,13 @@ class Trainer:
             accumulate=self.accumulate,
             imgsz_used=self.imgsz,
             device_used=str(self.device),
+            world_size=self.dist.world_size,
             save_dir=str(self.save_dir),
         )
         return d
 
     def _emit(self, event: str, **info) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.dist.is_main:
             self.progress(event, **info)
 
 
