@@ -30,6 +30,7 @@ TRANSFORM_REPLAYERS: dict[str, str] = {
     "fuse": "optkit.stages.fuse:replay",
     "prune-structured": "optkit.stages.prune_structured:replay",
     "sparsity": "optkit.stages.prune:replay",
+    "quantize": "optkit.quant.quantizers:replay",
 }
 
 
@@ -103,13 +104,30 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
+class PickledObjectsError(CheckpointError):
+    """The file pickles Python objects (e.g. a whole nn.Module): loading it would run code."""
+
+
+class StateDictError(CheckpointError):
+    """The file is a plain state_dict: weights without an architecture."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load an optkit checkpoint without executing anything from the file."""
     path = Path(path)
-    raw = _safe_torch_load(path)
+    return checkpoint_from_raw(path, safe_torch_load(path))
+
+
+def checkpoint_from_raw(path: Path, raw: Any) -> Checkpoint:
+    """The Checkpoint in what `safe_torch_load(path)` returned; one-line errors for anything else."""
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} is not an optkit checkpoint (it holds a {type(raw).__name__})")
     if raw.get("format") != FORMAT:
+        if is_state_dict(raw):
+            raise StateDictError(
+                f"{path} is a plain state_dict (no architecture recorded), not an optkit checkpoint; "
+                "give --model NAME (see optkit models) to load it into a zoo model"
+            )
         raise CheckpointError(_describe_foreign_dict(path, raw))
     from optkit.sparse import unpack_state
 
@@ -126,14 +144,30 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return ckpt
 
 
-def _safe_torch_load(path: Path) -> Any:
+def is_state_dict(raw: Any) -> bool:
+    """A non-empty {name: tensor} dict (what `model.state_dict()` saves)."""
+    return isinstance(raw, dict) and bool(raw) and all(hasattr(v, "shape") for v in raw.values())
+
+
+def safe_torch_load(path: Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, nothing executed."""
     import torch
 
     _check_readable_file(path)
+    from optkit.foreign.scan import is_torchscript
+
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path} is a TorchScript file; optkit reads those only in profile and export "
+            "(it cannot rebuild or change a scripted model)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(_describe_unsafe(path, str(e))) from None
+        message = _describe_unsafe(path, str(e))
+        if "pickled Python objects" in message:
+            raise PickledObjectsError(message) from None
+        raise CheckpointError(message) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first_line})") from None
@@ -152,20 +186,26 @@ def _check_readable_file(path: Path) -> None:
 
 def _describe_unsafe(path: Path, message: str) -> str:
     # torch names the first global it refused: "Unsupported global: GLOBAL models.yolo.Model was not ..."
+    # (other torch versions word it differently: then the pickle's own globals name it, read unexecuted)
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    if match is None:  # not a pickled object: random or damaged bytes
+    if match is not None:
+        culprit = match.group(1)
+    else:
+        from optkit.foreign.scan import pickle_globals, unsafe_globals
+
+        culprit = next(iter(unsafe_globals(pickle_globals(path))), None)
+    if culprit is None:  # not a pickled object: random or damaged bytes
         detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
         reason = detail.group(1).strip() if detail else "unreadable pickle data"
         return f"{path} is truncated or not a PyTorch checkpoint ({reason})"
     return (
-        f"{path} is not an optkit checkpoint: it contains pickled Python objects ({match.group(1)}), "
-        "and unpickling them would run code from the file; optkit refused to load it"
+        f"{path} is not an optkit checkpoint: it contains pickled Python objects ({culprit}), "
+        "and unpickling them would run code from the file; optkit refused to load it. If you trust "
+        "the file, rerun with --trust (and --code-dir DIR when its model code is not importable)"
     )
 
 
 def _describe_foreign_dict(path: Path, raw: dict) -> str:
-    if raw and all(hasattr(v, "shape") for v in raw.values()):
-        return f"{path} is a plain state_dict (no architecture recorded), not an optkit checkpoint"
     fmt = raw.get("format")
     if isinstance(fmt, str) and fmt.startswith("optkit-checkpoint/"):
         return f"{path} uses checkpoint format {fmt}, which this optkit ({__version__}) cannot read"

@@ -11,15 +11,20 @@ from optkit.cli import options as o
 
 def info(
     weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
     """Describe a checkpoint: arch, classes, imgsz, metrics, params, precision, contents, lineage."""
-    from optkit.measure.describe import describe_checkpoint
+    from optkit.inputs import open_model
+    from optkit.measure.describe import describe_input
     from optkit.report.console import emit_json
     from optkit.report.info import print_info
 
-    result = describe_checkpoint(weights)
+    src = open_model(weights, command="info", trust=trust, code_dir=code_dir, model_name=model_name)
+    result = describe_input(src)
     if json_out:
         emit_json(result)
     else:

@@ -21,3 +21,21 @@ Workers = Annotated[
 Output = Annotated[
     str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-<stage>.pt).")
 ]
+
+# Model files optkit did not write (optkit.inputs.open_model)
+Trust = Annotated[
+    bool,
+    typer.Option(
+        "--trust",
+        help="Load a foreign checkpoint that pickles its model (YOLOv5/Ultralytics best.pt); this runs "
+        "code from the file, so only for files you trust.",
+    ),
+]
+CodeDir = Annotated[
+    str | None,
+    typer.Option("--code-dir", help="With --trust: folder put on the import path (e.g. a YOLOv5 checkout)."),
+]
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", help="Load a plain state_dict file into this zoo model (see optkit models)."),
+]

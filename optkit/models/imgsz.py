@@ -20,3 +20,16 @@ def check_imgsz(imgsz: int, stride: int = 32) -> int:
             f"use {lower or upper} or {upper}"
         )
     return imgsz
+
+
+def model_stride(model, default: int = 32) -> int:
+    """A model's total downsampling in pixels. optkit models carry an int; YOLO detection models a
+    tensor with one stride per output level (8, 16, 32): input sides must be multiples of the largest."""
+    stride = getattr(model, "stride", None)
+    if stride is None:
+        return default
+    if hasattr(stride, "numel"):  # a tensor
+        return int(stride.max().item()) if stride.numel() else default
+    if isinstance(stride, (list, tuple)):
+        return int(max(stride)) if stride else default
+    return int(stride)

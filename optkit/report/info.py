@@ -8,6 +8,9 @@ from optkit.report.console import mb, out, pct
 def print_info(r: dict) -> None:
     from rich.table import Table
 
+    if r.get("format") == "foreign":
+        print_foreign_info(r)
+        return
     table = Table(title=f"optkit info  {r['path']}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
@@ -34,6 +37,8 @@ def print_info(r: dict) -> None:
     table.add_row("carries", ", ".join(k for k, v in r["carries"].items() if v) or "weights only")
     table.add_row("file size", mb(r["file_bytes"]))
     table.add_row("written by", f"optkit {r['optkit_version']}  {r['date']}")
+    for note in r.get("notes") or []:
+        table.add_row("note", note)
     out().print(table)
     if r["lineage"]:
         out().print(_lineage_table(r["lineage"]))
@@ -56,3 +61,29 @@ def _lineage_table(lineage: list[dict]):
             str(i), entry.get("stage", "?"), entry.get("time", ""), shown, entry.get("optkit_version", "")
         )
     return table
+
+
+def print_foreign_info(r: dict) -> None:
+    """A trusted foreign checkpoint (YOLOv5 / Ultralytics layout)."""
+    names = ", ".join(r["names"][:10]) + (", ..." if r["num_classes"] > 10 else "")
+    where = {"ema": "the EMA ('ema')", "model": "'model'", None: "the file itself (a bare module)"}
+    rows = [
+        ("format", "foreign checkpoint (pickled nn.Module, loaded with --trust)"),
+        ("module", f"{r['arch']}  from {where.get(r['module_key'], r['module_key'])}"),
+        ("task", r["task"]),
+        ("classes", f"{r['num_classes']}: {names}"),
+        ("imgsz / stride", f"{r['imgsz']} / {r['stride']}"),
+        ("epoch", "n/a (finished or stripped)" if r["epoch"] is None else str(r["epoch"])),
+        ("best fitness", "n/a" if r["best_fitness"] is None else f"{r['best_fitness']:.4g}"),
+        ("params", f"{r['params']:,}"),
+        ("precision", r["precision"]),
+        ("carries", ", ".join(k for k, v in r["carries"].items() if v) or "nothing"),
+        ("keys", ", ".join(r["keys"]) or "-"),
+        ("file size", mb(r["file_bytes"])),
+        ("written by", " ".join(str(v) for v in (r["version"], r["date"]) if v) or "n/a"),
+    ]
+    from optkit.report.console import kv_table
+
+    out().print(kv_table(f"optkit info  {r['path']}", rows))
+    if r["lineage"]:
+        out().print(_lineage_table(r["lineage"]))
