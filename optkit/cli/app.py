@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         code = app(args=argv, prog_name="optkit", standalone_mode=False)
+        if code == 130:  # Typer turns Ctrl-C into a silent exit code 130; commands return None
+            return _fail("interrupted", 130)
         return code if isinstance(code, int) else 0
     except typer.Exit as e:
         return e.exit_code
