@@ -124,25 +124,42 @@ def train(
     if resume is None:
         cfg.validate()  # before any data is generated or memory allocated
     with TrainDisplay() as display:
-        result = Trainer(cfg, progress=display, dist=dist).run()
+        result = _run(Trainer(cfg, progress=display, dist=dist), dist)
     if json_out:
         emit_json(result.as_dict())
     else:
         print_summary(result)
 
 
+def _run(trainer, dist):
+    """trainer.run(); under torchrun, losing the connection to a process that failed (and printed its
+    own error) becomes one line on rank 0."""
+    from optkit.errors import OptkitError
+    from optkit.train import distributed
+
+    try:
+        return trainer.run()
+    except RuntimeError as e:
+        if dist.enabled and distributed.peer_failed(e):
+            raise OptkitError("another torchrun process failed; its error is above") from e
+        raise
+
+
 def _run_quietly(trainer, cfg, dist) -> None:
     """A torchrun rank other than 0: no progress, no summary. Option errors are the same on every rank
-    and rank 0 reports them; anything else (a file missing on this node, a bug) names the rank."""
+    and rank 0 reports them, as it reports a process that failed; anything else (a file missing on this
+    node, a bug) names the rank."""
     from optkit.errors import ConfigError, OptkitError
 
     try:
         if cfg.resume_from is None:
             cfg.validate()
-        trainer.run()
+        _run(trainer, dist)
     except ConfigError:
         raise typer.Exit(1) from None
     except OptkitError as e:
+        if isinstance(e.__cause__, RuntimeError):  # the connection to a failed process
+            raise typer.Exit(1) from None
         raise type(e)(f"rank {dist.rank}: {e}") from e
 
 

@@ -165,3 +165,14 @@ def all_sum(values: list[float], ctx: DistContext, device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def peer_failed(e: BaseException) -> bool:
+    """Whether a collective failed because another process went away (gloo: "Connection closed by
+    peer"; torch's DistError family), i.e. the error to report is that process's, not this one."""
+    import torch.distributed as dist
+
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(
+        phrase in text for phrase in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    )
