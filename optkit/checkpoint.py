@@ -212,14 +212,71 @@ def _describe_foreign_dict(path: Path, raw: dict) -> str:
     return f"{path} is not an optkit checkpoint (no 'format: {FORMAT}' key)"
 
 
+MAX_CLASSES = 100_000  # a bound on the classifier a file can make optkit allocate (ImageNet-21k: 21,841)
+
+
 def _check_fields(path: Path, ckpt: Checkpoint) -> None:
+    """Every field has the type the rest of optkit relies on; sizes that drive allocation are bounded.
+    (A file is data from anywhere: a wrong type here would surface later as a confusing exception.)"""
+    from optkit.models.imgsz import MAX_IMGSZ
+
+    def damaged(reason: str):
+        return CheckpointError(f"{path} is a damaged optkit checkpoint ({reason})")
+
     arch_ok = isinstance(ckpt.arch, dict) and isinstance(ckpt.arch.get("name"), str)
     if not arch_ok or not isinstance(ckpt.model, dict) or not ckpt.model:
-        raise CheckpointError(f"{path} is a damaged optkit checkpoint (no architecture or weights)")
-    if not isinstance(ckpt.names, list) or not ckpt.names:
-        raise CheckpointError(f"{path} is a damaged optkit checkpoint (no class names)")
-    if not isinstance(ckpt.imgsz, int) or ckpt.imgsz <= 0:
-        raise CheckpointError(f"{path} is a damaged optkit checkpoint (bad imgsz {ckpt.imgsz!r})")
+        raise damaged("no architecture or weights")
+    kwargs = ckpt.arch.get("kwargs")
+    if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
+        raise damaged("architecture options are not a dict of named options")
+    if "num_classes" in (kwargs or {}):
+        raise damaged("num_classes in the architecture options; it comes from the class names")
+    for part in ("model", "ema"):
+        if getattr(ckpt, part) is not None and not _is_weights(getattr(ckpt, part)):
+            raise damaged(f"'{part}' is not a dict of named dense tensors")
+    names = ckpt.names
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise damaged("no class names, or names that are not strings")
+    if len(names) > MAX_CLASSES:
+        raise damaged(f"{len(names):,} class names; at most {MAX_CLASSES:,} are supported")
+    if isinstance(ckpt.imgsz, bool) or not isinstance(ckpt.imgsz, int) or not 0 < ckpt.imgsz <= MAX_IMGSZ:
+        raise damaged(f"bad imgsz {ckpt.imgsz!r:.40}")
+    transforms_ok = isinstance(ckpt.transforms, list) and all(
+        isinstance(t, dict) and isinstance(t.get("kind"), str) for t in ckpt.transforms
+    )
+    if not transforms_ok:
+        raise damaged("transforms are not a list of {kind: ...} entries")
+    for t in ckpt.transforms:  # replaying runs the model at this size (e.g. to trace a pruning graph)
+        size = t.get("imgsz", 1)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMGSZ:
+            raise damaged(f"the '{t['kind']}' transform has a bad imgsz {size!r:.40}")
+    for name, kind in (("epoch", int), ("updates", int), ("task", str)):
+        value = getattr(ckpt, name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise damaged(f"{name} is a {type(value).__name__}")
+    for name in ("optimizer", "scaler", "train_args", "train_state"):
+        if not isinstance(getattr(ckpt, name), (dict, type(None))):
+            raise damaged(f"{name} is a {type(getattr(ckpt, name)).__name__}")
+    for name, kind in (("metrics", dict), ("preprocess", dict), ("lineage", list)):
+        if not isinstance(getattr(ckpt, name), kind):
+            raise damaged(f"{name} is a {type(getattr(ckpt, name)).__name__}")
+    if ckpt.best_fitness is not None and (
+        isinstance(ckpt.best_fitness, bool) or not isinstance(ckpt.best_fitness, (int, float))
+    ):
+        raise damaged(f"best_fitness is a {type(ckpt.best_fitness).__name__}")
+
+
+def _is_weights(state: Any) -> bool:
+    """A {name: dense CPU tensor} dict, as `state_dict()` gives (no sparse, meta or nested tensors)."""
+    import torch
+
+    return isinstance(state, dict) and all(
+        isinstance(k, str)
+        and type(v) in (torch.Tensor, torch.nn.Parameter)
+        and v.layout == torch.strided
+        and v.device.type == "cpu"
+        for k, v in state.items()
+    )
 
 
 def build_model(ckpt: Checkpoint, weights: str = "inference"):
@@ -244,7 +301,11 @@ def create_architecture(ckpt: Checkpoint):
     from optkit.models import create_model
 
     kwargs = dict(ckpt.arch.get("kwargs") or {})
-    model = create_model(ckpt.arch["name"], num_classes=ckpt.num_classes, **kwargs)
+    name = ckpt.arch["name"]
+    try:
+        model = create_model(name, num_classes=ckpt.num_classes, **kwargs)
+    except (TypeError, ValueError) as e:  # options of the right name but a type the factory cannot use
+        raise CheckpointError(f"the checkpoint's options for model {name!r} are invalid ({e})") from None
     for entry in ckpt.transforms:
         model = replay_transform(model, entry)
     return model
@@ -256,7 +317,12 @@ def replay_transform(model, entry: dict):
     if target is None:
         raise CheckpointError(f"checkpoint needs transform '{kind}', which this optkit does not know")
     module_name, func_name = target.split(":")
-    return getattr(importlib.import_module(module_name), func_name)(model, entry)
+    replay = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return replay(model, entry)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # fields of the wrong type
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"the checkpoint's '{kind}' transform is damaged ({first})") from None
 
 
 def checkpoint_from_model(model, names: list[str], imgsz: int, **extra) -> Checkpoint:

@@ -14,6 +14,7 @@ import io
 import pickletools
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 # Globals torch's own weights-only files use: tensor/storage rebuilders, dtypes, OrderedDict.
@@ -27,6 +28,18 @@ _SAFE = re.compile(
 _HOSTILE = re.compile(
     r"^((builtins|__builtin__)\.(eval|exec|compile|open|__import__|breakpoint|input)"
     r"|(os|posix|nt|subprocess|socket|shutil|sys|importlib|runpy|pty|ctypes|webbrowser|code)(\.|$)).*"
+)
+# What zipfile raises on damaged archives: non-UTF-8 names (UnicodeDecodeError is a ValueError), bad
+# headers, truncated or corrupt deflate data, unsupported compression or encryption
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    KeyError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
 )
 MAX_PICKLE_BYTES = 256 * 2**20  # the object tree (not the tensor data); larger ones are not scanned
 
@@ -43,7 +56,7 @@ def pickle_bytes(path: Path) -> bytes | None:
                 return z.read(names[0])
         with open(path, "rb") as f:
             return f.read(MAX_PICKLE_BYTES)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+    except _ZIP_ERRORS:
         return None
 
 
@@ -118,6 +131,6 @@ def is_torchscript(path: Path) -> bool:
             return False
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (OSError, zipfile.BadZipFile):
+    except _ZIP_ERRORS:  # damaged: not TorchScript; torch.load then says what is wrong with it
         return False
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
