@@ -13,7 +13,6 @@ import importlib
 import os
 import pickle
 import re
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -168,7 +167,7 @@ def safe_torch_load(path: Path) -> Any:
         if "pickled Python objects" in message:
             raise PickledObjectsError(message) from None
         raise CheckpointError(message) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as e:
+    except Exception as e:  # torch's parser raises any exception type on damaged bytes (found by fuzzing)
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first_line})") from None
 
