@@ -148,13 +148,20 @@ class OrtModel:
             )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._outputs(x, [self.output_name])[0]
+
+    def run_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of the graph, in its order (float32, batch first)."""
+        return self._outputs(x, [o.name for o in self.session.get_outputs()])
+
+    def _outputs(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
         import numpy as np
         import torch
 
         arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self.input_dtype)
         n, step = arr.shape[0], self.fixed_batch
         if step is None:
-            out = self._run(arr)
+            outs = self._run(arr, names)
         else:
             chunks = []
             for i in range(0, n, step):
@@ -162,12 +169,12 @@ class OrtModel:
                 if len(chunk) < step:  # pad to the graph's batch size, drop the padding's outputs below
                     pad = np.zeros((step - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
                     chunk = np.concatenate([chunk, pad])
-                chunks.append(self._run(chunk))
-            out = np.concatenate(chunks)[:n]
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+                chunks.append(self._run(chunk, names))
+            outs = [np.concatenate([c[j] for c in chunks])[:n] for j in range(len(names))]
+        return [torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)) for o in outs]
 
-    def _run(self, arr):
-        return self.session.run([self.output_name], {self.input_name: arr})[0]
+    def _run(self, arr, names: list[str]) -> list:
+        return self.session.run(names, {self.input_name: arr})
 
     def eval(self) -> OrtModel:
         return self

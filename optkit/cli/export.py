@@ -39,13 +39,16 @@ def export(
         typer.Option("--atol", help="Max |Δ| / max |output| allowed (default 1e-4; 1e-2 with --half)."),
     ] = None,
     output: OnnxOutput = None,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
     """Export to ONNX: writes <stem>.onnx (or -o) with class names and input size in its metadata, after
     comparing ONNX Runtime's output with PyTorch's (max |Δ|, top-1 agreement)."""
-    from optkit.checkpoint import load_checkpoint
     from optkit.errors import ConfigError
+    from optkit.inputs import open_model
     from optkit.models.imgsz import check_imgsz
     from optkit.report.console import emit_json
     from optkit.report.export import print_export
@@ -72,11 +75,17 @@ def export(
         raise ConfigError("--data feeds the output comparison, which --no-check skips; drop one of them")
     if half:
         half_device()  # no CUDA: fail before reading anything
-    ckpt = load_checkpoint(weights)
+    src = open_model(weights, command="export", trust=trust, code_dir=code_dir, model_name=model_name)
     target = onnx_output(weights, output)
-    config.imgsz = check_imgsz(imgsz or ckpt.imgsz)
-    images = parity_images(data, ckpt.names, config.imgsz, preprocess_of(ckpt)) if data else None
-    report = export_checkpoint(ckpt, target, config, source=weights, images=images)
+    config.imgsz = check_imgsz(imgsz or src.imgsz, src.stride)
+    preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else src.preprocess or preprocess_of(None)
+    images = parity_images(data, src.names, config.imgsz, preprocess) if data else None
+    if src.ckpt is not None:
+        report = export_checkpoint(src.ckpt, target, config, source=weights, images=images)
+    else:  # a trusted foreign module or a TorchScript file
+        from optkit.foreign.export import export_input
+
+        report = export_input(src, target, config, source=weights, images=images)
     result = {"source": weights, **report.as_dict()}
     emit_json(result) if json_out else print_export(result)
 

@@ -16,13 +16,16 @@ def fuse(
     ] = 1e-4,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the output comparison.")] = False,
     output: o.Output = None,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
     """Fuse Conv+BN: writes <stem>-fused.pt (or -o); prints the measured max |Δ| vs the input model."""
-    from optkit.checkpoint import build_model, derived_checkpoint, load_checkpoint, save_checkpoint
     from optkit.cli.outputs import stage_output
     from optkit.errors import ConfigError
+    from optkit.inputs import open_model
     from optkit.models import count_params
     from optkit.report.console import emit_json
     from optkit.report.stages import print_fuse
@@ -32,12 +35,16 @@ def fuse(
     if not atol > 0:
         raise ConfigError(f"--atol must be > 0, got {atol}")
     target = stage_output(weights, "fused", output)
-    ckpt = load_checkpoint(weights)
-    model = build_model(ckpt)
-    fused, report = fuse_stage(model, FuseConfig(check=not no_check, atol=atol, imgsz=ckpt.imgsz))
-    new = derived_checkpoint(ckpt, fused, {"kind": "fuse", "fused": report.fused} if report.fused else None)
-    new.add_lineage("fuse", {"atol": atol, "check": not no_check, "source": weights}, report.as_dict())
-    save_checkpoint(new, target)
+    src = open_model(weights, command="fuse", trust=trust, code_dir=code_dir, model_name=model_name)
+    model = src.model()
+    fused, report = fuse_stage(model, FuseConfig(check=not no_check, atol=atol, imgsz=src.imgsz))
+    if src.foreign is not None:
+        from optkit.foreign.fuse import yolo_fused_layout_
+
+        yolo_fused_layout_(fused, report.fused)
+    transform = {"kind": "fuse", "fused": report.fused} if report.fused else None
+    args = {"atol": atol, "check": not no_check}
+    src.save_stage_output(fused, target, "fuse", args, report.as_dict(), transform)
     result = {
         "source": weights,
         "output": str(target),

@@ -42,6 +42,9 @@ def profile(
         bool, typer.Option("--autobatch", help="CUDA: the batch that fills --fraction of free memory.")
     ] = False,
     fraction: Annotated[float, typer.Option("--fraction", help="Autobatch: fraction of free memory.")] = 0.8,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
@@ -65,6 +68,9 @@ def profile(
         top=top,
         autobatch=autobatch,
         fraction=fraction,
+        trust=trust,
+        code_dir=code_dir,
+        model_name=model_name,
     )
     result = run_profile(config, progress=lambda line: err().print(line, style="dim", highlight=False))
     emit_json(result) if json_out else print_profile(result)

@@ -38,6 +38,9 @@ def prune(
     workers: o.Workers = None,
     device: o.Device = "",
     output: o.Output = None,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
@@ -60,6 +63,9 @@ def prune(
         workers=workers,
         device=device,
         output=output,
+        trust=trust,
+        code_dir=code_dir,
+        model_name=model_name,
     )
     result = run_prune(request)
     emit_json(result) if json_out else print_prune(result)

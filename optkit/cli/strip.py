@@ -13,23 +13,21 @@ def strip(
     weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint (e.g. last.pt).")],
     half: Annotated[bool, typer.Option("--half", help="Store weights in fp16.")] = False,
     output: o.Output = None,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
     """Strip training state: writes <stem>-stripped.pt (or -o), prints the size before -> after."""
-    from optkit.checkpoint import load_checkpoint, save_checkpoint
     from optkit.cli.outputs import file_size, stage_output
+    from optkit.inputs import open_model
     from optkit.report.console import emit_json
     from optkit.report.stages import print_strip
-    from optkit.stages.strip import StripConfig, dropped_parts
-    from optkit.stages.strip import strip as strip_stage
 
     target = stage_output(weights, "stripped", output)
-    ckpt = load_checkpoint(weights)
-    dropped = dropped_parts(ckpt)
-    stripped = strip_stage(ckpt, StripConfig(half=half))
-    stripped.add_lineage("strip", {"half": half, "source": weights}, {"dropped": dropped})
-    save_checkpoint(stripped, target)
+    src = open_model(weights, command="strip", trust=trust, code_dir=code_dir, model_name=model_name)
+    _, dropped = src.save_stripped(target, half)
     result = {
         "source": weights,
         "output": str(target),

@@ -18,6 +18,9 @@ def val(
     batch_size: o.BatchSize = 128,
     workers: o.Workers = None,
     device: o.Device = "",
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
@@ -27,7 +30,15 @@ def val(
     from optkit.report.val import print_val
 
     result = validate_checkpoint(
-        weights, data, imgsz=imgsz, batch_size=batch_size, workers=workers, device=device
+        weights,
+        data,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        trust=trust,
+        code_dir=code_dir,
+        model_name=model_name,
     )
     if json_out:
         emit_json(result)

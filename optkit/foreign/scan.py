@@ -27,7 +27,7 @@ _SAFE = re.compile(
 # Functions and modules a model checkpoint never needs; a pickle that names one is refused even trusted.
 _HOSTILE = re.compile(
     r"^((builtins|__builtin__)\.(eval|exec|compile|open|__import__|breakpoint|input)"
-    r"|(os|posix|nt|subprocess|socket|shutil|sys|importlib|runpy|pty|ctypes|webbrowser|code)(\.|$)).*"
+    r"|(io|_io|os|posix|nt|subprocess|socket|shutil|sys|importlib|runpy|pty|ctypes|webbrowser|code)(\.|$)).*"
 )
 # What zipfile raises on damaged archives: non-UTF-8 names (UnicodeDecodeError is a ValueError), bad
 # headers, truncated or corrupt deflate data, unsupported compression or encryption

@@ -88,8 +88,8 @@ def measure_latency(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def forward_backward() -> None:
-        model(x).float().sum().backward()
+    def forward_backward() -> None:  # a model may return a tuple/list of tensors (a detection head)
+        sum(t.float().sum() for t in _tensors(model(x)) if t.requires_grad).backward()
 
     was_training, prev_threads = model.training, torch.get_num_threads()
     grads = {name: q.grad for name, q in model.named_parameters()}
@@ -118,3 +118,10 @@ def measure_latency(
         "batch": batch,
         "threads": used_threads if device.type == "cpu" else None,
     }
+
+
+def _tensors(output: object) -> list:
+    """The tensors in a model's output: a tensor, or nested tuples/lists of them."""
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item)]
+    return [output] if hasattr(output, "backward") else []

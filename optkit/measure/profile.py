@@ -42,6 +42,9 @@ class ProfileConfig:
     autobatch: bool = False
     fraction: float = 0.8  # of free CUDA memory, for autobatch
     cwd: Path | None = None  # where to look for runs/**/weights/best.pt; None: the working folder
+    trust: bool = False  # load a foreign pickled checkpoint (runs its code)
+    code_dir: str | None = None  # with trust: folder put on the import path
+    model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Source:
     kind: str  # "checkpoint" | "onnx" | "zoo"
     ref: str  # the path, or the model name
     reason: str  # why this is what gets profiled
+    kind_label: str | None = None  # what the file is, when not what `kind` says (e.g. a foreign .pt)
 
 
 def check_config(c: ProfileConfig) -> None:
@@ -138,10 +142,26 @@ def open_target(source: Source, config: ProfileConfig):
 
     device = select_device(config.device)
     if source.kind == "checkpoint":
-        from optkit.checkpoint import build_model, load_checkpoint
+        from optkit.inputs import open_model
 
-        ckpt = load_checkpoint(source.ref)
-        model, arch, classes, imgsz = build_model(ckpt), ckpt.arch["name"], ckpt.num_classes, ckpt.imgsz
+        src = open_model(
+            source.ref,
+            command="profile",
+            trust=config.trust,
+            code_dir=config.code_dir,
+            model_name=config.model_name,
+        )
+        model, arch, classes, imgsz = src.model(), src.arch, src.num_classes or None, src.imgsz
+        scripted = src.kind == "torchscript"
+        target = TorchTarget(model, device, config.threads, fold_bn=not scripted, hooks=not scripted)
+        target.notes.extend(src.notes)
+        if src.kind != "optkit":
+            source.kind_label = {
+                "foreign": "foreign checkpoint, --trust",
+                "state_dict": f"state_dict in {src.arch}",
+                "torchscript": "TorchScript",
+            }[src.kind]
+        return target, arch, classes, imgsz
     else:
         from optkit.models import create_model, get_spec
 
@@ -209,6 +229,7 @@ def profile(config: ProfileConfig, progress: Callable[[str], None] | None = None
         "optkit_version": __version__,
         "source": source.ref,
         "source_kind": source.kind,
+        "source_format": source.kind_label,
         "source_reason": source.reason,
         "arch": arch,
         "backend": target.backend,

@@ -25,17 +25,33 @@ log = logging.getLogger(__name__)
 class TorchTarget:
     backend = "pytorch"
 
-    def __init__(self, model: nn.Module, device: torch.device, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        threads: int | None = None,
+        fold_bn: bool = True,
+        hooks: bool = True,
+    ) -> None:
+        """fold_bn: profile the BN-folded copy (False for a TorchScript module, which cannot be changed);
+        hooks: forward hooks work on it (per-layer time, activation bytes; not on TorchScript)."""
         from optkit.stages.fuse import FuseConfig, fuse
 
         self.unfused = model.eval()
         self.device = device
         self.threads = threads
-        self.stride = int(getattr(model, "stride", 32))
+        from optkit.models.imgsz import model_stride
+
+        self.stride = model_stride(model)
         self.notes: list[str] = []
+        self.hooks = hooks
         try:
+            if not fold_bn:
+                raise _NotFolded
             fused, report = fuse(model, FuseConfig(check=False))
             self.bn_folded: int | None = len(report.fused)
+        except _NotFolded:
+            fused, self.bn_folded = model, None
         except Exception as e:  # profile what was given rather than fail; say so
             log.debug("fuse failed", exc_info=True)
             fused, self.bn_folded = model, None
@@ -109,7 +125,8 @@ class TorchTarget:
                 with RssPeak() as rss:
                     stats = measure_latency(self.model, imgsz, batch, warmup, runs)
                 memory["rss_peak_growth_bytes"] = rss.growth_bytes
-            memory["activation_bytes"] = activation_bytes(self.model, self._input(imgsz, batch))
+            if self.hooks:
+                memory["activation_bytes"] = activation_bytes(self.model, self._input(imgsz, batch))
         return _timing(stats), memory
 
     def memory_method(self) -> str:
@@ -128,8 +145,11 @@ class TorchTarget:
             return _timing(measure_latency(self.model, imgsz, batch, warmup, runs, backward=True))
 
     def per_layer(self, imgsz: int, batch: int, warmup: int, runs: int, layer_gflops: dict) -> tuple:
+        from optkit.errors import ConfigError
         from optkit.measure.per_layer import time_torch_layers
 
+        if not self.hooks:
+            raise ConfigError("--per-layer needs forward hooks, which a TorchScript module does not run")
         with self.thread_count():
             x = self._input(imgsz, batch)
             total_ms, layers = time_torch_layers(self.model, x, warmup, runs, self._sync)
@@ -144,6 +164,10 @@ class TorchTarget:
 
         batch, message = autobatch(self.model, imgsz, self.device, fraction=fraction)
         return batch, message + " (training step: forward + backward under autocast)"
+
+
+class _NotFolded(Exception):
+    pass
 
 
 def _timing(stats: dict) -> dict:

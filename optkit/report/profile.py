@@ -7,6 +7,7 @@ does not apply; never 0 in place of an unknown). Times in milliseconds, memory i
     optkit_version   str
     source           str      the .pt / .onnx path, or the zoo model name, that was profiled
     source_kind      str      "checkpoint" | "onnx" | "zoo"
+    source_format    str|null what a .pt file is, when not an optkit checkpoint (foreign, state_dict, ...)
     source_reason    str      why this source: "named on the command line ...", or how it was found
     arch             str|null registry name (checkpoint, zoo; ONNX: its `arch` metadata)
     backend          str      "pytorch" | "onnxruntime"
@@ -55,6 +56,7 @@ JSON_KEYS = (
     "optkit_version",
     "source",
     "source_kind",
+    "source_format",
     "source_reason",
     "arch",
     "backend",
@@ -93,6 +95,7 @@ def print_profile(r: dict) -> None:
 
 def _summary_rows(r: dict) -> list[tuple[str, str]]:
     kind = {"checkpoint": "optkit checkpoint", "onnx": "ONNX model", "zoo": "zoo model"}[r["source_kind"]]
+    kind = r.get("source_format") or kind
     rows = [("profiled", f"{r['source']}  ({kind}; {r['source_reason']})")]
     model = r["arch"] or "architecture not recorded"
     if r["num_classes"] is not None:

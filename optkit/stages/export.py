@@ -17,8 +17,10 @@ and the source is never touched. The weights travel inside the one file (no exte
 whose file would pass protobuf's 2 GB limit is refused.
 
 Parity: the PyTorch model (fp32, CPU) and ONNX Runtime (CPU provider) run the same seeded standard-normal
-inputs, and optionally real validation images. max |Δ| is measured in absolute terms and relative to the
-largest |output| of PyTorch (as `fuse` does); above `atol` the export fails. Top-1 agreement is reported.
+inputs, and optionally real validation images, compared on every output (a detection model returns
+several, named output0, output1, ...; a classifier's one output is `logits`). max |Δ| is measured in
+absolute terms and relative to the largest |output| of PyTorch (as `fuse` does); above `atol` the export
+fails. Top-1 agreement is reported when the model has one (N, classes) output.
 """
 
 from __future__ import annotations
@@ -91,9 +93,9 @@ class ExportConfig:
 class ParityCase:
     input: str  # "random" (seeded standard-normal) or "val" (real validation images)
     shape: list[int]  # of the input batch; for "val": (images, 3, H, W) over all batches
-    max_abs: float  # max |ORT - PyTorch| over all logits
-    max_rel: float  # max_abs / max |PyTorch logits|
-    top1_agreement: float  # fraction of images with the same argmax
+    max_abs: float  # max |ORT - PyTorch| over all outputs
+    max_rel: float  # max_abs / max |PyTorch output| (over all outputs)
+    top1_agreement: float | None  # fraction of images with the same argmax; None unless one (N, C) output
 
     def label(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
@@ -126,7 +128,9 @@ class ExportReport:
     def as_dict(self) -> dict:
         d = asdict(self)
         val = self.worst("val")
-        random_agreement = [c.top1_agreement for c in self.cases if c.input == "random"]
+        random_agreement = [
+            c.top1_agreement for c in self.cases if c.input == "random" and c.top1_agreement is not None
+        ]
         d["size_mb"] = self.bytes / 1e6  # bytes to MB (10^6)
         d["checked"] = bool(self.cases)
         d["max_abs"] = max((c.max_abs for c in self.cases), default=None)
@@ -152,12 +156,12 @@ def export_onnx(
     import onnx
     import torch
 
-    from optkit.models.imgsz import check_imgsz
+    from optkit.models.imgsz import check_imgsz, model_stride
 
     config.validate()
     if config.imgsz is None:
         raise ConfigError("export needs an input size (imgsz)")
-    stride = int(getattr(model, "stride", 32))
+    stride = model_stride(model)
     imgsz = check_imgsz(config.imgsz, stride)
     device = half_device() if config.half else torch.device("cpu")
     reference = copy.deepcopy(model).float().eval().cpu()  # fp32 CPU model the file is checked against
@@ -254,11 +258,11 @@ def optkit_metadata(ckpt: Checkpoint, imgsz: int, stride: int, source: str | os.
     return meta
 
 
-def preprocess_of(ckpt: Checkpoint) -> dict:
-    """The checkpoint's input normalisation, or the ImageNet mean/std that optkit's transforms apply."""
+def preprocess_of(ckpt: Checkpoint | None) -> dict:
+    """The checkpoint's input normalisation, or (also for None) the ImageNet mean/std optkit applies."""
     from optkit.data import IMAGENET_MEAN, IMAGENET_STD
 
-    pre = ckpt.preprocess or {}
+    pre = (ckpt.preprocess if ckpt is not None else None) or {}
     return {
         "mean": [float(v) for v in pre.get("mean", IMAGENET_MEAN)],
         "std": [float(v) for v in pre.get("std", IMAGENET_STD)],
@@ -327,12 +331,20 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
     import onnx
     import torch
 
+    with torch.no_grad():
+        output = model(example)
+    if isinstance(model, torch.jit.ScriptModule) and len(flat_tensors(output)) != _top_level(output):
+        raise ExportError(
+            "the TorchScript module returns nested outputs (a list inside its output tuple), which its ONNX "
+            "export cannot flatten; export the source model, or script it with flat outputs"
+        )
+    names = output_names(output)
     kwargs = dict(
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=names,
         opset_version=config.opset,
         do_constant_folding=True,
-        dynamic_axes=DYNAMIC_AXES if config.dynamic else None,
+        dynamic_axes={**DYNAMIC_AXES, **{n: {0: "batch"} for n in names}} if config.dynamic else None,
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # torch >= 2.9 defaults to the torch.export-based exporter
@@ -356,7 +368,7 @@ def _simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         if slim is None or not len(slim.graph.node):
             return proto, "onnxslim returned no graph"
         names = ([i.name for i in slim.graph.input], [o.name for o in slim.graph.output])
-        if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        if names != ([INPUT_NAME], [o.name for o in proto.graph.output]):
             return proto, f"onnxslim changed the graph's inputs/outputs to {names}"
         return slim, None
     except Exception as e:  # any failure of an optional optimizer: keep the valid unsimplified graph
@@ -411,25 +423,63 @@ def _session(path: Path, half: bool):
 
 
 def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> ParityCase:
+    """PyTorch vs ONNX Runtime on every output (a model may return a tuple/list of tensors)."""
     import torch
 
-    refs, outs, shape = [], [], None
+    refs: list[list] = []  # per batch, the flat list of output tensors
+    outs: list[list] = []
+    shape = None
     with torch.no_grad():
         for x in batches:
             x = x.float()
-            refs.append(reference(x).double())
-            outs.append(ort_model(x).double())
-            shape = [sum(r.shape[0] for r in refs), *x.shape[1:]]
+            refs.append([t.double() for t in flat_tensors(reference(x))])
+            outs.append([t.double() for t in ort_model.run_all(x)])
+            shape = [sum(r[0].shape[0] for r in refs), *x.shape[1:]]
     if not refs:
         raise ExportError("the parity check got no images")
-    ref, out = torch.cat(refs), torch.cat(outs)
-    if ref.shape != out.shape:
-        raise ExportError(f"ONNX Runtime's output has shape {list(out.shape)}, PyTorch's {list(ref.shape)}")
-    max_abs = (out - ref).abs().max().item()  # torch's max: a NaN anywhere comes out as NaN
-    scale = ref.abs().max().item()
+    if len(outs[0]) != len(refs[0]):
+        raise ExportError(f"ONNX Runtime returns {len(outs[0])} outputs, PyTorch {len(refs[0])}")
+    ref = [torch.cat([r[i] for r in refs]) for i in range(len(refs[0]))]
+    out = [torch.cat([o[i] for o in outs]) for i in range(len(refs[0]))]
+    for i, (a, b) in enumerate(zip(ref, out, strict=True)):
+        if a.shape != b.shape:
+            raise ExportError(
+                f"ONNX Runtime's output {i} has shape {list(b.shape)}, PyTorch's {list(a.shape)}"
+            )
+    # torch's max: a NaN anywhere comes out as NaN
+    max_abs = (
+        torch.stack([(b - a).abs().max() for a, b in zip(ref, out, strict=True) if a.numel()]).max().item()
+    )
+    scale = torch.stack([a.abs().max() for a in ref if a.numel()]).max().item()
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    agree = (out.argmax(1) == ref.argmax(1)).double().mean().item()
+    agree = None
+    if len(ref) == 1 and ref[0].ndim == 2:  # class scores: compare the predicted classes
+        agree = (out[0].argmax(1) == ref[0].argmax(1)).double().mean().item()
     return ParityCase(kind, shape, max_abs, max_rel, agree)
+
+
+def flat_tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output in the order torch.onnx flattens them (tuples/lists, depth first)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in flat_tensors(item)]
+    return []
+
+
+def _top_level(output: Any) -> int:
+    return len(output) if isinstance(output, (list, tuple)) else 1
+
+
+def output_names(output: Any) -> list[str]:
+    """ONNX output names: `logits` for a classifier's single tensor, else output0, output1, ... (as
+    YOLOv5 / Ultralytics name theirs)."""
+    n = len(flat_tensors(output))
+    if n == 0:
+        raise ExportError("the model's output holds no tensors")
+    return [OUTPUT_NAME] if n == 1 else [f"output{i}" for i in range(n)]
 
 
 def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:

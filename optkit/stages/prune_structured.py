@@ -71,10 +71,10 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
     """
     import torch_pruning as tp
 
-    from optkit.models.imgsz import check_imgsz
+    from optkit.models.imgsz import check_imgsz, model_stride
 
     config.validate()
-    check_imgsz(config.imgsz, int(getattr(model, "stride", 32)))
+    check_imgsz(config.imgsz, model_stride(model))
     pruned = copy.deepcopy(model).eval()
     _to_normal_tensors(pruned)
     head = find_head(pruned)

@@ -28,6 +28,9 @@ class PruneRequest:
     workers: int | None = None
     device: str = ""
     output: str | None = None
+    trust: bool = False  # load a foreign pickled checkpoint (runs its code)
+    code_dir: str | None = None  # with trust: folder put on the import path
+    model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
     def validate(self) -> PruneRequest:
         if not 0 <= self.amount < 1:
@@ -44,58 +47,75 @@ class PruneRequest:
 
 
 def run_prune(req: PruneRequest) -> dict:
-    from optkit.checkpoint import build_model, derived_checkpoint, load_checkpoint, save_checkpoint
+    from optkit.checkpoint import save_checkpoint
     from optkit.cli.outputs import file_size, stage_output
+    from optkit.inputs import open_model
     from optkit.models import count_params
 
     req.validate()
     target = stage_output(req.weights, "pruned", req.output)
-    ckpt = load_checkpoint(req.weights)
-    spec = _resolve(req, ckpt)
-    model = build_model(ckpt)
+    src = open_model(
+        req.weights, command="prune", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
+    )
+    if req.finetune_epochs and not src.writes_optkit:
+        raise ConfigError(
+            f"--finetune-epochs trains with optkit's trainer, which cannot train {req.weights} "
+            "(a foreign model); prune without it and fine-tune with the model's own tools"
+        )
+    spec = _resolve(req, src)
+    model = src.model()
+    keep = [name for name in src.keep_layers() if name not in req.ignore]
     result: dict = {"source": req.weights, "output": str(target), "amount": req.amount}
+    if keep:
+        result["kept_output_layers"] = keep  # a detection head keeps its output layout
     if spec is not None:
-        result["top1_before"] = _top1(model, ckpt, spec, req)
-    pruned, transform, facts = (_structured if req.structured else _unstructured)(model, ckpt, req)
+        result["top1_before"] = _top1(model, src, spec, req)
+    prune_step = _structured if req.structured else _unstructured
+    pruned, transform, facts = prune_step(model, src.imgsz, req, req.ignore + keep)
     result.update(facts, params_before=count_params(model), params_after=count_params(pruned))
     if spec is not None:
-        result["top1_pruned"] = _top1(pruned, ckpt, spec, req)
-    new = derived_checkpoint(ckpt, pruned, transform)
-    new.add_lineage("prune", _args(req), _lineage_metrics(result))
+        result["top1_pruned"] = _top1(pruned, src, spec, req)
     if req.finetune_epochs:
+        new = src.stage_checkpoint(pruned, "prune", _args(req), _lineage_metrics(result), transform)
         new, result["top1_finetuned"], result["finetune_run"] = _finetune(new, req)
-    save_checkpoint(new, target)
+        save_checkpoint(new, target)
+    else:
+        src.save_stage_output(pruned, target, "prune", _args(req), _lineage_metrics(result), transform)
     result.update(bytes_before=file_size(req.weights), bytes_after=file_size(target))
     return result
 
 
-def _resolve(req: PruneRequest, ckpt):
+def _resolve(req: PruneRequest, src):
     if not req.data:
         return None
     from optkit.data import resolve_data
-    from optkit.measure.validate import check_classes
+    from optkit.measure.validate import check_classes, require_classifier
 
+    require_classifier(src, "--data (top-1 before/after pruning)")
     spec = resolve_data(req.data)
-    check_classes(spec, ckpt.names)
+    check_classes(spec, src.names)
     return spec
 
 
-def _top1(model, ckpt, spec, req: PruneRequest) -> float:
+def _top1(model, src, spec, req: PruneRequest) -> float:
     from optkit.measure.validate import accuracy_on
 
-    return accuracy_on(model, ckpt.names, spec, ckpt.imgsz, req.batch_size, req.workers, req.device)["top1"]
+    result = accuracy_on(
+        model, src.names, spec, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
+    )
+    return result["top1"]
 
 
-def _unstructured(model, ckpt, req: PruneRequest):
+def _unstructured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
     from optkit.stages.prune import PruneConfig, prune_unstructured, sparsity_transform
 
-    config = PruneConfig(amount=req.amount, scope=req.scope, ignore=req.ignore)
+    config = PruneConfig(amount=req.amount, scope=req.scope, ignore=ignore)
     pruned, report = prune_unstructured(model, config)
     facts = {"method": f"unstructured L1, {req.scope}", "achieved": report.overall, "layers": report.layers}
     return pruned, sparsity_transform(report), facts
 
 
-def _structured(model, ckpt, req: PruneRequest):
+def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
     from optkit.measure.flops import count_flops
     from optkit.measure.latency import measure_latency
     from optkit.stages.prune_structured import StructuredPruneConfig, prunable_weight_count, prune_structured
@@ -104,19 +124,19 @@ def _structured(model, ckpt, req: PruneRequest):
         amount=req.amount,
         importance=req.importance,
         round_to=req.round_to,
-        ignore=req.ignore,
-        imgsz=ckpt.imgsz,
+        ignore=ignore,
+        imgsz=imgsz,
     )
     pruned, transform = prune_structured(model, config)
     before, after = prunable_weight_count(model), prunable_weight_count(pruned)
-    lat_before = measure_latency(model, ckpt.imgsz)["median_ms"]
-    lat_after = measure_latency(pruned, ckpt.imgsz)["median_ms"]
+    lat_before = measure_latency(model, imgsz)["median_ms"]
+    lat_after = measure_latency(pruned, imgsz)["median_ms"]
     facts = {
         "method": f"structured channels, {req.importance}, round to {req.round_to}",
         "channels_removed": transform["achieved"]["channel_reduction"],
         "achieved": 1 - after / before,  # removed fraction of prunable weights
-        "gflops_before": count_flops(model, ckpt.imgsz),
-        "gflops_after": count_flops(pruned, ckpt.imgsz),
+        "gflops_before": count_flops(model, imgsz),
+        "gflops_after": count_flops(pruned, imgsz),
         "latency_before_ms": lat_before,
         "latency_after_ms": lat_after,
     }
@@ -149,7 +169,7 @@ def _finetune(ckpt, req: PruneRequest):
 
 
 def _args(req: PruneRequest) -> dict:
-    return {k: v for k, v in req.__dict__.items() if k not in ("output",)}
+    return {k: v for k, v in req.__dict__.items() if k not in ("output", "trust", "code_dir")}
 
 
 def _lineage_metrics(result: dict) -> dict:

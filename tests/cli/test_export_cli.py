@@ -102,7 +102,7 @@ def test_failing_parity_writes_nothing(cli, ckpt, monkeypatch):
     from optkit.onnxrt import OrtModel
 
     run = OrtModel._run
-    monkeypatch.setattr(OrtModel, "_run", lambda self, arr: run(self, arr) + 0.01)  # a wrong runtime
+    monkeypatch.setattr(OrtModel, "_run", lambda self, arr, names: [o + 0.01 for o in run(self, arr, names)])
     before = ckpt.read_bytes()
     _assert_refused(cli("export", ckpt), "differs from PyTorch's", "nothing written")
     assert _onnx_files(ckpt.parent) == [] and ckpt.read_bytes() == before

@@ -76,6 +76,7 @@ TOP_LEVEL = {
     "optkit_version": str,
     "source": str,
     "source_kind": str,
+    "source_format": (str, type(None)),
     "source_reason": str,
     "arch": (str, type(None)),
     "backend": str,
