@@ -34,7 +34,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,7 @@ class ExportConfig:
     check: bool = True  # compare ONNX Runtime with PyTorch
     atol: float | None = None  # max |Δ| / max |output|; None: 1e-4, or 1e-2 with half
     seed: int = 0  # seeds the parity check's random inputs
+    int8_target: str | None = None  # quantized checkpoints: "onnxruntime" or "tensorrt" (optkit.quant.qdq)
 
     def tolerance(self) -> float:
         return self.atol if self.atol is not None else (ATOL_FP16 if self.half else ATOL_FP32)
@@ -120,6 +121,7 @@ class ExportReport:
     atol: float | None  # the tolerance the check applied; None when not checked
     cases: list[ParityCase] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)  # metadata_props written
+    int8: dict | None = None  # quantized checkpoints: target, QDQ placement and ONNX Runtime's coverage
 
     def worst(self, kind: str | None = None) -> ParityCase | None:
         cases = [c for c in self.cases if kind is None or c.input == kind]
@@ -147,38 +149,27 @@ def export_onnx(
     config: ExportConfig,
     metadata: dict[str, Any] | None = None,
     images: Iterable[torch.Tensor] | None = None,
+    rewrite: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+    reference: nn.Module | None = None,
 ) -> ExportReport:
     """Write `model` to `output` as ONNX and check it; return what was done. The model is not modified.
 
     metadata: written as `metadata_props` (lists/dicts as JSON, the rest as text). images: batches of
     preprocessed real images (N, 3, imgsz, imgsz) for the parity check (`parity_images` builds them).
+    rewrite: applied to the traced (and simplified) graph, e.g. optkit.quant's QDQ insertion.
+    reference: the model the file is checked against (default: `model`).
     """
     import onnx
-    import torch
-
-    from optkit.models.imgsz import check_imgsz, model_stride
 
     config.validate()
     if config.imgsz is None:
         raise ConfigError("export needs an input size (imgsz)")
-    stride = model_stride(model)
-    imgsz = check_imgsz(config.imgsz, stride)
-    device = half_device() if config.half else torch.device("cpu")
-    reference = copy.deepcopy(model).float().eval().cpu()  # fp32 CPU model the file is checked against
-    _check_weight_bytes(reference, config.half)
     target = Path(output)
-
     t0 = time.perf_counter()
-    subject = copy.deepcopy(reference).to(device)
-    example = torch.randn(config.batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(config.seed))
-    if config.half:
-        subject, example = subject.half(), example.half()
-    proto = _trace(subject, example.to(device), config)
-    del subject
-    nodes_before = len(proto.graph.node)
-    simplify_error = None
-    if config.simplify:
-        proto, simplify_error = _simplify(proto)
+    proto, nodes_before, simplify_error, imgsz = float_graph(model, config)
+    if rewrite is not None:
+        proto = rewrite(proto)
+    reference = copy.deepcopy(reference if reference is not None else model).float().eval().cpu()
     props = {k: v if isinstance(v, str) else _text(v) for k, v in (metadata or {}).items()}
     onnx.helper.set_model_props(proto, props)
     try:
@@ -218,6 +209,29 @@ def export_onnx(
     return report
 
 
+def float_graph(model: nn.Module, config: ExportConfig) -> tuple[onnx.ModelProto, int, str | None, int]:
+    """Trace `model` (a copy; fp16 with `config.half`) and simplify it: (graph, nodes traced, why onnxslim
+    failed or None, imgsz)."""
+    import torch
+
+    from optkit.models.imgsz import check_imgsz, model_stride
+
+    imgsz = check_imgsz(config.imgsz, model_stride(model))
+    device = half_device() if config.half else torch.device("cpu")
+    subject = copy.deepcopy(model).float().eval().cpu()
+    _check_weight_bytes(subject, config.half)
+    subject = subject.to(device)
+    example = torch.randn(config.batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(config.seed))
+    if config.half:
+        subject, example = subject.half(), example.half()
+    proto = _trace(subject, example.to(device), config)
+    nodes_before = len(proto.graph.node)
+    simplify_error = None
+    if config.simplify:
+        proto, simplify_error = _simplify(proto)
+    return proto, nodes_before, simplify_error, imgsz
+
+
 def export_checkpoint(
     ckpt: Checkpoint,
     output: str | os.PathLike,
@@ -230,14 +244,38 @@ def export_checkpoint(
     source: the checkpoint file, hashed into `source_sha256` (omitted when None).
     """
     from optkit.checkpoint import build_model
+    from optkit.quant.quantizers import quantize_entry
 
     config = replace(config, imgsz=config.imgsz or ckpt.imgsz)
     config.validate()
+    entry = quantize_entry(ckpt.transforms)
+    if entry is None and config.int8_target:
+        raise ConfigError("--int8-target needs a quantized checkpoint (made by optkit ptq-calibrate or qat)")
+    if entry is not None and config.half:
+        raise ConfigError("--half and INT8 do not combine: a quantized checkpoint exports as an INT8 graph")
     if config.half:
         half_device()  # before the model is built: a clear error first
     model = build_model(ckpt)
     metadata = optkit_metadata(ckpt, int(config.imgsz), int(getattr(model, "stride", 32)), source)
-    return export_onnx(model, output, config, metadata, images)
+    if entry is None:
+        return export_onnx(model, output, config, metadata, images)
+    return _export_int8(model, entry, output, config, metadata, images)
+
+
+def _export_int8(model, entry: dict, output, config: ExportConfig, metadata: dict, images) -> ExportReport:
+    """A quantized model as a QDQ graph for `config.int8_target`, checked against its fake-quant self."""
+    from optkit.quant.coverage import int8_coverage
+    from optkit.quant.onnx_export import ATOL_INT8, check_target, default_target, int8_plan
+
+    target = check_target(config.int8_target) or default_target()
+    config = replace(config, int8_target=target, atol=config.atol or ATOL_INT8[target])
+    plan = int8_plan(model, entry, target)
+    metadata = {**metadata, "quantization": {"target": target, **entry.get("config", {})}}
+    report = export_onnx(
+        plan.float_model, output, config, metadata, images, rewrite=plan.rewrite, reference=model
+    )
+    report.int8 = {"target": target, **plan.report, "coverage": int8_coverage(output).as_dict()}
+    return report
 
 
 def optkit_metadata(ckpt: Checkpoint, imgsz: int, stride: int, source: str | os.PathLike | None) -> dict:

@@ -1,0 +1,35 @@
+"""What `ptq-calibrate` quantizes and how: plain data, stored in the checkpoint's transform entry."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from optkit.errors import ConfigError
+
+METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
+TARGETS = ("onnxruntime", "tensorrt")  # INT8 ONNX flavours (see optkit.quant.qdq)
+MAX_IMAGES = 100_000  # calibration images: more is never needed and would only cost time
+
+
+@dataclass
+class QuantConfig:
+    method: str = "percentile"  # how activation ranges (amax) are chosen from the calibration data
+    percentile: float = 99.99  # for method "percentile": the |x| percentile kept unclipped
+    per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
+    skip: list[str] = field(default_factory=list)  # module names kept in float
+
+    def validate(self) -> QuantConfig:
+        if self.method not in METHODS:
+            raise ConfigError(f"--method {self.method!r} is not known: choose one of {', '.join(METHODS)}")
+        if not 0 < self.percentile <= 100:  # `not`: NaN fails too
+            raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_num_images(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+        raise ConfigError(f"--num-images must be in [1, {MAX_IMAGES}], got {n!r}")
+    return n

@@ -1,0 +1,76 @@
+"""Exporting a quantized checkpoint: the float graph of the same model, rewritten to QDQ for a target,
+checked against the fake-quant PyTorch model (optkit.stages.export does the tracing, writing and checking).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from optkit.errors import ConfigError
+from optkit.quant.config import TARGETS
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Default parity tolerances, max |Δ| / max |logit| against the fake-quant model on random inputs.
+# tensorrt computes what ModelOpt's fake quant computes: differences come from rounding ties and int32
+# bias rounding. onnxruntime also rounds at Add/Concat/pooling/activation outputs that the fake-quant
+# model keeps in float (and at twice the resolution after ReLU), so it differs by more.
+ATOL_INT8 = {"tensorrt": 0.02, "onnxruntime": 0.1}
+
+
+def default_target() -> str:
+    """tensorrt where CUDA is available (the GPU deployment path), else onnxruntime (CPU)."""
+    import torch
+
+    return "tensorrt" if torch.cuda.is_available() else "onnxruntime"
+
+
+def check_target(target: str | None) -> str | None:
+    if target is not None and target not in TARGETS:
+        raise ConfigError(f"--int8-target must be one of {', '.join(TARGETS)}, got {target!r}")
+    return target
+
+
+@dataclass
+class Int8Plan:
+    target: str
+    float_model: nn.Module  # traced: the same weights, quantizers off
+    layers: dict  # layer name -> LayerQuant
+    ranges: dict  # tensor name -> (min, max)
+    report: dict = field(default_factory=dict)  # filled by rewrite()
+
+    def rewrite(self, proto):
+        from optkit.quant.qdq import build_qdq
+
+        qdq, report = build_qdq(proto, self.layers, self.ranges, self.target)
+        self.report = report.as_dict()
+        return qdq
+
+
+def int8_plan(model: nn.Module, entry: dict, target: str) -> Int8Plan:
+    """The plan for exporting fake-quant `model` (rebuilt from a checkpoint with quantize transform
+    `entry`) as a `target` QDQ graph."""
+    from optkit.quant.quantizers import onnx_ranges, quantizers
+
+    float_model = copy.deepcopy(model)
+    for q in quantizers(float_model).values():
+        q.disable()
+    return Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry))
+
+
+def layer_quants(model: nn.Module) -> dict:
+    from optkit.quant.qdq import LayerQuant
+    from optkit.quant.quantizers import quantized_layers, quantizers
+
+    active = quantizers(model)
+    found = {}
+    for layer in quantized_layers(model):
+        weight = active[layer + ".weight_quantizer"].amax.detach().float().reshape(-1).numpy()
+        inp = active.get(layer + ".input_quantizer")
+        if inp is None:
+            continue  # weight-only quantization is not an INT8 graph optkit writes
+        found[layer] = LayerQuant(float(inp.amax.detach().float().reshape(-1).max()), weight)
+    return found

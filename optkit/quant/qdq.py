@@ -1,0 +1,349 @@
+"""INT8 QDQ ONNX graphs from a float graph plus calibrated scales, in two flavours.
+
+`tensorrt`: what TensorRT's explicit quantization expects and what ModelOpt exports: QuantizeLinear ->
+DequantizeLinear (int8, zero point 0, scale amax/127) on the input of every quantized Conv/Gemm, one pair
+per quantizer, and the weights as int8 initializers (per output channel) behind DequantizeLinear. It
+computes exactly what ModelOpt's fake-quant model computes.
+
+`onnxruntime`: what ONNX Runtime's CPU kernels run in int8 end to end. ONNX Runtime fuses a node into its
+QLinear form only when every float input comes from DequantizeLinear and the output goes to
+QuantizeLinear, and its fast kernels want uint8 activations (measured: int8 activations run no faster
+than fp32). So here
+- activations are uint8: a signed tensor gets zero point 128 and scale amax/127 (the same grid as the
+  fake-quant int8), a non-negative one zero point 0 and scale amax/255 (twice the resolution);
+- Q/DQ also go around Add, Concat, pooling, Sigmoid/Mul and the other ops ONNX Runtime has int8 kernels
+  for, with ranges measured on the calibration images (optkit.quant.ranges), so whole chains stay int8;
+- Relu/Clip(0, 6) outputs get zero point 0, which lets ONNX Runtime drop the Relu into the producer's
+  requantization; their inputs get no Q/DQ of their own;
+- MaxPool/Flatten/Reshape keep their input's scale (ONNX Runtime runs them on uint8 only then);
+- biases are int32 with scale s_input * s_weight, as QLinearConv needs.
+The graph output (the logits) always stays float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from optkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
+LAYER_OPS = ("Conv", "Gemm")  # the ops ModelOpt quantizes (Conv2d, Linear)
+# ops whose inputs and outputs the onnxruntime flavour quantizes (ONNX Runtime has QLinear/uint8 kernels)
+INT8_OPS = {
+    "Add",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Sigmoid",
+    "Mul",
+    "LeakyRelu",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Resize",
+    "Relu",
+    "Clip",
+}
+SAME_SCALE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize"}
+RELU_OPS = {"Relu", "Clip"}  # removable when followed by QuantizeLinear with zero point 0
+
+
+@dataclass
+class LayerQuant:
+    """Calibrated quantizers of one Conv/Linear layer (from ModelOpt's amax buffers)."""
+
+    input_amax: float  # per-tensor activation range
+    weight_amax: np.ndarray  # per output channel (shape [out]) or one value (shape [1])
+
+
+@dataclass
+class QuantParams:
+    scale: float
+    zero_point: int
+    signed: bool  # int8 (True) or uint8 (False)
+
+
+@dataclass
+class QdqReport:
+    target: str
+    quantized_layers: list[str] = field(default_factory=list)  # Conv/Gemm with int8 weights
+    float_layers: list[str] = field(default_factory=list)  # Conv/Gemm left in float, and why
+    quantized_tensors: int = 0  # activations that got QuantizeLinear/DequantizeLinear
+    unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def build_qdq(
+    proto: onnx.ModelProto,
+    layers: dict[str, LayerQuant],
+    ranges: dict[str, tuple[float, float]],
+    target: str,
+) -> tuple[onnx.ModelProto, QdqReport]:
+    """The QDQ graph for `target`. `layers`: quantized layers by PyTorch module name (the Conv/Gemm
+    whose weight initializer is `<name>.weight`); `ranges`: measured (min, max) by tensor name."""
+    import onnx
+
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < MIN_OPSET:
+        raise ConfigError(f"INT8 export needs --opset {MIN_OPSET} or newer (per-channel QuantizeLinear)")
+    work = onnx.ModelProto()
+    work.CopyFrom(proto)
+    graph = _Graph(work)
+    report = QdqReport(target)
+    nodes = graph.layer_nodes(layers, report)
+    if target == "tensorrt":
+        acts = _tensorrt_activations(graph, nodes, layers)
+    else:
+        acts = _onnxruntime_activations(graph, nodes, layers, ranges, report)
+    graph.quantize_weights(nodes, layers, acts if target == "onnxruntime" else None)
+    report.quantized_tensors = graph.insert_activation_qdq(acts)
+    return graph.finish(), report
+
+
+# --- which activations, with which parameters -----------------------------------------------------
+
+
+def _tensorrt_activations(graph, nodes, layers) -> dict:
+    """{(tensor, consumer index or None): params}: one int8 pair per quantized layer input."""
+    acts = {}
+    for i, name in nodes.items():
+        tensor = graph.nodes[i].input[0]
+        acts[(tensor, i)] = _symmetric_int8(layers[name].input_amax)
+    return acts
+
+
+def _onnxruntime_activations(graph, nodes, layers, ranges, report) -> dict:
+    """{(tensor, None): params}: one uint8 pair per tensor, shared by all its consumers."""
+    layer_amax: dict[str, float] = {}
+    for i, name in nodes.items():
+        tensor = graph.nodes[i].input[0]
+        layer_amax[tensor] = max(layer_amax.get(tensor, 0.0), layers[name].input_amax)
+    wanted = set(layer_amax)
+    for i, node in enumerate(graph.nodes):
+        if node.op_type in INT8_OPS:
+            wanted.update(t for t in node.input if graph.is_activation(t))
+            wanted.update(t for t in node.output if graph.is_activation(t))
+        elif i in nodes:
+            wanted.update(t for t in node.output if graph.is_activation(t))  # so QLinearConv can form
+    wanted -= graph.output_names
+    wanted -= {t for t in wanted if graph.only_feeds_relu(t)}  # the Relu's output carries the Q/DQ
+    params: dict[str, QuantParams] = {}
+    for tensor in graph.topological(wanted):
+        p = _params_for(graph, tensor, layer_amax, ranges, params)
+        if p is None:
+            report.unranged_tensors.append(tensor)
+        else:
+            params[tensor] = p
+    return {(t, None): p for t, p in params.items()}
+
+
+def _params_for(graph, tensor, layer_amax, ranges, done) -> QuantParams | None:
+    producer = graph.producer(tensor)
+    if producer is not None and producer.op_type in SAME_SCALE_OPS and producer.input[0] in done:
+        return done[producer.input[0]]
+    lo, hi = ranges.get(tensor, (None, None))
+    nonneg = (producer is not None and producer.op_type in RELU_OPS) or (lo is not None and lo >= 0)
+    if tensor in layer_amax:  # the calibrated (or QAT-trained) amax of the layer(s) reading it
+        amax = layer_amax[tensor]
+        if nonneg:
+            hi = (
+                amax
+                if producer is None or producer.op_type != "Clip"
+                else min(amax, graph.clip_max(producer))
+            )
+            return QuantParams(max(hi, 1e-12) / 255, 0, False)
+        return QuantParams(max(amax, 1e-12) / 127, 128, False)
+    if lo is None:
+        return None
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (exact zero padding)
+    if nonneg:
+        lo = 0.0
+    scale = (hi - lo) / 255 if hi > lo else 1.0
+    zero_point = int(min(255, max(0, round(-lo / scale))))
+    return QuantParams(scale, zero_point, False)
+
+
+def _symmetric_int8(amax: float) -> QuantParams:
+    return QuantParams(max(amax, 1e-12) / 127, 0, True)
+
+
+# --- the graph ------------------------------------------------------------------------------------
+
+
+class _Graph:
+    """The node list with producer/consumer maps, and the edits: weight DQ, activation Q/DQ pairs."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        g = model.graph
+        self.nodes = list(g.node)
+        self.inits = {t.name: t for t in g.initializer}
+        self.output_names = {o.name for o in g.output}
+        self.input_names = {i.name for i in g.input}
+        self.producers = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for t in n.input:
+                self.consumers.setdefault(t, []).append(i)
+        self.new_inits: list = []
+        self.head_nodes: list = []  # weight DequantizeLinear nodes, placed first
+        self.after: dict[str, list] = {}  # tensor -> Q/DQ nodes placed right after its producer
+
+    def is_activation(self, tensor: str) -> bool:
+        return (
+            bool(tensor)
+            and tensor not in self.inits
+            and (tensor in self.producers or tensor in self.input_names)
+        )
+
+    def producer(self, tensor: str):
+        return self.producers.get(tensor)
+
+    def only_feeds_relu(self, tensor: str) -> bool:
+        users = self.consumers.get(tensor, [])
+        return (
+            bool(users)
+            and all(self._is_relu(self.nodes[i]) for i in users)
+            and tensor not in self.input_names
+        )
+
+    def _is_relu(self, node) -> bool:
+        return node.op_type == "Relu" or (node.op_type == "Clip" and self.clip_min(node) == 0.0)
+
+    def clip_min(self, node) -> float | None:
+        return self._clip_bound(node, 1)
+
+    def clip_max(self, node) -> float:
+        value = self._clip_bound(node, 2)
+        return float("inf") if value is None else value
+
+    def _clip_bound(self, node, index: int) -> float | None:
+        from onnx import numpy_helper
+
+        if len(node.input) > index and node.input[index] in self.inits:
+            return float(numpy_helper.to_array(self.inits[node.input[index]]))
+        return None
+
+    def topological(self, tensors: set[str]) -> list[str]:
+        order = [t for t in self.input_names if t in tensors]
+        order += [o for n in self.nodes for o in n.output if o in tensors]
+        return order
+
+    def layer_nodes(self, layers: dict, report: QdqReport) -> dict[int, str]:
+        """{node index: layer name} for the Conv/Gemm nodes of quantized layers; the others are reported."""
+        found = {}
+        for i, node in enumerate(self.nodes):
+            if node.op_type not in LAYER_OPS or len(node.input) < 2:
+                continue
+            weight = node.input[1]
+            name = weight[: -len(".weight")] if weight.endswith(".weight") else weight
+            if name in layers and weight in self.inits:
+                found[i] = name
+                report.quantized_layers.append(name)
+            else:
+                report.float_layers.append(name)
+        missing = sorted(set(layers) - set(found.values()))
+        if missing:
+            raise ConfigError(
+                f"the exported graph has no Conv/Gemm with weight '{missing[0]}.weight' "
+                f"({len(missing)} quantized layer(s) not found); cannot place its quantizers"
+            )
+        return found
+
+    def quantize_weights(self, nodes: dict[int, str], layers: dict, acts: dict | None) -> None:
+        """int8 weights behind DequantizeLinear; with `acts` (onnxruntime), int32 biases too."""
+        import numpy as np
+        from onnx import numpy_helper
+
+        for i, name in nodes.items():
+            node = self.nodes[i]
+            w = numpy_helper.to_array(self.inits[node.input[1]]).astype(np.float32)
+            amax = np.asarray(layers[name].weight_amax, dtype=np.float32).reshape(-1)
+            scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)  # an all-zero channel: any scale
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            q = np.clip(np.round(w / scale.reshape(shape) if scale.size > 1 else w / scale[0]), -128, 127)
+            node.input[1] = self._dequantized(
+                name + ".weight", q.astype(np.int8), scale, np.zeros(scale.shape, np.int8), axis=0
+            )
+            if acts is not None and len(node.input) > 2 and node.input[2] in self.inits:
+                act = acts.get((node.input[0], None))
+                if act is not None:
+                    node.input[2] = self._int32_bias(name, node.input[2], act.scale * scale)
+
+    def _int32_bias(self, name: str, bias_name: str, scale) -> str:
+        import numpy as np
+        from onnx import numpy_helper
+
+        b = numpy_helper.to_array(self.inits[bias_name]).astype(np.float64)
+        scale = np.broadcast_to(np.asarray(scale, np.float64), b.shape)
+        q = np.clip(np.round(b / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        return self._dequantized(
+            name + ".bias", q, scale.astype(np.float32), np.zeros(b.shape, np.int32), axis=0
+        )
+
+    def _dequantized(self, base: str, q, scale, zero_point, axis: int) -> str:
+        from onnx import helper, numpy_helper
+
+        names = (base + "_quantized", base + "_scale", base + "_zero_point")
+        per_axis = getattr(scale, "size", 1) > 1
+        s = scale if per_axis else scale.reshape(())
+        z = zero_point if per_axis else zero_point.reshape(())
+        for name, value in zip(names, (q, s, z), strict=True):
+            self.new_inits.append(numpy_helper.from_array(value, name))
+        out = base + "_dequantized"
+        kwargs = {"axis": axis} if per_axis else {}
+        self.head_nodes.append(helper.make_node("DequantizeLinear", list(names), [out], name=out, **kwargs))
+        return out
+
+    def insert_activation_qdq(self, acts: dict) -> int:
+        """A QuantizeLinear -> DequantizeLinear pair per entry; consumers read the dequantized tensor
+        (all consumers for (tensor, None), one consumer for (tensor, node index))."""
+        import numpy as np
+        from onnx import helper, numpy_helper
+
+        for n, ((tensor, consumer), p) in enumerate(acts.items()):
+            base = f"{tensor}_q{n}" if consumer is not None else f"{tensor}_q"
+            dtype = np.int8 if p.signed else np.uint8
+            scale, zp = base + "_scale", base + "_zero_point"
+            self.new_inits.append(numpy_helper.from_array(np.array(p.scale, np.float32), scale))
+            self.new_inits.append(numpy_helper.from_array(np.array(p.zero_point, dtype), zp))
+            q, dq = base + "_quantized", base + "_dequantized"
+            nodes = [
+                helper.make_node("QuantizeLinear", [tensor, scale, zp], [q], name=q),
+                helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=dq),
+            ]
+            self.after.setdefault(tensor, []).extend(nodes)
+            users = [consumer] if consumer is not None else self.consumers.get(tensor, [])
+            for i in users:
+                node = self.nodes[i]
+                for k, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[k] = dq
+        return len(acts)
+
+    def finish(self) -> onnx.ModelProto:
+        g = self.model.graph
+        ordered = list(self.head_nodes)
+        for t in self.input_names:
+            ordered += self.after.get(t, [])
+        for node in self.nodes:
+            ordered.append(node)
+            for o in node.output:
+                ordered += self.after.get(o, [])
+        used = {t for n in ordered for t in n.input}
+        kept = [t for t in g.initializer if t.name in used]  # float weights replaced by int8 ones go
+        del g.node[:]
+        g.node.extend(ordered)
+        del g.initializer[:]
+        g.initializer.extend(kept + self.new_inits)
+        return self.model

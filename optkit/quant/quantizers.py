@@ -1,0 +1,204 @@
+"""ModelOpt's fake-quant modules in an optkit model: insert, calibrate, switch off, and rebuild by replay.
+
+`nvidia-modelopt` replaces every Conv/Linear with a Quant* module that has an `input_quantizer` and a
+`weight_quantizer` (TensorQuantizer). INT8 here means: weights per output channel (axis 0), activations
+per tensor, both symmetric with scale = amax / 127 (ModelOpt's fake quant clamps to [-128, 127]).
+ModelOpt also adds `output_quantizer`s, which stay disabled.
+
+Checkpoints never pickle these modules: the transform entry records the QuantConfig and the shape of
+every enabled quantizer's `_amax`; `replay` inserts the same quantizers into a fresh architecture and
+creates the `_amax` buffers so that the strict state_dict load fills them (DESIGN §3).
+
+ModelOpt is imported inside the functions: its import takes seconds (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.quant.config import QuantConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+KIND = "quantize"  # the transform kind in checkpoints
+NUM_BITS = 8
+HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogram calibrator
+
+
+class QuantError(OptkitError):
+    """Quantization could not be done as asked."""
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names of the modules ModelOpt quantizes here: Conv1d/2d/3d and Linear (before insertion)."""
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def insert_quantizers(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Put un-calibrated INT8 quantizers into `model` (in place; returned for chaining).
+
+    Layers named in `config.skip` keep their quantizers disabled (they stay float). An unknown name is
+    an error that lists the quantizable layers.
+    """
+    known = quantizable_layers(model)
+    unknown = [s for s in config.skip if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"--skip {unknown[0]}: no quantizable layer has that name (Conv/Linear layers: "
+            f"{', '.join(known[:6])}{', …' if len(known) > 6 else ''}; `optkit ptq-calibrate --sensitivity` "
+            "lists them all)"
+        )
+    if not known:
+        raise QuantError("the model has no Conv or Linear layer to quantize")
+    mtq = _modelopt()
+    with contextlib.redirect_stdout(io.StringIO()):  # ModelOpt prints "Inserted N quantizers"
+        mtq.quantize(model, _modelopt_config(config), forward_loop=None)
+    return model
+
+
+def _modelopt_config(config: QuantConfig) -> dict:
+    activation = {"num_bits": NUM_BITS, "axis": None}
+    if config.method in HISTOGRAM_METHODS:
+        activation["calibrator"] = "histogram"
+    rules = [
+        {"quantizer_name": "*", "enable": False},
+        {
+            "quantizer_name": "*weight_quantizer",
+            "cfg": {"num_bits": NUM_BITS, "axis": 0 if config.per_channel else None},
+        },
+        {"quantizer_name": "*input_quantizer", "cfg": activation},
+    ]
+    # ModelOpt matches quantizer names with fnmatch; the exact name of each skipped layer's quantizers
+    rules += [{"quantizer_name": f"{name}.*_quantizer", "enable": False} for name in config.skip]
+    return {"quant_cfg": rules, "algorithm": None}  # None: insert only; optkit calibrates (below)
+
+
+def quantizers(model: nn.Module) -> dict[str, nn.Module]:
+    """The enabled TensorQuantizers by name (`<layer>.input_quantizer`, `<layer>.weight_quantizer`)."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled}
+
+
+def quantized_layers(model: nn.Module) -> list[str]:
+    """Names of the layers whose weights are quantized, in model order."""
+    suffix = ".weight_quantizer"
+    return [n[: -len(suffix)] for n in quantizers(model) if n.endswith(suffix)]
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(type(m).__name__ == "TensorQuantizer" for m in model.modules())
+
+
+def calibrate(
+    model: nn.Module, forward_loop: Callable[[nn.Module], None], method: str, percentile: float = 99.99
+) -> None:
+    """Collect statistics with quantization off, then load every quantizer's amax (in place).
+
+    Weights: max |w| per channel. Activations: `method` over what `forward_loop` feeds the model
+    (max, or the histogram's percentile / entropy / mse choice).
+    """
+    import torch
+
+    active = quantizers(model)
+    for q in active.values():
+        q.disable_quant()
+        q.enable_calib()
+    with torch.no_grad():
+        forward_loop(model)
+    for name, q in active.items():
+        try:
+            if type(q._calibrator).__name__ == "HistogramCalibrator":
+                kwargs = {"percentile": percentile} if method == "percentile" else {}
+                q.load_calib_amax(method, **kwargs)
+            else:
+                q.load_calib_amax()
+        except RuntimeError as e:  # the calibrator saw no tensor: the layer never ran
+            raise QuantError(f"{name} saw no data during calibration ({str(e).splitlines()[0]})") from None
+        q.enable_quant()
+        q.disable_calib()
+    _check_amax(active)
+
+
+def _check_amax(active: dict) -> None:
+    import torch
+
+    for name, q in active.items():
+        amax = q.amax
+        if amax is None or not torch.isfinite(amax).all():
+            raise QuantError(f"calibration gave {name} no finite range (amax={amax})")
+
+
+@contextlib.contextmanager
+def quantization_off(model: nn.Module, keep: str | None = None) -> Iterator[nn.Module]:
+    """Within the block, the model computes in float, except the quantizers of layer `keep` (if given)."""
+    active = quantizers(model)
+    try:
+        for name, q in active.items():
+            if keep is None or name.rsplit(".", 1)[0] != keep:
+                q.disable()
+        yield model
+    finally:
+        for q in active.values():
+            q.enable()
+
+
+def transform_entry(model: nn.Module, config: QuantConfig, ranges: dict | None = None) -> dict:
+    """The checkpoint's record of the quantization: config, amax shapes, and ONNX activation ranges."""
+    return {
+        "kind": KIND,
+        "config": config.as_dict(),
+        "amax_shapes": {n: list(q.amax.shape) for n, q in quantizers(model).items()},
+        "onnx_ranges": ranges or {},
+    }
+
+
+def replay(model: nn.Module, entry: dict) -> nn.Module:
+    """Checkpoint rebuild: the same quantizers, with `_amax` buffers of the recorded shapes (filled by
+    the strict state_dict load that follows)."""
+    import torch
+
+    try:
+        config = QuantConfig(**entry["config"]).validate()
+        shapes = {str(k): [int(d) for d in v] for k, v in entry["amax_shapes"].items()}
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"the checkpoint's quantize transform is malformed ({e})") from None
+    insert_quantizers(model, config)
+    active = quantizers(model)
+    if set(active) != set(shapes):
+        missing = sorted(set(shapes) - set(active)) or ["-"]
+        raise CheckpointError(
+            f"the checkpoint's quantizers do not match this architecture ({len(shapes)} recorded, "
+            f"{len(active)} here; e.g. {missing[0]})"
+        )
+    for name, q in active.items():
+        q.amax = torch.ones(shapes[name])  # placeholder of the right shape; the state_dict sets it
+    return model
+
+
+def onnx_ranges(entry: dict) -> dict[str, tuple[float, float]]:
+    return {str(k): (float(v[0]), float(v[1])) for k, v in (entry.get("onnx_ranges") or {}).items()}
+
+
+def quantize_entry(transforms: list[dict]) -> dict | None:
+    """The quantize transform of a checkpoint's transform list, or None for a float checkpoint."""
+    found = [t for t in transforms if t.get("kind") == KIND]
+    return found[-1] if found else None
+
+
+def _modelopt():
+    try:
+        import modelopt.torch.quantization as mtq
+    except ImportError as e:  # an install without the quantization extra
+        raise QuantError(
+            f"nvidia-modelopt is needed for quantization and could not be imported ({e})"
+        ) from None
+    return mtq
