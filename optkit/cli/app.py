@@ -6,6 +6,7 @@ error (unknown option, bad value); 130 interrupted. Tracebacks only with --debug
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import traceback
@@ -52,9 +53,24 @@ COMMANDS = {
     "export": "optkit.cli.export:export",
     "profile": "optkit.cli.profile:profile",
 }
+
+
+def _checked(name: str, func):
+    """`func` with the shared option range checks (optkit.cli.checks) run before its body."""
+
+    @functools.wraps(func)  # Typer reads the options from the wrapped function's signature
+    def command(**kwargs):
+        from optkit.cli.checks import check_arguments
+
+        check_arguments(name, kwargs)
+        return func(**kwargs)
+
+    return command
+
+
 for _name, _target in COMMANDS.items():
     _module, _func = _target.split(":")
-    app.command(_name)(getattr(importlib.import_module(_module), _func))
+    app.command(_name)(_checked(_name, getattr(importlib.import_module(_module), _func)))
 
 
 def main(argv: list[str] | None = None) -> int:

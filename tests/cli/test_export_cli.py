@@ -131,7 +131,7 @@ BAD_EXPORT = {
     "o-directory": (("-o", "{dir}"), "is a directory"),
     "o-pt": (("-o", "{dir}/x.pt"), "ending in .onnx"),
     "atol-0": (("--atol", "0"), "--atol must be > 0"),
-    "batch-0": (("--batch-size", "0"), "--batch-size must be in [1, 1024]"),
+    "batch-0": (("--batch-size", "0"), "--batch-size must be an integer in [1, 1024]"),
     "data-no-check": (("--data", "{dir}", "--no-check"), "--no-check"),
     "data-classes": (("--data", "{two}"), "classes do not match"),
 }

@@ -1,0 +1,304 @@
+"""DESIGN §6, the bad-input matrix: every command × every row that applies to it.
+
+Each case runs the real CLI entry point in-process and asserts: the exit code (1 for a bad file or
+value, 2 for a usage error), exactly one line on stderr (`error: ...`, naming what is wrong), nothing on
+stdout, no traceback, and the folder the command ran in — inputs, dataset and all — byte for byte as it
+was (no output file, no run folder, no temp file). Rows that ask for absurd sizes also assert that they
+were refused before any model was built (a counting wrapper around the registry's `create_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import resource
+from pathlib import Path
+
+import pytest
+import torch
+
+from optkit.cli.app import COMMANDS
+
+NAMES = ["blue", "green", "red"]  # tiny_data's classes (tests/conftest.py)
+
+
+# ---- the files a row can feed a command ----------------------------------------------------------
+
+
+def _real_ckpt(path: Path) -> Path:
+    from optkit.checkpoint import checkpoint_from_model, save_checkpoint
+    from optkit.models import create_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(checkpoint_from_model(create_model("test-tiny", num_classes=3), NAMES, 32), path)
+
+
+def _make_file(kind: str, folder: Path) -> Path:
+    """A bad input file of the given kind in `folder` (or the path of a missing one)."""
+    path = folder / "bad.pt"
+    if kind == "missing":
+        return folder / "nothing-here.pt"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        data = _real_ckpt(folder / "whole.pt").read_bytes()
+        (folder / "whole.pt").unlink()
+        path.write_bytes(data[: len(data) * 2 // 3])
+    elif kind == "random-bytes":
+        path.write_bytes(bytes(range(256)) * 16)
+    elif kind == "text":
+        path.write_text("epoch,top1\n1,0.5\n")
+    elif kind == "jpeg":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format="JPEG")
+        path.write_bytes(buf.getvalue())
+    elif kind == "foreign":  # a pickled module, as YOLOv5 / Ultralytics save
+        torch.save({"model": torch.nn.Linear(2, 2), "epoch": 1}, path)
+    elif kind == "onnx-for-pt":  # an ONNX file where a .pt is needed
+        path = folder / "model.onnx"
+        path.write_bytes(b"\x08\x07\x12\x06pytorch")
+    elif kind == "pt-named-onnx":  # a .pt checkpoint where an ONNX file is needed
+        path = _real_ckpt(folder / "model.onnx")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+FILE_ROWS = {  # kind -> what the one line must say
+    "missing": "no such file",
+    "directory": "is a directory",
+    "empty": "is empty",
+    "truncated": "truncated",
+    "random-bytes": "not a PyTorch checkpoint",
+    "text": "not a PyTorch checkpoint",
+    "jpeg": "not a PyTorch checkpoint",
+    "foreign": "--trust",
+    "onnx-for-pt": "ONNX",
+    "pt-named-onnx": "ONNX",
+}
+
+# how each command takes the file; {F} is the bad file, {D} the tiny dataset
+FILE_COMMANDS = {
+    "train": ["train", "--weights", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
+    "train --resume": ["train", "--resume", "{F}", "--workers", "0"],
+    "val": ["val", "{F}", "--data", "{D}", "--workers", "0"],
+    "info": ["info", "{F}"],
+    "fuse": ["fuse", "{F}"],
+    "prune": ["prune", "{F}", "--amount", "0.3"],
+    "strip": ["strip", "{F}"],
+    "export": ["export", "{F}"],
+    "profile": ["profile", "{F}", "--runs", "1", "--warmup", "0"],
+    "benchmark": ["benchmark", "{F}", "--runs", "1", "--warmup", "0"],
+}
+ONNX_READERS = {"val", "profile", "benchmark"}  # take .onnx files too: a .pt named .onnx is the bad row
+
+
+def _file_cases():
+    for command in FILE_COMMANDS:
+        for kind in FILE_ROWS:
+            if kind == "onnx-for-pt" and command in ONNX_READERS:
+                continue  # an .onnx file is a valid input there
+            if kind == "pt-named-onnx" and command not in ONNX_READERS:
+                continue  # the .onnx suffix is refused as onnx-for-pt there
+            yield pytest.param(command, kind, id=f"{command}-{kind}".replace(" --", "-"))
+
+
+# ---- option rows ---------------------------------------------------------------------------------
+# (command, case id, args with {C} = a valid checkpoint, {D} = tiny data, {D2} = two-class data,
+#  {E} = a dataset folder with classes but no images, {N} = one with no class folders,
+#  exit code, fragment of the message, absurd: must be refused before any model is built)
+
+CUDA = "CUDA"
+TRAIN = ["train", "--model", "test-tiny", "--data", "{D}", "--workers", "0"]
+VAL = ["val", "{C}", "--data", "{D}", "--workers", "0"]
+PROFILE = ["profile", "{C}", "--runs", "1", "--warmup", "0"]
+BENCH = ["benchmark", "{C}", "--runs", "1", "--warmup", "0"]
+
+OPTION_ROWS = [
+    # train
+    ("train", "unknown-model", ["train", "--model", "yolo-nope", "--data", "{D}"], 1, "known models: ", True),
+    ("train", "imgsz-stride", [*TRAIN, "--imgsz", "50"], 1, "stride 32", False),
+    ("train", "imgsz-huge", [*TRAIN, "--imgsz", "100000"], 1, "--imgsz", True),
+    ("train", "imgsz-negative", [*TRAIN, "--imgsz", "-64"], 1, "--imgsz", True),
+    ("train", "batch-0", [*TRAIN, "--batch-size", "0"], 1, "--batch-size", True),
+    ("train", "batch-negative", [*TRAIN, "--batch-size", "-5"], 1, "--batch-size", True),
+    ("train", "epochs-0", [*TRAIN, "--epochs", "0"], 1, "--epochs", True),
+    ("train", "epochs-negative", [*TRAIN, "--epochs", "-1"], 1, "--epochs", True),
+    ("train", "epochs-not-int", [*TRAIN, "--epochs", "two"], 2, "--epochs", True),
+    ("train", "workers-negative", [*TRAIN, "--workers", "-1"], 1, "--workers", True),
+    ("train", "fraction", [*TRAIN, "--fraction", "1.5"], 1, "--fraction", True),
+    ("train", "cuda", [*TRAIN, "--device", "0"], 1, CUDA, False),
+    ("train", "data-missing", ["train", "--model", "test-tiny", "--data", "nowhere"], 1, "nowhere", False),
+    ("train", "data-no-images", ["train", "--model", "test-tiny", "--data", "{E}"], 1, "no images", False),
+    ("train", "data-no-classes", ["train", "--model", "test-tiny", "--data", "{N}"], 1, "class", False),
+    # val
+    ("val", "imgsz-stride", [*VAL, "--imgsz", "50"], 1, "stride 32", False),
+    ("val", "imgsz-huge", [*VAL, "--imgsz", "100000"], 1, "--imgsz", True),
+    ("val", "batch-0", [*VAL, "--batch-size", "0"], 1, "--batch-size", True),
+    ("val", "workers-negative", [*VAL, "--workers", "-1"], 1, "--workers", True),
+    ("val", "cuda", [*VAL, "--device", "cuda:0"], 1, CUDA, False),
+    ("val", "class-mismatch", ["val", "{C}", "--data", "{D2}", "--workers", "0"], 1, "classes", False),
+    ("val", "data-no-images", ["val", "{C}", "--data", "{E}"], 1, "no images", False),
+    ("val", "data-no-classes", ["val", "{C}", "--data", "{N}"], 1, "class", False),
+    # models
+    ("models", "num-classes-0", ["models", "--num-classes", "0"], 1, "--num-classes", True),
+    ("models", "num-classes-huge", ["models", "--num-classes", "1000000000"], 1, "--num-classes", True),
+    # fuse / strip
+    ("fuse", "atol-0", ["fuse", "{C}", "--atol", "0"], 1, "--atol", True),
+    ("fuse", "output-onnx", ["fuse", "{C}", "-o", "out.onnx"], 1, "ONNX", True),
+    ("fuse", "output-directory", ["fuse", "{C}", "-o", "{N}"], 1, "is a directory", True),
+    ("strip", "output-onnx", ["strip", "{C}", "-o", "out.onnx"], 1, "ONNX", True),
+    # prune
+    ("prune", "amount-1", ["prune", "{C}", "--amount", "1"], 1, "--amount must be in [0, 1)", True),
+    ("prune", "amount-negative", ["prune", "{C}", "--amount", "-0.1"], 1, "--amount", True),
+    ("prune", "amount-nan", ["prune", "{C}", "--amount", "nan"], 1, "--amount", True),
+    ("prune", "structured-amount-1", ["prune", "{C}", "--structured", "--amount", "1"], 1, "--amount", True),
+    ("prune", "batch-0", ["prune", "{C}", "--data", "{D}", "--batch-size", "0"], 1, "--batch-size", True),
+    ("prune", "workers-negative", ["prune", "{C}", "--data", "{D}", "--workers", "-1"], 1, "--workers", True),
+    ("prune", "finetune-negative", ["prune", "{C}", "--finetune-epochs", "-1"], 1, "--finetune-epochs", True),
+    ("prune", "class-mismatch", ["prune", "{C}", "--data", "{D2}"], 1, "classes", False),
+    ("prune", "data-no-images", ["prune", "{C}", "--data", "{E}"], 1, "no images", False),
+    ("prune", "cuda", ["prune", "{C}", "--data", "{D}", "--device", "0"], 1, CUDA, False),
+    ("prune", "output-onnx", ["prune", "{C}", "-o", "out.onnx"], 1, "ONNX", True),
+    # export
+    ("export", "imgsz-stride", ["export", "{C}", "--imgsz", "50"], 1, "stride 32", False),
+    ("export", "imgsz-huge", ["export", "{C}", "--imgsz", "100000"], 1, "--imgsz", True),
+    ("export", "batch-0", ["export", "{C}", "--batch-size", "0"], 1, "--batch-size", True),
+    ("export", "opset", ["export", "{C}", "--opset", "5"], 1, "--opset", True),
+    ("export", "output-pt", ["export", "{C}", "-o", "out.pt"], 1, ".onnx", True),
+    ("export", "half-needs-cuda", ["export", "{C}", "--half"], 1, CUDA, True),
+    ("export", "class-mismatch", ["export", "{C}", "--data", "{D2}"], 1, "classes", False),
+    ("export", "data-no-images", ["export", "{C}", "--data", "{E}"], 1, "no images", False),
+    # profile
+    ("profile", "unknown-model", ["profile", "yolo-nope"], 1, "known models: ", True),
+    ("profile", "imgsz-stride", [*PROFILE, "--imgsz", "50"], 1, "stride 32", False),
+    ("profile", "imgsz-huge", [*PROFILE, "--imgsz", "100000"], 1, "--imgsz", True),
+    ("profile", "batch-0", [*PROFILE, "--batch-size", "0"], 1, "--batch-size", True),
+    ("profile", "batch-sizes-0", [*PROFILE, "--batch-sizes", "1,0"], 1, "--batch-sizes", True),
+    ("profile", "batch-sizes-huge", [*PROFILE, "--batch-sizes", "100000000"], 1, "--batch-sizes", True),
+    ("profile", "runs-0", ["profile", "{C}", "--runs", "0"], 1, "--runs", True),
+    ("profile", "warmup-negative", ["profile", "{C}", "--warmup", "-1"], 1, "--warmup", True),
+    ("profile", "threads-0", [*PROFILE, "--threads", "0"], 1, "--threads", True),
+    ("profile", "cuda", [*PROFILE, "--device", "0"], 1, CUDA, False),
+    # benchmark
+    ("benchmark", "imgsz-stride", [*BENCH, "--imgsz", "50"], 1, "stride 32", False),
+    ("benchmark", "imgsz-huge", [*BENCH, "--imgsz", "100000"], 1, "--imgsz", True),
+    ("benchmark", "batch-0", [*BENCH, "--batch-size", "0"], 1, "--batch-size", True),
+    ("benchmark", "runs-0", ["benchmark", "{C}", "--runs", "0"], 1, "--runs", True),
+    ("benchmark", "warmup-negative", ["benchmark", "{C}", "--warmup", "-1"], 1, "--warmup", True),
+    ("benchmark", "threads-0", [*BENCH, "--threads", "0"], 1, "--threads", True),
+    ("benchmark", "class-mismatch", [*BENCH, "--data", "{D2}"], 1, "classes", False),
+    ("benchmark", "data-no-images", [*BENCH, "--data", "{E}"], 1, "no images", False),
+]
+
+
+# ---- running a case ------------------------------------------------------------------------------
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under root: relative path -> sha256 (or 'dir')."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list[str]:
+    """Names of the models built during the test: the real `create_model`, wrapped to count calls."""
+    import optkit.models
+    import optkit.models.registry
+
+    calls: list[str] = []
+    real = optkit.models.registry.create_model
+
+    def counting(name, *args, **kwargs):
+        model = real(name, *args, **kwargs)
+        calls.append(name)  # only models actually built (an unknown name is refused by the registry)
+        return model
+
+    monkeypatch.setattr(optkit.models.registry, "create_model", counting)
+    monkeypatch.setattr(optkit.models, "create_model", counting)
+    return calls
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_data, two_class_data) -> dict[str, Path]:
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "no-images"  # the checkpoint's classes, but no image files
+    for split in ("train", "val"):
+        for name in NAMES:
+            (empty / split / name).mkdir(parents=True)
+        (empty / split / NAMES[0] / "notes.txt").write_text("not an image")
+    no_classes = tmp_path / "no-classes"
+    for split in ("train", "val"):
+        (no_classes / split).mkdir(parents=True)
+    return {
+        "{C}": _real_ckpt(tmp_path / "good.pt"),
+        "{D}": tiny_data,
+        "{D2}": two_class_data,
+        "{E}": empty,
+        "{N}": no_classes,
+    }
+
+
+def _expand(args: list[str], values: dict[str, Path]) -> list[str]:
+    out = []
+    for a in args:
+        for key, value in values.items():
+            a = a.replace(key, str(value))
+        out.append(a)
+    return out
+
+
+def _assert_refused(cli, root: Path, args: list[str], code: int, fragment: str) -> str:
+    before = _snapshot(root)
+    r = cli(*args)
+    lines = r.err.strip().splitlines()
+    assert r.code == code, (r.code, r.err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert "Traceback" not in r.err and r.out == ""
+    assert fragment in lines[0], lines[0]
+    assert _snapshot(root) == before  # no output, no run folder, no temp file; inputs untouched
+    return lines[0]
+
+
+@pytest.mark.parametrize("command, kind", list(_file_cases()))
+def test_bad_file(cli, tmp_path, workdir, command, kind):
+    bad = _make_file(kind, tmp_path)
+    args = _expand(FILE_COMMANDS[command], {"{F}": bad, "{D}": workdir["{D}"]})
+    expected = FILE_ROWS[kind]
+    line = _assert_refused(cli, tmp_path, args, 1, expected)
+    if kind == "foreign":
+        assert "pickled Python objects" in line  # names the reason as well as the flag
+    if kind != "missing":
+        assert str(bad) in line  # says which file
+
+
+@pytest.mark.parametrize(
+    "command, case, args, code, fragment, absurd",
+    [pytest.param(*row, id=f"{row[0]}-{row[1]}") for row in OPTION_ROWS],
+)
+def test_bad_option(cli, tmp_path, workdir, builds, command, case, args, code, fragment, absurd):
+    if fragment == CUDA and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    line = _assert_refused(cli, tmp_path, _expand(args, workdir), code, fragment)
+    if absurd:  # refused while checking the arguments: before any model was built or memory taken
+        assert builds == [], f"built {builds} before refusing: {line}"
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
+
+
+def test_every_command_has_rows():
+    """The matrix covers every registered command (new commands must add their rows here)."""
+    covered = {c.split()[0] for c in FILE_COMMANDS} | {row[0] for row in OPTION_ROWS}
+    assert set(COMMANDS) <= covered, sorted(set(COMMANDS) - covered)
