@@ -239,7 +239,7 @@ def _check_fields(path: Path, ckpt: Checkpoint) -> None:
     if len(names) > MAX_CLASSES:
         raise damaged(f"{len(names):,} class names; at most {MAX_CLASSES:,} are supported")
     if isinstance(ckpt.imgsz, bool) or not isinstance(ckpt.imgsz, int) or not 0 < ckpt.imgsz <= MAX_IMGSZ:
-        raise damaged(f"bad imgsz {ckpt.imgsz!r:.40}")
+        raise damaged(f"bad imgsz {_short(ckpt.imgsz)}")
     transforms_ok = isinstance(ckpt.transforms, list) and all(
         isinstance(t, dict) and isinstance(t.get("kind"), str) for t in ckpt.transforms
     )
@@ -248,7 +248,7 @@ def _check_fields(path: Path, ckpt: Checkpoint) -> None:
     for t in ckpt.transforms:  # replaying runs the model at this size (e.g. to trace a pruning graph)
         size = t.get("imgsz", 1)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMGSZ:
-            raise damaged(f"the '{t['kind']}' transform has a bad imgsz {size!r:.40}")
+            raise damaged(f"the '{t['kind']:.40}' transform has a bad imgsz {_short(size)}")
     for name, kind in (("epoch", int), ("updates", int), ("task", str)):
         value = getattr(ckpt, name)
         if isinstance(value, bool) or not isinstance(value, kind):
@@ -263,6 +263,12 @@ def _check_fields(path: Path, ckpt: Checkpoint) -> None:
         isinstance(ckpt.best_fitness, bool) or not isinstance(ckpt.best_fitness, (int, float))
     ):
         raise damaged(f"best_fitness is a {type(ckpt.best_fitness).__name__}")
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message: its repr's first 40 characters (a tensor's repr spans lines)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_weights(state: Any) -> bool:

@@ -52,6 +52,8 @@ COMMANDS = {
     "benchmark": "optkit.cli.benchmark:benchmark",
     "export": "optkit.cli.export:export",
     "profile": "optkit.cli.profile:profile",
+    "ptq-calibrate": "optkit.cli.ptq:ptq_calibrate",
+    "qat": "optkit.cli.qat:qat",
 }
 
 
@@ -117,6 +119,7 @@ def app_commands() -> set[str]:
 
 
 def _fail(message: str, code: int) -> int:
+    message = " ".join(message.split())  # always one line, even if a library message spans several
     print(f"error: {message}", file=sys.stderr)
     return code
 
