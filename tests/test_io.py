@@ -1,0 +1,58 @@
+"""Atomic writes (optkit/io.py): old file or new file, never half of one; leftovers of killed writers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from optkit.io import atomic_open, atomic_write_text, remove_stale_temps, temp_path_for
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: the pid no longer exists (until the system reuses it)
+    return proc.pid
+
+
+def test_temp_name_records_the_writer_and_hides_from_globs(tmp_path):
+    tmp = temp_path_for(tmp_path / "last.pt")
+    assert tmp.parent == tmp_path
+    assert tmp.name.startswith(f".last.pt.{os.getpid()}.") and tmp.name.endswith(".tmp")
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_stale_temps_of_dead_writers_are_removed_on_the_next_write(tmp_path):
+    target = tmp_path / "last.pt"
+    dead = tmp_path / f".last.pt.{_dead_pid()}.0123456789ab.tmp"
+    live = tmp_path / f".last.pt.{os.getppid()}.0123456789ab.tmp"  # our parent: alive
+    other = tmp_path / f".best.pt.{_dead_pid()}.0123456789ab.tmp"  # another target's: not this write's
+    for p in (dead, live, other):
+        p.write_bytes(b"half a checkpoint")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert not dead.exists() and live.exists() and other.exists()
+    assert remove_stale_temps(tmp_path / "best.pt") == [other]
+
+
+def test_failed_write_keeps_the_old_file_and_removes_its_temp_and_new_folders(tmp_path):
+    old = tmp_path / "out.pt"
+    old.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_open(old) as f:
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    assert old.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.pt"]
+
+    deep = tmp_path / "a" / "b" / "out.pt"
+    with pytest.raises(OSError), atomic_open(deep) as f:
+        raise OSError("disk full")
+    assert not (tmp_path / "a").exists()  # folders made for the output are removed too
+
+
+def test_new_files_get_umask_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write_text(tmp_path / "x.txt", "x")
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
