@@ -115,8 +115,9 @@ def unpack_tensor(entry: dict, name: str = "tensor") -> torch.Tensor:
     """A packed entry back to the exact tensor it was made from. Raises CheckpointError if it is damaged."""
     import torch
 
-    if entry.get(MARKER) != VERSION:
-        raise CheckpointError(f"{name}: unknown sparse tensor format {entry.get(MARKER)!r}")
+    marker = entry.get(MARKER)  # checked as an int first: `!=` on a tensor would compare elementwise
+    if type(marker) is not int or marker != VERSION:
+        raise CheckpointError(f"{name}: unknown sparse tensor format ({type(marker).__name__} marker)")
     shape, dtype = entry.get("shape"), _float_dtype(entry.get("dtype"))
     bits, values = entry.get("bitmask"), entry.get("values")
     if (
