@@ -10,7 +10,7 @@ from hypothesis import settings
 
 # ~150 examples per fuzz test: 4 tests, about 600 examples and 20-40 s on one core
 settings.register_profile(
-    "ci", derandomize=True, max_examples=150, deadline=timedelta(seconds=5), print_blob=True
+    "ci", derandomize=True, database=None, max_examples=150, deadline=timedelta(seconds=5), print_blob=True
 )
 settings.register_profile("fuzz-long", max_examples=3000, deadline=timedelta(seconds=10), print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

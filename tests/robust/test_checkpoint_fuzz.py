@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 from optkit.checkpoint import build_model, checkpoint_from_model, derived_checkpoint, save_checkpoint
 from optkit.errors import OptkitError
 
+pytestmark = pytest.mark.slow  # about 20 s on one core
+
 HANG_S = 20  # seconds: an example still running after this is a hang (the hypothesis deadline is 5 s)
 
 
