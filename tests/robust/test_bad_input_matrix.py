@@ -94,6 +94,8 @@ FILE_COMMANDS = {
     "export": ["export", "{F}"],
     "profile": ["profile", "{F}", "--runs", "1", "--warmup", "0"],
     "benchmark": ["benchmark", "{F}", "--runs", "1", "--warmup", "0"],
+    "ptq-calibrate": ["ptq-calibrate", "{F}", "--data", "{D}", "--num-images", "8"],
+    "qat": ["qat", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
 }
 ONNX_READERS = {"val", "profile", "benchmark"}  # take .onnx files too: a .pt named .onnx is the bad row
 
@@ -118,6 +120,8 @@ TRAIN = ["train", "--model", "test-tiny", "--data", "{D}", "--workers", "0"]
 VAL = ["val", "{C}", "--data", "{D}", "--workers", "0"]
 PROFILE = ["profile", "{C}", "--runs", "1", "--warmup", "0"]
 BENCH = ["benchmark", "{C}", "--runs", "1", "--warmup", "0"]
+PTQ = ["ptq-calibrate", "{C}", "--data", "{D}", "--num-images", "8"]
+QAT = ["qat", "{C}", "--data", "{D}", "--epochs", "1", "--workers", "0"]
 
 OPTION_ROWS = [
     # train
@@ -194,6 +198,21 @@ OPTION_ROWS = [
     ("benchmark", "threads-0", [*BENCH, "--threads", "0"], 1, "--threads", True),
     ("benchmark", "class-mismatch", [*BENCH, "--data", "{D2}"], 1, "classes", False),
     ("benchmark", "data-no-images", [*BENCH, "--data", "{E}"], 1, "no images", False),
+    # ptq-calibrate
+    ("ptq-calibrate", "num-images-negative", [*PTQ, "--num-images", "-5"], 1, "--num-images", True),
+    ("ptq-calibrate", "num-images-0", [*PTQ, "--num-images", "0"], 1, "--num-images", True),
+    ("ptq-calibrate", "batch-0", [*PTQ, "--batch-size", "0"], 1, "--batch-size", True),
+    ("ptq-calibrate", "method", [*PTQ, "--method", "nope"], 1, "--method", True),
+    ("ptq-calibrate", "class-mismatch", ["ptq-calibrate", "{C}", "--data", "{D2}"], 1, "classes", False),
+    ("ptq-calibrate", "data-no-images", ["ptq-calibrate", "{C}", "--data", "{E}"], 1, "no images", False),
+    ("ptq-calibrate", "output-onnx", [*PTQ, "-o", "out.onnx"], 1, "ONNX", False),
+    # qat
+    ("qat", "float-checkpoint", QAT, 1, "not quantized", False),
+    ("qat", "epochs-0", [*QAT, "--epochs", "0"], 1, "--epochs", True),
+    ("qat", "epochs-negative", [*QAT, "--epochs", "-1"], 1, "--epochs", True),
+    ("qat", "batch-0", [*QAT, "--batch-size", "0"], 1, "--batch-size", True),
+    ("qat", "workers-negative", [*QAT, "--workers", "-1"], 1, "--workers", True),
+    ("qat", "num-images-negative", [*QAT, "--num-images", "-5"], 1, "--num-images", True),
 ]
 
 
