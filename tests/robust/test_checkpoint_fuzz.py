@@ -6,8 +6,8 @@ huge allocation. Inputs: random bytes, real checkpoints truncated at random offs
 bytes overwritten, and real checkpoints whose fields are replaced by wrong types, missing keys,
 tensors of the wrong shape or dtype, absurd sizes and deeply nested lists.
 
-The profile (tests/robust/conftest.py) is derandomized with a fixed number of examples, so CI runs
-the same examples every time; HYPOTHESIS_PROFILE=fuzz-long explores more.
+The `ci` profile (below; the default) is derandomized with a fixed number of examples, so every run
+tries the same examples; HYPOTHESIS_PROFILE=fuzz-long explores more, with fresh random examples.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import contextlib
 import copy
 import functools
 import io
+import os
 import signal
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,13 @@ from optkit.checkpoint import build_model, checkpoint_from_model, derived_checkp
 from optkit.errors import OptkitError
 
 pytestmark = pytest.mark.slow  # about 20 s on one core
+
+# 150 examples per fuzz test, 4 tests: 600 examples in about 20 s on one core
+settings.register_profile(
+    "ci", derandomize=True, database=None, max_examples=150, deadline=timedelta(seconds=5), print_blob=True
+)
+settings.register_profile("fuzz-long", max_examples=3000, deadline=timedelta(seconds=10), print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HANG_S = 20  # seconds: an example still running after this is a hang (the hypothesis deadline is 5 s)
 
