@@ -32,8 +32,6 @@ class PtqRequest:
     sensitivity_metric: str = "sqnr"
     auto_skip: float | None = None  # max top-1 drop in percentage points
     batch_size: int = 32
-    workers: int | None = None
-    device: str = "cpu"
     output: str | None = None
 
     def validate(self) -> PtqRequest:
@@ -86,7 +84,7 @@ def run_ptq(req: PtqRequest) -> dict:
     final_config = QuantConfig(**{**req.quant.as_dict(), "skip": result["skipped"]})
     qmodel = _with_config(fused, qmodel, final_config)
     t0 = time.perf_counter()
-    ranges = _onnx_ranges(qmodel, ckpt.imgsz, calib)
+    ranges = onnx_ranges_of(qmodel, ckpt.imgsz, calib)
     result["ranges_s"] = time.perf_counter() - t0
     new = _checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
     new.add_lineage(
@@ -207,7 +205,8 @@ def _with_config(fused, qmodel, config: QuantConfig):
     return final.eval()
 
 
-def _onnx_ranges(qmodel, imgsz: int, calib: list) -> dict:
+def onnx_ranges_of(qmodel, imgsz: int, calib: list) -> dict:
+    """Ranges of every tensor of qmodel's float ONNX graph on the calibration batches (optkit.quant.ranges)."""
     from optkit.quant.quantizers import quantization_off
     from optkit.quant.ranges import tensor_ranges
     from optkit.stages.export import ExportConfig, float_graph

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 KIND = "quantize"  # the transform kind in checkpoints
 NUM_BITS = 8
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogram calibrator
+# entropy/mse try every SEARCH_STRIDE-th of the histogram's 2048 bins as the clipping point: ModelOpt's
+# default of every bin took 106 s for the demo model's 33 layers here, stride 8 about an eighth of that
+SEARCH_STRIDE = 8
 
 
 class QuantError(OptkitError):
@@ -116,16 +119,39 @@ def calibrate(
         forward_loop(model)
     for name, q in active.items():
         try:
-            if type(q._calibrator).__name__ == "HistogramCalibrator":
-                kwargs = {"percentile": percentile} if method == "percentile" else {}
-                q.load_calib_amax(method, **kwargs)
-            else:
+            if type(q._calibrator).__name__ != "HistogramCalibrator":
                 q.load_calib_amax()
+            elif method == "mse":
+                q.amax = mse_amax(q._calibrator._calib_hist, q._calibrator._calib_bin_edges)
+            else:
+                kwargs = {"percentile": percentile} if method == "percentile" else {"stride": SEARCH_STRIDE}
+                q.load_calib_amax(method, **kwargs)
         except RuntimeError as e:  # the calibrator saw no tensor: the layer never ran
             raise QuantError(f"{name} saw no data during calibration ({str(e).splitlines()[0]})") from None
         q.enable_quant()
         q.disable_calib()
     _check_amax(active)
+
+
+def mse_amax(hist, edges, start_bin: int = 128):
+    """The clipping point among the histogram's bin centres (from `start_bin`, every SEARCH_STRIDE-th)
+    that minimizes the squared INT8 rounding + clipping error of the histogram of |x|.
+
+    Done here because ModelOpt 0.47's own "mse" search calls its fake-quant function with an outdated
+    argument order and returns nonsense (measured: the demo model fell to chance accuracy).
+    """
+    import torch
+
+    if hist is None:
+        raise QuantError("the mse calibrator saw no data")
+    counts = torch.as_tensor(hist, dtype=torch.float64)
+    edges = torch.as_tensor(edges, dtype=torch.float64)
+    centers = (edges[1:] + edges[:-1]) / 2
+    candidates = centers[start_bin::SEARCH_STRIDE] if len(centers) > start_bin else centers
+    scale = (candidates / 127).clamp_min(1e-12)[:, None]  # (K, 1): one row per candidate amax
+    rounded = (centers[None, :] / scale).round().clamp(-128, 127) * scale
+    errors = ((rounded - centers[None, :]) ** 2 * counts[None, :]).sum(dim=1)
+    return candidates[errors.argmin()].float()
 
 
 def _check_amax(active: dict) -> None:

@@ -385,7 +385,7 @@ class Trainer:
             step = (i + 1) % self.accumulate == 0 or i + 1 == nb
             # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
             with self._gradient_sync(step), torch.autocast("cuda", enabled=self.amp):
-                loss = self.criterion(self.train_model(images), labels)
+                loss = self._loss(images, labels)
                 self.scaler.scale(loss / self.accumulate).backward()
             if step:
                 self._optimizer_step()
@@ -402,6 +402,10 @@ class Trainer:
             )
         loss_sum, seen = distributed.all_sum([loss_sum, seen], self.dist, device)
         return loss_sum / max(seen, 1), int(seen)
+
+    def _loss(self, images, labels):
+        """The training loss of one batch (QAT's distillation adds to it: optkit.quant.qat)."""
+        return self.criterion(self.train_model(images), labels)
 
     def _gradient_sync(self, step: bool):
         if self.dist.enabled and not step:

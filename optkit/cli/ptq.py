@@ -1,0 +1,71 @@
+"""`optkit ptq-calibrate`: INT8 post-training quantization with NVIDIA ModelOpt."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optkit.cli import options as o
+
+
+def ptq_calibrate(
+    weights: Annotated[str, typer.Argument(help="A float optkit .pt checkpoint.")],
+    data: Annotated[
+        str, typer.Option("--data", help="Calibration images (train split) and accuracy (val split).")
+    ],
+    num_images: Annotated[int, typer.Option("--num-images", help="Calibration images.")] = 512,
+    method: Annotated[
+        str, typer.Option("--method", help="Activation ranges: max, percentile, entropy or mse.")
+    ] = "percentile",
+    percentile: Annotated[float, typer.Option("--percentile", help="For --method percentile.")] = 99.99,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="One weight scale per layer (default: per channel).")
+    ] = False,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Layer name to keep in float (repeatable).")
+    ] = None,
+    sensitivity: Annotated[
+        bool, typer.Option("--sensitivity", help="Measure and print per-layer sensitivity.")
+    ] = False,
+    sensitivity_metric: Annotated[
+        str,
+        typer.Option(
+            "--sensitivity-metric", help="sqnr (label-free, fast) or top1 (one val pass per layer)."
+        ),
+    ] = "sqnr",
+    auto_skip: Annotated[
+        float | None,
+        typer.Option(
+            "--auto-skip", help="Keep the most sensitive layers float until top-1 drops <= DROP pp."
+        ),
+    ] = None,
+    batch_size: o.BatchSize = 32,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-int8.pt).")
+    ] = None,
+    json_out: o.Json = False,
+    debug: o.Debug = False,
+) -> None:
+    """Insert INT8 quantizers (per-channel weights, per-tensor activations), calibrate them on --data,
+    and write <stem>-int8.pt; prints float vs INT8 top-1, top-1 agreement and output SQNR."""
+    from optkit.quant.config import QuantConfig
+    from optkit.quant.ptq import PtqRequest, run_ptq
+    from optkit.report.console import emit_json
+    from optkit.report.quant import print_ptq
+
+    request = PtqRequest(
+        weights=weights,
+        data=data,
+        num_images=num_images,
+        quant=QuantConfig(
+            method=method, percentile=percentile, per_channel=not per_tensor, skip=list(skip or [])
+        ),
+        sensitivity=sensitivity,
+        sensitivity_metric=sensitivity_metric,
+        auto_skip=auto_skip,
+        batch_size=batch_size,
+        output=output,
+    )
+    result = run_ptq(request)
+    emit_json(result) if json_out else print_ptq(result)
