@@ -250,24 +250,34 @@ def builds(monkeypatch) -> list[str]:
     return calls
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, tiny_data, two_class_data) -> dict[str, Path]:
-    monkeypatch.chdir(tmp_path)
-    empty = tmp_path / "no-images"  # the checkpoint's classes, but no image files
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, Path]:
+    """Inputs every case may read (made once per module; each case checks they stay byte-identical):
+    a valid checkpoint and four datasets."""
+    from conftest import write_image_folder
+
+    root = tmp_path_factory.mktemp("matrix-inputs")
+    empty = root / "no-images"  # the checkpoint's classes, but no image files
+    no_classes = root / "no-classes"
     for split in ("train", "val"):
         for name in NAMES:
             (empty / split / name).mkdir(parents=True)
         (empty / split / NAMES[0] / "notes.txt").write_text("not an image")
-    no_classes = tmp_path / "no-classes"
-    for split in ("train", "val"):
         (no_classes / split).mkdir(parents=True)
     return {
-        "{C}": _real_ckpt(tmp_path / "good.pt"),
-        "{D}": tiny_data,
-        "{D2}": two_class_data,
+        "root": root,
+        "{C}": _real_ckpt(root / "good.pt"),
+        "{D}": write_image_folder(root / "colors", NAMES, per_class=8),
+        "{D2}": write_image_folder(root / "pets", ["cat", "dog"], per_class=8, seed=1),
         "{E}": empty,
         "{N}": no_classes,
     }
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, shared) -> dict[str, Path]:
+    monkeypatch.chdir(tmp_path)  # where default outputs and run folders would go
+    return {k: v for k, v in shared.items() if k != "root"}
 
 
 def _expand(args: list[str], values: dict[str, Path]) -> list[str]:
@@ -279,24 +289,24 @@ def _expand(args: list[str], values: dict[str, Path]) -> list[str]:
     return out
 
 
-def _assert_refused(cli, root: Path, args: list[str], code: int, fragment: str) -> str:
-    before = _snapshot(root)
+def _assert_refused(cli, roots: tuple[Path, ...], args: list[str], code: int, fragment: str) -> str:
+    before = [_snapshot(root) for root in roots]
     r = cli(*args)
     lines = r.err.strip().splitlines()
     assert r.code == code, (r.code, r.err)
     assert len(lines) == 1 and lines[0].startswith("error: "), r.err
     assert "Traceback" not in r.err and r.out == ""
     assert fragment in lines[0], lines[0]
-    assert _snapshot(root) == before  # no output, no run folder, no temp file; inputs untouched
+    assert [_snapshot(root) for root in roots] == before  # no output, run folder or temp file; inputs intact
     return lines[0]
 
 
 @pytest.mark.parametrize("command, kind", list(_file_cases()))
-def test_bad_file(cli, tmp_path, workdir, command, kind):
+def test_bad_file(cli, tmp_path, workdir, shared, command, kind):
     bad = _make_file(kind, tmp_path)
     args = _expand(FILE_COMMANDS[command], {"{F}": bad, "{D}": workdir["{D}"]})
     expected = FILE_ROWS[kind]
-    line = _assert_refused(cli, tmp_path, args, 1, expected)
+    line = _assert_refused(cli, (tmp_path, shared["root"]), args, 1, expected)
     if kind == "foreign":
         assert "pickled Python objects" in line  # names the reason as well as the flag
     if kind != "missing":
@@ -307,11 +317,11 @@ def test_bad_file(cli, tmp_path, workdir, command, kind):
     "command, case, args, code, fragment, absurd",
     [pytest.param(*row, id=f"{row[0]}-{row[1]}") for row in OPTION_ROWS],
 )
-def test_bad_option(cli, tmp_path, workdir, builds, command, case, args, code, fragment, absurd):
+def test_bad_option(cli, tmp_path, workdir, shared, builds, command, case, args, code, fragment, absurd):
     if fragment == CUDA and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    line = _assert_refused(cli, tmp_path, _expand(args, workdir), code, fragment)
+    line = _assert_refused(cli, (tmp_path, shared["root"]), _expand(args, workdir), code, fragment)
     if absurd:  # refused while checking the arguments: before any model was built or memory taken
         assert builds == [], f"built {builds} before refusing: {line}"
         assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
