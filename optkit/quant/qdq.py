@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import onnx
 
 MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (QuickGelu)
 LAYER_OPS = ("Conv", "Gemm")  # the ops ModelOpt quantizes (Conv2d, Linear)
 # ops whose inputs and outputs the onnxruntime flavour quantizes (ONNX Runtime has QLinear/uint8 kernels)
 INT8_OPS = {
@@ -51,8 +52,10 @@ INT8_OPS = {
     "Resize",
     "Relu",
     "Clip",
+    "QuickGelu",  # com.microsoft: SiLU written as one op (see fuse_silu)
 }
 SAME_SCALE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize"}
+STEM_REASON = "stem (reads the image): faster in float on ONNX Runtime CPU"
 RELU_OPS = {"Relu", "Clip"}  # removable when followed by QuantizeLinear with zero point 0
 
 
@@ -75,8 +78,9 @@ class QuantParams:
 class QdqReport:
     target: str
     quantized_layers: list[str] = field(default_factory=list)  # Conv/Gemm with int8 weights
-    float_layers: list[str] = field(default_factory=list)  # Conv/Gemm left in float, and why
+    float_layers: dict[str, str] = field(default_factory=dict)  # Conv/Gemm left in float -> why
     quantized_tensors: int = 0  # activations that got QuantizeLinear/DequantizeLinear
+    silu_units: int = 0  # Sigmoid*Mul pairs written as one QuickGelu(alpha=1)
     unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
 
     def as_dict(self) -> dict:
@@ -88,9 +92,12 @@ def build_qdq(
     layers: dict[str, LayerQuant],
     ranges: dict[str, tuple[float, float]],
     target: str,
+    silu_unit: bool | None = None,
+    float_stem: bool | None = None,
 ) -> tuple[onnx.ModelProto, QdqReport]:
     """The QDQ graph for `target`. `layers`: quantized layers by PyTorch module name (the Conv/Gemm
-    whose weight initializer is `<name>.weight`); `ranges`: measured (min, max) by tensor name."""
+    whose weight initializer is `<name>.weight`); `ranges`: measured (min, max) by tensor name.
+    `silu_unit`, `float_stem` (onnxruntime only): see fuse_silu and keep_stem_float; None chooses."""
     import onnx
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -98,16 +105,64 @@ def build_qdq(
         raise ConfigError(f"INT8 export needs --opset {MIN_OPSET} or newer (per-channel QuantizeLinear)")
     work = onnx.ModelProto()
     work.CopyFrom(proto)
-    graph = _Graph(work)
     report = QdqReport(target)
+    if target == "onnxruntime" and (silu_unit if silu_unit is not None else True):
+        report.silu_units = fuse_silu(work)
+    graph = _Graph(work)
     nodes = graph.layer_nodes(layers, report)
+    if target == "onnxruntime" and (float_stem if float_stem is not None else True):
+        graph.keep_stem_float(nodes, layers, report)
     if target == "tensorrt":
         acts = _tensorrt_activations(graph, nodes, layers)
     else:
         acts = _onnxruntime_activations(graph, nodes, layers, ranges, report)
     graph.quantize_weights(nodes, layers, acts if target == "onnxruntime" else None)
-    report.quantized_tensors = graph.insert_activation_qdq(acts)
+    # A float layer reading a DequantizeLinear output would be run in int8 anyway: ONNX Runtime's
+    # WeightBiasQuantization quantizes a float Conv/Gemm weight (per tensor) when its input comes from
+    # DequantizeLinear. So float layers read the float tensor, as in the fake-quant model.
+    floats = {i for i, n in enumerate(graph.nodes) if n.op_type in LAYER_OPS and i not in nodes}
+    report.quantized_tensors = graph.insert_activation_qdq(acts, keep_float=floats)
     return graph.finish(), report
+
+
+# --- rewrites of the float graph for ONNX Runtime's kernels ----------------------------------------
+
+
+def fuse_silu(model: onnx.ModelProto) -> int:
+    """Rewrite every SiLU (Sigmoid(x) feeding only Mul(x, ·)) as one `com.microsoft` QuickGelu with
+    alpha=1 (x * sigmoid(alpha * x), the same function), in place; returns how many. Quantized as a unit
+    (Q/DQ on x and on the product only), ONNX Runtime runs one op per SiLU instead of QLinearSigmoid +
+    QLinearMul, and one rounding less happens (the sigmoid is no longer rounded to uint8)."""
+    from onnx import helper
+
+    g = model.graph
+    users: dict[str, list] = {}
+    for node in g.node:
+        for t in node.input:
+            users.setdefault(t, []).append(node)
+    outputs = {o.name for o in g.output}
+    dropped, replaced = set(), {}
+    for node in g.node:
+        if node.op_type != "Sigmoid" or node.domain not in ("", "ai.onnx"):
+            continue
+        x, sig = node.input[0], node.output[0]
+        readers = users.get(sig, [])
+        if sig in outputs or len(readers) != 1:
+            continue
+        mul = readers[0]
+        if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or sorted(mul.input) != sorted((x, sig)):
+            continue
+        dropped.add(id(node))
+        replaced[id(mul)] = helper.make_node(
+            "QuickGelu", [x], list(mul.output), name=mul.name or f"{sig}_silu", domain=MS_DOMAIN, alpha=1.0
+        )
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in g.node if id(n) not in dropped]
+        del g.node[:]
+        g.node.extend(nodes)
+        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return len(replaced)
 
 
 # --- which activations, with which parameters -----------------------------------------------------
@@ -175,6 +230,21 @@ def _params_for(graph, tensor, layer_amax, ranges, done) -> QuantParams | None:
 
 def _symmetric_int8(amax: float) -> QuantParams:
     return QuantParams(max(amax, 1e-12) / 127, 0, True)
+
+
+def _weight_scale(weight_amax) -> np.ndarray:
+    import numpy as np
+
+    amax = np.asarray(weight_amax, dtype=np.float32).reshape(-1)
+    return np.where(amax > 0, amax / 127, 1.0).astype(np.float32)  # an all-zero channel: any scale
+
+
+def _quantized_weight(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int8 values (as float) of `w` on the per-output-channel (or per-tensor) grid `scale`."""
+    import numpy as np
+
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    return np.clip(np.round(w / scale.reshape(shape) if scale.size > 1 else w / scale[0]), -128, 127)
 
 
 # --- the graph ------------------------------------------------------------------------------------
@@ -251,7 +321,7 @@ class _Graph:
                 found[i] = name
                 report.quantized_layers.append(name)
             else:
-                report.float_layers.append(name)
+                report.float_layers[name] = "not quantized in the checkpoint (skipped)"
         missing = sorted(set(layers) - set(found.values()))
         if missing:
             raise ConfigError(
@@ -259,6 +329,23 @@ class _Graph:
                 f"({len(missing)} quantized layer(s) not found); cannot place its quantizers"
             )
         return found
+
+    def keep_stem_float(self, nodes: dict[int, str], layers: dict, report: QdqReport) -> None:
+        """Leave the Conv(s) reading the graph input in float (removed from `nodes`), with the weights
+        the fake-quant model uses (rounded to its int8 grid, stored as float)."""
+        import numpy as np
+        from onnx import numpy_helper
+
+        for i in [i for i in nodes if self.nodes[i].input[0] in self.input_names]:
+            name = nodes.pop(i)
+            weight = self.nodes[i].input[1]
+            w = numpy_helper.to_array(self.inits[weight]).astype(np.float32)
+            scale = _weight_scale(layers[name].weight_amax)
+            q = _quantized_weight(w, scale).astype(np.float32)
+            rounded = q * (scale.reshape((-1,) + (1,) * (w.ndim - 1)) if scale.size > 1 else scale[0])
+            self.inits[weight].CopyFrom(numpy_helper.from_array(rounded.astype(np.float32), weight))
+            report.quantized_layers.remove(name)
+            report.float_layers[name] = STEM_REASON
 
     def quantize_weights(self, nodes: dict[int, str], layers: dict, acts: dict | None) -> None:
         """int8 weights behind DequantizeLinear; with `acts` (onnxruntime), int32 biases too."""
@@ -268,10 +355,8 @@ class _Graph:
         for i, name in nodes.items():
             node = self.nodes[i]
             w = numpy_helper.to_array(self.inits[node.input[1]]).astype(np.float32)
-            amax = np.asarray(layers[name].weight_amax, dtype=np.float32).reshape(-1)
-            scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)  # an all-zero channel: any scale
-            shape = (-1,) + (1,) * (w.ndim - 1)
-            q = np.clip(np.round(w / scale.reshape(shape) if scale.size > 1 else w / scale[0]), -128, 127)
+            scale = _weight_scale(layers[name].weight_amax)
+            q = _quantized_weight(w, scale)
             node.input[1] = self._dequantized(
                 name + ".weight", q.astype(np.int8), scale, np.zeros(scale.shape, np.int8), axis=0
             )
@@ -305,9 +390,9 @@ class _Graph:
         self.head_nodes.append(helper.make_node("DequantizeLinear", list(names), [out], name=out, **kwargs))
         return out
 
-    def insert_activation_qdq(self, acts: dict) -> int:
+    def insert_activation_qdq(self, acts: dict, keep_float: set[int] = frozenset()) -> int:
         """A QuantizeLinear -> DequantizeLinear pair per entry; consumers read the dequantized tensor
-        (all consumers for (tensor, None), one consumer for (tensor, node index))."""
+        (all consumers but those in `keep_float` for (tensor, None), one consumer for (tensor, index))."""
         import numpy as np
         from onnx import helper, numpy_helper
 
@@ -323,7 +408,10 @@ class _Graph:
                 helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=dq),
             ]
             self.after.setdefault(tensor, []).extend(nodes)
-            users = [consumer] if consumer is not None else self.consumers.get(tensor, [])
+            if consumer is not None:
+                users = [consumer]
+            else:
+                users = [i for i in self.consumers.get(tensor, []) if i not in keep_float]
             for i in users:
                 node = self.nodes[i]
                 for k, name in enumerate(node.input):

@@ -1,0 +1,213 @@
+"""INT8 QDQ graphs: uint8/int8 activations per target, int8 weights, ONNX Runtime's int8 coverage, the
+SiLU unit (QuickGelu) and the float stem of the onnxruntime flavour, skipped layers, parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from optkit.checkpoint import build_model, checkpoint_from_model, load_checkpoint, save_checkpoint
+from optkit.models import create_model
+from optkit.onnxrt import create_session
+from optkit.quant.config import QuantConfig
+from optkit.quant.onnx_export import ATOL_INT8
+from optkit.quant.ptq import PtqRequest, run_ptq
+from optkit.quant.qdq import MS_DOMAIN, STEM_REASON, fuse_silu
+from optkit.stages.export import ExportConfig, export_checkpoint
+
+CLASSES = ["blue", "green", "red"]
+STEM = "model.0.conv"  # the Conv that reads the image in the tiny models
+SKIPPED = "model.3.conv"  # a middle Conv (of both tiny models) kept float with --skip
+# (model, act, skip): SiLU C3 blocks (Add, Concat); ReLU ResNet blocks (Add, MaxPool) and Hardswish (an
+# activation without int8 kernel), each with a skipped layer
+CASES = [
+    ("test-tiny", "silu", ()),
+    ("test-resnet", "relu", (SKIPPED,)),
+    ("test-tiny", "hardswish", (SKIPPED,)),
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("qdq") / "colors", CLASSES, per_class=24)
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """BN statistics away from the identity, so activations are not near zero after folding."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}{'-skip' if c[2] else ''}")
+def exported(request, data, tmp_path_factory):
+    """The case PTQ-calibrated on the tiny images, exported for both targets: (case, ckpt, {target: ...})."""
+    name, act, skip = request.param
+    folder = tmp_path_factory.mktemp(f"{name}-{act}")
+    torch.manual_seed(0)
+    model = _randomize_bn(create_model(name, num_classes=len(CLASSES), act=act))
+    pt = save_checkpoint(checkpoint_from_model(model, CLASSES, 32), folder / "f.pt")
+    int8 = folder / "int8.pt"
+    run_ptq(
+        PtqRequest(
+            str(pt),
+            str(data),
+            num_images=16,
+            quant=QuantConfig(method="max", skip=list(skip)),
+            output=str(int8),
+        )
+    )
+    ckpt = load_checkpoint(int8)
+    reports = {
+        target: export_checkpoint(ckpt, folder / f"{target}.onnx", ExportConfig(int8_target=target))
+        for target in ("onnxruntime", "tensorrt")
+    }
+    return request.param, ckpt, {t: (folder / f"{t}.onnx", r) for t, r in reports.items()}
+
+
+def _inits(graph) -> dict:
+    return {t.name: t for t in graph.initializer}
+
+
+def _activation_zero_points(graph) -> list:
+    inits = _inits(graph)
+    return [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+
+
+def _conv_weights(graph) -> dict[str, str]:
+    """{Conv/Gemm node: its weight input} in the exported graph."""
+    return {n.name: n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm")}
+
+
+def test_onnxruntime_graph_is_uint8_with_int8_weights(exported):
+    (_, act, skip), _, files = exported
+    path, report = files["onnxruntime"]
+    graph = onnx.load(path).graph
+    zero_points = _activation_zero_points(graph)
+    assert zero_points and all(z.data_type == TensorProto.UINT8 for z in zero_points)
+    assert any(n.op_type == "DequantizeLinear" for n in graph.node)
+    inits = _inits(graph)
+    quantized = report.int8["quantized_layers"]
+    for layer in quantized:  # int8 weights behind DequantizeLinear, the float weight gone
+        assert inits[f"{layer}.weight_quantized"].data_type == TensorProto.INT8
+        assert f"{layer}.weight" not in inits
+    # the stem and skipped layers are float, each named with its reason
+    float_layers = report.int8["float_layers"]
+    assert float_layers[STEM] == STEM_REASON
+    assert set(float_layers) == {STEM, *skip}
+    assert STEM not in quantized and not set(skip) & set(quantized)
+
+
+def test_onnxruntime_coverage_every_other_conv_is_qlinear(exported):
+    (_, _, skip), _, files = exported
+    path, report = files["onnxruntime"]
+    coverage = report.int8["coverage"]
+    layers = len(_conv_weights(onnx.load(path).graph))
+    assert coverage["float_layers"] == 1 + len(skip)  # the stem (and the skipped layer)
+    assert (
+        coverage["int8_layers"] == layers - coverage["float_layers"] == len(report.int8["quantized_layers"])
+    )
+    assert coverage["int8_ops"]["QLinearConv"] == layers - 2 - len(skip)  # all but stem, head Gemm, skipped
+
+
+def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
+    (_, act, _), ckpt, files = exported
+    graph = onnx.load(files["onnxruntime"][0]).graph
+    ops = [n.op_type for n in graph.node]
+    silus = sum(isinstance(m, nn.SiLU) for m in build_model(ckpt).modules())
+    report = files["onnxruntime"][1].int8
+    if act == "silu":
+        assert silus and ops.count("QuickGelu") == silus == report["silu_units"]
+        assert "Sigmoid" not in ops and "Mul" not in ops
+        quick = [n for n in graph.node if n.op_type == "QuickGelu"]
+        assert all(n.domain == MS_DOMAIN and n.attribute[0].f == 1.0 for n in quick)
+        producers = {o: n.op_type for n in graph.node for o in n.output}
+        consumers = {i: n.op_type for n in graph.node for i in n.input}
+        for n in quick:  # read from DequantizeLinear, written to QuantizeLinear
+            assert producers[n.input[0]] == "DequantizeLinear" and consumers[n.output[0]] == "QuantizeLinear"
+        assert report["coverage"]["float_ops"].get("Sigmoid", 0) == 0
+    else:
+        assert "QuickGelu" not in ops and report["silu_units"] == 0
+
+
+def test_tensorrt_graph_is_symmetric_int8_and_plain_onnx(exported):
+    (_, _, skip), _, files = exported
+    path, report = files["tensorrt"]
+    model = onnx.load(path)
+    zero_points = _activation_zero_points(model.graph)
+    assert zero_points and all(z.data_type == TensorProto.INT8 for z in zero_points)
+    assert all(not numpy_helper.to_array(z).any() for z in zero_points)  # zero point 0
+    assert not any(n.op_type == "QuickGelu" for n in model.graph.node)
+    assert all(o.domain in ("", "ai.onnx") for o in model.opset_import)  # no contrib ops for TensorRT
+    assert set(report.int8["float_layers"]) == set(skip)  # the stem is int8 for TensorRT
+    inits = _inits(model.graph)
+    assert all(
+        inits[f"{n}.weight_quantized"].data_type == TensorProto.INT8 for n in report.int8["quantized_layers"]
+    )
+
+
+def test_skipped_layer_stays_a_float_conv(exported):
+    (_, _, skip), _, files = exported
+    if not skip:
+        pytest.skip("no layer skipped in this case")
+    for target, (path, report) in files.items():
+        graph = onnx.load(path).graph
+        inits = _inits(graph)
+        weights = list(_conv_weights(graph).values())
+        assert f"{SKIPPED}.weight" in weights, target  # a Conv reads the float initializer directly
+        assert inits[f"{SKIPPED}.weight"].data_type == TensorProto.FLOAT
+        assert "skipped" in report.int8["float_layers"][SKIPPED]
+    # ONNX Runtime quantizes a float Conv's weights itself when its input comes from DequantizeLinear:
+    # the skipped layer must still be a float Conv after ONNX Runtime's optimizations
+    coverage = files["onnxruntime"][1].int8["coverage"]
+    assert any("/model.3/conv/" in name for name in coverage["float_layer_names"])
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_ort_agrees_with_the_fake_quant_model(exported, target):
+    _, ckpt, files = exported
+    model = build_model(ckpt).eval()
+    session = create_session(files[target][0], threads=1)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = model(x)
+    name = session.get_inputs()[0].name  # a static batch of 1
+    got = torch.cat([torch.from_numpy(session.run(None, {name: x[i : i + 1].numpy()})[0]) for i in range(4)])
+    assert ((ref - got).abs().max() / ref.abs().max()).item() <= ATOL_INT8[target]
+    assert (ref.argmax(1) == got.argmax(1)).float().mean().item() >= 0.75
+
+
+def _silu_graph(extra_reader: bool) -> onnx.ModelProto:
+    """x -> Sigmoid -> Mul(x, s) -> y (and optionally s is also a graph output)."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], outputs
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_fuse_silu_computes_silu_and_leaves_a_shared_sigmoid_alone():
+    import onnxruntime as ort
+
+    model = _silu_graph(extra_reader=False)
+    assert fuse_silu(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["QuickGelu"]
+    x = np.linspace(-6, 6, 4, dtype=np.float32).reshape(1, 4)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
+    shared = _silu_graph(extra_reader=True)  # the sigmoid is an output too: not a SiLU to rewrite
+    assert fuse_silu(shared) == 0 and [n.op_type for n in shared.graph.node] == ["Sigmoid", "Mul"]
