@@ -16,8 +16,15 @@ than fp32). So here
 - Relu/Clip(0, 6) outputs get zero point 0, which lets ONNX Runtime drop the Relu into the producer's
   requantization; their inputs get no Q/DQ of their own;
 - MaxPool/Flatten/Reshape keep their input's scale (ONNX Runtime runs them on uint8 only then);
-- biases are int32 with scale s_input * s_weight, as QLinearConv needs.
-The graph output (the logits) always stays float.
+- biases are int32 with scale s_input * s_weight, as QLinearConv needs;
+- SiLU (Sigmoid -> Mul) is written as one `com.microsoft` QuickGelu(alpha=1) with Q/DQ on its input and
+  output only (fuse_silu): ONNX Runtime has no int8 SiLU, and one float op between DQ and Q is faster
+  than QLinearSigmoid + QLinearMul (and rounds once less);
+- the stem (the Conv reading the image: 3 input channels) stays float with the fake-quant model's rounded
+  weights, and the image is not quantized (faster on ONNX Runtime CPU; named in `float_layers`);
+- float layers (skipped, stem) read float tensors, never a DequantizeLinear output: ONNX Runtime would
+  otherwise quantize their weights itself (its WeightBiasQuantization pass) and run them in int8.
+benchmarks/silu_remedy.py measures these choices. The graph output (the logits) always stays float.
 """
 
 from __future__ import annotations
