@@ -62,7 +62,8 @@ def qat(
         data=data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr0=lr0, lrf=lrf,
         momentum=momentum, weight_decay=weight_decay, cos_lr=cos_lr, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, patience=patience, freeze=freeze, seed=seed, device=device,
-        workers=workers, fraction=fraction, cache=cache, amp=amp, project=project, name=name, exist_ok=exist_ok,
+        workers=workers, fraction=fraction, cache=cache, amp=amp, project=project, name=name,
+        exist_ok=exist_ok,
     )  # fmt: skip
     request = QatRequest(weights, train, distill=distill, temperature=temperature, num_images=num_images)
     with TrainDisplay() as display:

@@ -206,7 +206,7 @@ def _with_config(fused, qmodel, config: QuantConfig):
 
 
 def onnx_ranges_of(qmodel, imgsz: int, calib: list) -> dict:
-    """Ranges of every tensor of qmodel's float ONNX graph on the calibration batches (optkit.quant.ranges)."""
+    """Ranges of the tensors of qmodel's float ONNX graph on the calibration batches (quant.ranges)."""
     from optkit.quant.quantizers import quantization_off
     from optkit.quant.ranges import tensor_ranges
     from optkit.stages.export import ExportConfig, float_graph
