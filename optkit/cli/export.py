@@ -34,6 +34,14 @@ def export(
         typer.Option("--data", help="Also compare on up to 256 val images of this dataset."),
     ] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the ONNX Runtime comparison.")] = False,
+    int8_target: Annotated[
+        str | None,
+        typer.Option(
+            "--int8-target",
+            help="Quantized checkpoints: onnxruntime (uint8 activations, fast on CPU) or tensorrt "
+            "(symmetric int8). Default: tensorrt with CUDA, else onnxruntime.",
+        ),
+    ] = None,
     atol: Annotated[
         float | None,
         typer.Option("--atol", help="Max |Δ| / max |output| allowed (default 1e-4; 1e-2 with --half)."),
@@ -69,6 +77,7 @@ def export(
         half=half,
         check=not no_check,
         atol=atol,
+        int8_target=int8_target,
     )
     config.validate()
     if data is not None and no_check:

@@ -13,7 +13,7 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
     shape = "x".join(str(d) for d in r["input_shape"])
     rows = [
         ("output", r["output"]),
-        ("format", f"ONNX opset {r['opset']}, {'float16' if r['half'] else 'float32'}"),
+        ("format", f"ONNX opset {r['opset']}, {_precision(r)}"),
         ("input", f"images {shape}" + (" (dynamic batch, height, width)" if r["dynamic"] else "")),
         ("size", mb(r["bytes"])),
         ("graph", _graph(r)),
@@ -27,7 +27,42 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
         rows.append(("tolerance", f"max |Δ| <= {r['atol']:g} of the output scale: passed"))
     meta = r["metadata"]
     rows.append(("metadata", ", ".join(meta) if meta else "none"))
+    if r.get("int8"):
+        rows += _int8_rows(r["int8"])
     return rows
+
+
+def _precision(r: dict) -> str:
+    if r.get("int8"):
+        kind = "uint8 activations" if r["int8"]["target"] == "onnxruntime" else "symmetric int8"
+        return f"INT8 QDQ for {r['int8']['target']} ({kind}, int8 per-channel weights)"
+    return "float16" if r["half"] else "float32"
+
+
+def _int8_rows(q: dict) -> list[tuple[str, str]]:
+    """The QDQ placement and ONNX Runtime's int8 coverage report."""
+    cov = q["coverage"]
+    total = cov["int8_layers"] + cov["float_layers"]
+    rows = [
+        (
+            "int8 placement",
+            f"{len(q['quantized_layers'])} layers with int8 weights, "
+            f"{q['quantized_tensors']} activations with Q/DQ",
+        ),
+        ("kept float", ", ".join(q["float_layers"]) or "none"),
+        ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
+        ("ORT int8 ops", _ops(cov["int8_ops"])),
+        ("ORT float ops", _ops(cov["float_ops"]) or "none"),
+    ]
+    if cov["float_layer_names"]:
+        rows.append(("ORT float layers", ", ".join(cov["float_layer_names"][:8])))
+    if q.get("unranged_tensors"):
+        rows.append(("no range", f"{len(q['unranged_tensors'])} tensors left float (no calibrated range)"))
+    return rows
+
+
+def _ops(counts: dict) -> str:
+    return ", ".join(f"{op} {n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _graph(r: dict) -> str:

@@ -86,6 +86,13 @@ class ExportConfig:
         b = self.batch
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 1024:
             raise ConfigError(f"--batch-size must be in [1, 1024], got {b!r}")
+        if self.int8_target is not None:
+            from optkit.quant.config import TARGETS
+
+            if self.int8_target not in TARGETS:
+                raise ConfigError(
+                    f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}"
+                )
         if self.atol is not None and not self.atol > 0:  # `not >`: NaN fails too
             raise ConfigError(f"--atol must be > 0, got {self.atol}")
 
