@@ -20,8 +20,9 @@ than fp32). So here
 - SiLU (Sigmoid -> Mul) is written as one `com.microsoft` QuickGelu(alpha=1) with Q/DQ on its input and
   output only (fuse_silu): ONNX Runtime has no int8 SiLU, and one float op between DQ and Q is faster
   than QLinearSigmoid + QLinearMul (and rounds once less);
-- the stem (the Conv reading the image: 3 input channels) stays float with the fake-quant model's rounded
-  weights, and the image is not quantized (faster on ONNX Runtime CPU; named in `float_layers`);
+- the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
+  rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
+  QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
 - float layers (skipped, stem) read float tensors, never a DequantizeLinear output: ONNX Runtime would
   otherwise quantize their weights itself (its WeightBiasQuantization pass) and run them in int8.
 benchmarks/silu_remedy.py measures these choices. The graph output (the logits) always stays float.
@@ -61,8 +62,9 @@ INT8_OPS = {
     "Clip",
     "QuickGelu",  # com.microsoft: SiLU written as one op (see fuse_silu)
 }
+FLOAT_COMPUTE_OPS = {"QuickGelu"}  # quantized around, but computed in float by ONNX Runtime (no QLinear form)
 SAME_SCALE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize"}
-STEM_REASON = "stem (reads the image): faster in float on ONNX Runtime CPU"
+STEM_REASON = "stem (reads the image, feeds a float op): faster in float on ONNX Runtime CPU"
 RELU_OPS = {"Relu", "Clip"}  # removable when followed by QuantizeLinear with zero point 0
 
 
@@ -117,7 +119,7 @@ def build_qdq(
         report.silu_units = fuse_silu(work)
     graph = _Graph(work)
     nodes = graph.layer_nodes(layers, report)
-    if target == "onnxruntime" and (float_stem if float_stem is not None else True):
+    if target == "onnxruntime" and (float_stem if float_stem is not None else graph.stem_feeds_float(nodes)):
         graph.keep_stem_float(nodes, layers, report)
     if target == "tensorrt":
         acts = _tensorrt_activations(graph, nodes, layers)
@@ -336,6 +338,19 @@ class _Graph:
                 f"({len(missing)} quantized layer(s) not found); cannot place its quantizers"
             )
         return found
+
+    def stem_feeds_float(self, nodes: dict[int, str]) -> bool:
+        """Whether every stem output goes straight into an op ONNX Runtime computes in float (QuickGelu,
+        HardSwish, ...): its int8 output would be dequantized at once, so int8 buys only the stem's small
+        convolution (3 input channels) and costs quantizing the image and the largest activation.
+        Measured (benchmarks/silu_remedy.py): faster in float for SiLU stems, much slower for ResNet's
+        7x7 ReLU stem, whose uint8 output feeds MaxPool and the next QLinearConv."""
+        stems = [i for i in nodes if self.nodes[i].input[0] in self.input_names]
+        readers = [self.nodes[j] for i in stems for j in self.consumers.get(self.nodes[i].output[0], [])]
+        return bool(readers) and all(
+            n.op_type not in LAYER_OPS and (n.op_type not in INT8_OPS or n.op_type in FLOAT_COMPUTE_OPS)
+            for n in readers
+        )
 
     def keep_stem_float(self, nodes: dict[int, str], layers: dict, report: QdqReport) -> None:
         """Leave the Conv(s) reading the graph input in float (removed from `nodes`), with the weights

@@ -76,6 +76,11 @@ def exported(request, data, tmp_path_factory):
     return request.param, ckpt, {t: (folder / f"{t}.onnx", r) for t, r in reports.items()}
 
 
+def _float_stem(act: str) -> list[str]:
+    """The stem is float where its output feeds a float op: SiLU (QuickGelu) and Hardswish, not ReLU."""
+    return [] if act == "relu" else [STEM]
+
+
 def _inits(graph) -> dict:
     return {t.name: t for t in graph.initializer}
 
@@ -102,23 +107,24 @@ def test_onnxruntime_graph_is_uint8_with_int8_weights(exported):
     for layer in quantized:  # int8 weights behind DequantizeLinear, the float weight gone
         assert inits[f"{layer}.weight_quantized"].data_type == TensorProto.INT8
         assert f"{layer}.weight" not in inits
-    # the stem and skipped layers are float, each named with its reason
+    # skipped layers, and the stem where it feeds a float op (SiLU, Hardswish), are float, named with why
     float_layers = report.int8["float_layers"]
-    assert float_layers[STEM] == STEM_REASON
-    assert set(float_layers) == {STEM, *skip}
-    assert STEM not in quantized and not set(skip) & set(quantized)
+    stem = _float_stem(act)
+    assert set(float_layers) == {*stem, *skip}
+    assert all(float_layers[s] == STEM_REASON for s in stem)
+    assert not set(float_layers) & set(quantized)
 
 
 def test_onnxruntime_coverage_every_other_conv_is_qlinear(exported):
-    (_, _, skip), _, files = exported
+    (_, act, skip), _, files = exported
     path, report = files["onnxruntime"]
     coverage = report.int8["coverage"]
     layers = len(_conv_weights(onnx.load(path).graph))
-    assert coverage["float_layers"] == 1 + len(skip)  # the stem (and the skipped layer)
-    assert (
-        coverage["int8_layers"] == layers - coverage["float_layers"] == len(report.int8["quantized_layers"])
-    )
-    assert coverage["int8_ops"]["QLinearConv"] == layers - 2 - len(skip)  # all but stem, head Gemm, skipped
+    floats = len(_float_stem(act)) + len(skip)
+    assert coverage["float_layers"] == floats
+    assert coverage["int8_layers"] == layers - floats == len(report.int8["quantized_layers"])
+    assert coverage["int8_ops"]["QLinearConv"] == layers - 1 - floats  # all but the head's Gemm (QGemm)
+    assert coverage["int8_ops"]["QGemm"] == 1
 
 
 def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
