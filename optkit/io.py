@@ -3,7 +3,7 @@
 A reader (or a crash) sees either the old file or the complete new one, never half of one.
 
 Temp files are named `.<target name>.<writer pid>.<random>.tmp` beside the target. A process killed
-mid-write (SIGKILL, power loss) cannot remove its temp file; the next write to the same target removes
+mid-write (SIGKILL, power loss) cannot remove its temp file; the next write into the same folder removes
 those whose writer process is gone (`remove_stale_temps`), so they never pile up. Nothing reads them:
 they start with a dot and end in `.tmp`, so globs such as `weights/*.pt` do not match them.
 """
@@ -27,17 +27,19 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
 
 
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Remove the temp files of earlier writes to `path` whose writer process no longer exists.
+_TEMP_NAME = re.compile(rf"^\..+\.(\d+)\.[0-9a-f]{{12}}{re.escape(_TEMP_SUFFIX)}$")  # see temp_path_for
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove optkit's temp files in `folder` whose writer process no longer exists.
 
     Temp files of live processes (another writer at work right now) are left alone. Returns the
     removed paths.
     """
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+{re.escape(_TEMP_SUFFIX)}$")
+    pattern = _TEMP_NAME
     removed = []
     try:
-        entries = list(os.scandir(path.parent))
+        entries = list(os.scandir(folder))
     except OSError:  # the folder does not exist (yet) or cannot be listed: nothing to clean
         return removed
     for entry in entries:
@@ -69,7 +71,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
+    remove_stale_temps(path.parent)
     tmp = temp_path_for(path)
     try:
         yield tmp

@@ -27,14 +27,16 @@ def test_temp_name_records_the_writer_and_hides_from_globs(tmp_path):
 def test_stale_temps_of_dead_writers_are_removed_on_the_next_write(tmp_path):
     target = tmp_path / "last.pt"
     dead = tmp_path / f".last.pt.{_dead_pid()}.0123456789ab.tmp"
-    live = tmp_path / f".last.pt.{os.getppid()}.0123456789ab.tmp"  # our parent: alive
-    other = tmp_path / f".best.pt.{_dead_pid()}.0123456789ab.tmp"  # another target's: not this write's
-    for p in (dead, live, other):
+    other = tmp_path / f".best.pt.{_dead_pid()}.0123456789ab.tmp"  # another target in the same folder
+    live = tmp_path / f".last.pt.{os.getppid()}.0123456789ab.tmp"  # our parent's: alive, maybe writing
+    foreign = tmp_path / ".last.pt.12.notours.tmp"  # not an optkit temp name
+    for p in (dead, other, live, foreign):
         p.write_bytes(b"half a checkpoint")
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
-    assert not dead.exists() and live.exists() and other.exists()
-    assert remove_stale_temps(tmp_path / "best.pt") == [other]
+    assert not dead.exists() and not other.exists()
+    assert live.exists() and foreign.exists()
+    assert remove_stale_temps(tmp_path) == []  # nothing stale is left
 
 
 def test_failed_write_keeps_the_old_file_and_removes_its_temp_and_new_folders(tmp_path):
