@@ -32,9 +32,17 @@ demo: $(STAMP)
 	$(BIN)/optkit strip $(DEMO)/fused.pt --half -o $(DEMO)/stripped.pt
 	# 6. export to ONNX (parity checked with ONNX Runtime on random and real images)
 	$(BIN)/optkit export $(DEMO)/fused.pt --data builtin:shapes -o $(DEMO)/model.onnx
-	# 7. one table comparing every stage's artifact (and an accuracy-vs-latency plot)
+	# 7. INT8: calibrate (PTQ, ModelOpt), fine-tune with fake quantization (QAT, distilled from the float
+	#    model), export both as uint8-activation QDQ graphs that ONNX Runtime runs in int8
+	$(BIN)/optkit ptq-calibrate $(DEMO)/fused.pt --data builtin:shapes -o $(DEMO)/int8.pt
+	$(BIN)/optkit qat $(DEMO)/int8.pt --data builtin:shapes --epochs 2 --fraction 0.5 --distill --cache \
+		--project $(DEMO) --name qat --exist-ok
+	$(BIN)/optkit export $(DEMO)/int8.pt --int8-target onnxruntime -o $(DEMO)/model-int8.onnx
+	$(BIN)/optkit export $(DEMO)/qat/weights/best.pt --int8-target onnxruntime -o $(DEMO)/model-qat-int8.onnx
+	# 8. one table comparing every stage's artifact (and an accuracy-vs-latency plot)
 	$(BIN)/optkit benchmark $(DEMO)/train/weights/best.pt $(DEMO)/pruned.pt $(DEMO)/finetuned.pt \
-		$(DEMO)/fused.pt $(DEMO)/stripped.pt $(DEMO)/model.onnx --data builtin:shapes \
+		$(DEMO)/fused.pt $(DEMO)/stripped.pt $(DEMO)/int8.pt $(DEMO)/qat/weights/best.pt $(DEMO)/model.onnx \
+		$(DEMO)/model-int8.onnx $(DEMO)/model-qat-int8.onnx --data builtin:shapes \
 		--plot $(DEMO)/benchmark.png --csv $(DEMO)/benchmark.csv
 
 test: $(STAMP)

@@ -40,6 +40,13 @@ def ptq_calibrate(
             "--auto-skip", help="Keep the most sensitive layers float until top-1 drops <= DROP pp."
         ),
     ] = None,
+    act: Annotated[
+        str | None,
+        typer.Option(
+            "--act",
+            help="Swap every activation first (e.g. relu: fully int8 on ONNX Runtime; recover with qat).",
+        ),
+    ] = None,
     batch_size: o.BatchSize = 32,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-int8.pt).")
@@ -64,6 +71,7 @@ def ptq_calibrate(
         sensitivity=sensitivity,
         sensitivity_metric=sensitivity_metric,
         auto_skip=auto_skip,
+        act=act,
         batch_size=batch_size,
         output=output,
     )

@@ -31,6 +31,7 @@ class PtqRequest:
     sensitivity: bool = False
     sensitivity_metric: str = "sqnr"
     auto_skip: float | None = None  # max top-1 drop in percentage points
+    act: str | None = None  # swap the architecture's activation (e.g. silu -> relu) before quantizing
     batch_size: int = 32
     output: str | None = None
 
@@ -66,17 +67,15 @@ def run_ptq(req: PtqRequest) -> dict:
         raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float checkpoint)")
     spec = resolve_data(req.data)
     check_classes(spec, ckpt.names)
+    val = _val_batches(spec, ckpt, req)
+    result: dict = {"source": req.weights, "output": str(target), "method": req.quant.method, "act": req.act}
+    if req.act:
+        result["original_top1"] = _top1(build_model(ckpt), val)
+        ckpt = _with_activation(ckpt, req.act)
     fused, fuse_transform = _fused(build_model(ckpt), ckpt.imgsz)
     calib = _calibration_batches(spec, ckpt, req)
-    qmodel, calib_s = _calibrated(fused, req.quant, calib)
-    val = _val_batches(spec, ckpt, req)
-    result: dict = {
-        "source": req.weights,
-        "output": str(target),
-        "method": req.quant.method,
-        "num_images": sum(len(b) for b in calib),
-        "calibration_s": calib_s,
-    }
+    qmodel, result["calibration_s"] = _calibrated(fused, req.quant, calib)
+    result["num_images"] = sum(len(b) for b in calib)
     if req.sensitivity or req.auto_skip is not None:
         _sensitivity(qmodel, calib, val, req, result)
     measured = _compare(fused, qmodel, val)
@@ -100,6 +99,24 @@ def run_ptq(req: PtqRequest) -> dict:
         bytes_after=file_size(target),
     )
     return result
+
+
+def _with_activation(ckpt, act: str):
+    """The checkpoint with every activation of its architecture swapped to `act` (same weights: activations
+    have none). ReLU-class activations run fully in int8 on ONNX Runtime; QAT recovers the accuracy."""
+    import dataclasses
+
+    from optkit.models.activations import check_act
+
+    check_act(act)
+    kwargs = {**(ckpt.arch.get("kwargs") or {}), "act": act}
+    return dataclasses.replace(ckpt, arch={**ckpt.arch, "kwargs": kwargs})
+
+
+def _top1(model, val: list) -> float:
+    from optkit.quant.compare import fidelity
+
+    return fidelity(model, model, val).top1
 
 
 def _fused(model, imgsz: int):
@@ -156,11 +173,10 @@ def _calibrated(fused, config: QuantConfig, calib: list):
 
 
 def _sensitivity(qmodel, calib, val, req: PtqRequest, result: dict) -> None:
-    from optkit.quant.compare import fidelity
     from optkit.quant.sensitivity import auto_skip, sensitivity
 
     def top1_of(model):
-        return fidelity(model, model, val).top1
+        return _top1(model, val)
 
     n, few = 0, []
     for x in calib:  # the first SENSITIVITY_IMAGES calibration images
@@ -246,4 +262,5 @@ def _args(req: PtqRequest) -> dict:
         **req.quant.as_dict(),
         "sensitivity": req.sensitivity,
         "auto_skip": req.auto_skip,
+        "act": req.act,
     }

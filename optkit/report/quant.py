@@ -20,6 +20,15 @@ def print_ptq(r: dict) -> None:
             f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])} (fake-quant: weights stay fp32 until export)",
         ),
     ]
+    if r.get("act"):
+        rows.insert(
+            3,
+            (
+                "activation",
+                f"swapped to {r['act']}: float top-1 {pct(r['original_top1'])} -> "
+                f"{pct(r['float_top1'])} before quantization (qat recovers it)",
+            ),
+        )
     if r.get("auto_skipped") is not None:
         rows.insert(6, ("auto-skip", ", ".join(r["auto_skipped"]) or "nothing needed"))
     out().print(kv_table(f"optkit ptq-calibrate  {r['source']}", rows))

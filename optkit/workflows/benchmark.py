@@ -41,7 +41,9 @@ class Loaded:
     """An artifact ready to measure: a callable model plus what the file says about itself."""
 
     path: Path
-    format: str  # "pytorch" or "onnx"
+    format: (
+        str  # "pytorch" or "onnx", with " int8" for quantized ones (PyTorch: fake-quant, not for deployment)
+    )
     model: object  # nn.Module or optkit.onnxrt.OrtModel (both: tensor in, logits out)
     names: list[str]
     imgsz: int
@@ -78,13 +80,14 @@ def _load(path: str, threads: int | None) -> Loaded:
     from optkit.checkpoint import build_model, load_checkpoint
     from optkit.measure.flops import count_flops
     from optkit.models import count_params
+    from optkit.quant.quantizers import quantize_entry
 
     ckpt = load_checkpoint(path)
     model = build_model(ckpt)
     counted = inference_form(model)
     return Loaded(
         path,
-        "pytorch",
+        "pytorch int8" if quantize_entry(ckpt.transforms) else "pytorch",
         model,
         ckpt.names,
         ckpt.imgsz,
@@ -107,9 +110,10 @@ def _load_onnx(path: Path, threads: int | None) -> Loaded:
     model, meta = load_optkit_onnx(path, threads)
     proto = load_onnx(path, check=False)
     params = count_graph(proto).params
+    int8 = any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
     return Loaded(
         path,
-        "onnx",
+        "onnx int8" if int8 else "onnx",
         model,
         meta["names"],
         int(meta.get("imgsz") or 0) or 224,
@@ -134,7 +138,7 @@ def _measure(item: Loaded, imgsz: int, spec, req: BenchmarkRequest) -> dict:
     from optkit.measure.latency import measure_latency
     from optkit.measure.validate import accuracy_on
 
-    if item.format == "onnx":
+    if item.format.startswith("onnx"):
         latency = _onnx_latency(item.model, imgsz, req)
     else:
         latency = measure_latency(

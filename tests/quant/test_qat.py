@@ -6,7 +6,6 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
-
 from test_ptq import _float_ckpt, _ptq
 
 
