@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from image_folders import write_image_folder  # noqa: F401  (tests import it from here too)
 
 
 def pytest_configure(config):
@@ -25,24 +26,6 @@ def _private_cache(tmp_path_factory, monkeypatch):
     """Builtin datasets go to a per-session temp cache, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "optkit-cache"
     monkeypatch.setenv("OPTKIT_CACHE", str(cache))
-
-
-def write_image_folder(root: Path, classes: list[str], per_class: int, size: int = 32, seed: int = 0) -> Path:
-    """A tiny ImageFolder (train/ and val/) whose classes differ by colour, so models can learn it."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    palette = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 200, 30), (200, 40, 200), (30, 200, 210)]
-    for split, n in (("train", per_class), ("val", max(2, per_class // 4))):
-        for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = np.array(palette[c % len(palette)], dtype=np.float32)
-                img = base + rng.normal(0, 25, (size, size, 3))
-                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 @pytest.fixture

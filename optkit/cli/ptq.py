@@ -48,6 +48,9 @@ def ptq_calibrate(
         ),
     ] = None,
     batch_size: o.BatchSize = 32,
+    trust: o.Trust = False,
+    code_dir: o.CodeDir = None,
+    model_name: o.ModelName = None,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-int8.pt).")
     ] = None,
@@ -72,6 +75,9 @@ def ptq_calibrate(
         sensitivity_metric=sensitivity_metric,
         auto_skip=auto_skip,
         act=act,
+        trust=trust,
+        code_dir=code_dir,
+        model_name=model_name,
         batch_size=batch_size,
         output=output,
     )

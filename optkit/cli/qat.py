@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from optkit.cli import options as o
-from optkit.quant.qat import QAT_EPOCHS, QAT_LR0, QAT_WARMUP
+from optkit.quant.config import QAT_EPOCHS, QAT_LR0, QAT_WARMUP
 
 
 def qat(

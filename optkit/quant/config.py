@@ -8,6 +8,10 @@ from optkit.errors import ConfigError
 
 METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
 TARGETS = ("onnxruntime", "tensorrt")  # INT8 ONNX flavours (see optkit.quant.qdq)
+# `optkit qat` defaults: a short, gentle fine-tune of an already trained model
+QAT_EPOCHS = 3
+QAT_LR0 = 0.0005
+QAT_WARMUP = 0.0
 MAX_IMAGES = 100_000  # calibration images: more is never needed and would only cost time
 
 

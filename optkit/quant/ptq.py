@@ -34,6 +34,9 @@ class PtqRequest:
     act: str | None = None  # swap the architecture's activation (e.g. silu -> relu) before quantizing
     batch_size: int = 32
     output: str | None = None
+    trust: bool = False  # foreign pickled checkpoints (optkit.inputs.open_model)
+    code_dir: str | None = None
+    model_name: str | None = None  # a plain state_dict file: the zoo model it belongs to
 
     def validate(self) -> PtqRequest:
         from optkit.quant.sensitivity import METRICS
@@ -54,51 +57,120 @@ class PtqRequest:
 
 
 def run_ptq(req: PtqRequest) -> dict:
-    from optkit.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from optkit.checkpoint import save_checkpoint
     from optkit.cli.outputs import file_size, stage_output
-    from optkit.data import resolve_data
-    from optkit.measure.validate import check_classes
-    from optkit.quant.quantizers import quantize_entry, quantized_layers
+    from optkit.inputs import open_model
+    from optkit.quant.quantizers import quantized_layers
 
     req.validate()
     target = stage_output(req.weights, "int8", req.output)
-    ckpt = load_checkpoint(req.weights)
-    if quantize_entry(ckpt.transforms) is not None:
-        raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float checkpoint)")
-    spec = resolve_data(req.data)
-    check_classes(spec, ckpt.names)
-    val = _val_batches(spec, ckpt, req)
+    src = open_model(
+        req.weights,
+        command="ptq-calibrate",
+        trust=req.trust,
+        code_dir=req.code_dir,
+        model_name=req.model_name,
+    )
+    images = _images(src, req)
     result: dict = {"source": req.weights, "output": str(target), "method": req.quant.method, "act": req.act}
-    if req.act:
-        result["original_top1"] = _top1(build_model(ckpt), val)
-        ckpt = _with_activation(ckpt, req.act)
-    fused, fuse_transform = _fused(build_model(ckpt), ckpt.imgsz)
-    calib = _calibration_batches(spec, ckpt, req)
-    qmodel, result["calibration_s"] = _calibrated(fused, req.quant, calib)
-    result["num_images"] = sum(len(b) for b in calib)
+    model, ckpt = _float_model(src, req, images, result)
+    fused, fuse_transform = _fused(model, src.imgsz, foreign=src.foreign is not None)
+    qmodel, result["calibration_s"] = _calibrated(fused, req.quant, images.calib)
+    result["num_images"] = sum(len(b) for b in images.calib)
     if req.sensitivity or req.auto_skip is not None:
-        _sensitivity(qmodel, calib, val, req, result)
-    measured = _compare(fused, qmodel, val)
-    result.update(measured, skipped=list(req.quant.skip) + result.get("auto_skipped", []))
+        _sensitivity(qmodel, images, req, result)
+    result.update(
+        _compare(fused, qmodel, images), skipped=list(req.quant.skip) + result.get("auto_skipped", [])
+    )
     final_config = QuantConfig(**{**req.quant.as_dict(), "skip": result["skipped"]})
     qmodel = _with_config(fused, qmodel, final_config)
-    t0 = time.perf_counter()
-    ranges = onnx_ranges_of(qmodel, ckpt.imgsz, calib)
-    result["ranges_s"] = time.perf_counter() - t0
-    new = _checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
-    new.add_lineage(
-        "ptq-calibrate",
-        _args(req),
-        {k: result[k] for k in ("float_top1", "int8_top1", "top1_agreement", "sqnr_db")},
-    )
-    _check_rebuilds(new, qmodel, calib[0])
-    save_checkpoint(new, target)
+    metrics = {k: result[k] for k in ("float_top1", "int8_top1", "top1_agreement", "sqnr_db")}
+    if ckpt is None:
+        _save_foreign(src, fused, qmodel, target, _args(req), metrics)
+    else:
+        t0 = time.perf_counter()
+        ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib)
+        result["ranges_s"] = time.perf_counter() - t0
+        new = _checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
+        new.add_lineage("ptq-calibrate", {**_args(req), "source": req.weights}, metrics)
+        _check_rebuilds(new, qmodel, images.calib[0])
+        save_checkpoint(new, target)
     result.update(
         quantized_layers=len(quantized_layers(qmodel)),
         bytes_before=file_size(req.weights),
         bytes_after=file_size(target),
     )
     return result
+
+
+def _save_foreign(src, fused, qmodel, target, args: dict, metrics: dict) -> None:
+    """A foreign file keeps its layout with the fused float module as `model` (its own tools still load
+    it), plus ModelOpt's save format beside it: `modelopt_state` (the quantizer recipe) and
+    `modelopt_weights` (state_dict with every amax). ModelOpt's quantized classes cannot be pickled;
+    `mto.restore_from_modelopt_state(model, obj["modelopt_state"])` then
+    `model.load_state_dict(obj["modelopt_weights"])` rebuild the quantized module."""
+    import modelopt.torch.opt as mto
+
+    from optkit.checkpoint import state_dict_cpu
+    from optkit.foreign.checkpoint import save_foreign
+
+    obj = src.foreign.with_module(fused)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{src.path} is a bare pickled module: there is no place to store the quantizers")
+    obj["modelopt_state"] = mto.modelopt_state(qmodel)
+    obj["modelopt_weights"] = state_dict_cpu(qmodel)
+    save_foreign(src._with_lineage(obj, "ptq-calibrate", args, metrics), target)
+
+
+@dataclass
+class _Images:
+    calib: list  # image batches from the train split
+    val: list  # (images, labels) batches of the whole val split
+    classify: bool  # labels mean the model's classes (top-1 is measured)
+
+
+def _images(src, req: PtqRequest) -> _Images:
+    """Calibration and val images, preprocessed as the model expects. A model that is not a classifier
+    (a foreign detection model) is calibrated and compared on the images alone (no top-1)."""
+    from optkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_data
+    from optkit.measure.validate import check_classes
+
+    spec = resolve_data(req.data)
+    classify = src.task == "classify"
+    if src.kind == "state_dict" and len(spec.names) == src.num_classes:
+        src.names = src.ckpt.names = list(spec.names)  # a state_dict has no class names: the data's
+    if classify:
+        check_classes(spec, src.names)
+    elif req.sensitivity_metric == "top1" or req.auto_skip is not None:
+        raise ConfigError(
+            f"{req.weights} is a {src.task} model: top-1 (--sensitivity-metric top1, --auto-skip) "
+            "needs a classifier; the SQNR sensitivity works for any model"
+        )
+    names = list(src.names) if classify else list(spec.names)  # the folders to read
+    pre = src.preprocess or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    calib = _calibration_batches(spec, names, src.imgsz, pre, req)
+    return _Images(calib, _val_batches(spec, names, src.imgsz, pre), classify)
+
+
+def _float_model(src, req: PtqRequest, images: _Images, result: dict):
+    """(the float model to quantize, the optkit checkpoint it comes from or None for a foreign module)."""
+    from optkit.checkpoint import build_model
+    from optkit.quant.quantizers import is_quantized, quantize_entry
+
+    ckpt = src.ckpt
+    if ckpt is not None and quantize_entry(ckpt.transforms) is not None:
+        raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float checkpoint)")
+    if req.act:
+        if ckpt is None:
+            raise ConfigError(
+                "--act rebuilds the architecture with another activation: it needs an optkit checkpoint"
+            )
+        result["original_top1"] = _top1(build_model(ckpt), images.val)
+        ckpt = _with_activation(ckpt, req.act)
+    model = build_model(ckpt) if ckpt is not None else src.model()
+    if ckpt is None and is_quantized(model):
+        raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float model)")
+    return model, ckpt
 
 
 def _with_activation(ckpt, act: str):
@@ -119,20 +191,21 @@ def _top1(model, val: list) -> float:
     return fidelity(model, model, val).top1
 
 
-def _fused(model, imgsz: int):
+def _fused(model, imgsz: int, foreign: bool = False):
     from optkit.stages.fuse import FuseConfig, fuse
 
     fused, report = fuse(model, FuseConfig(check=True, imgsz=imgsz))
+    if foreign:  # YOLO Conv blocks: no .bn and forward_fuse, as their own fuse() leaves them
+        from optkit.foreign.fuse import yolo_fused_layout_
+
+        yolo_fused_layout_(fused, report.fused)
     return fused, ({"kind": "fuse", "fused": report.fused} if report.fused else None)
 
 
-def _calibration_batches(spec, ckpt, req: PtqRequest) -> list:
+def _calibration_batches(spec, names: list[str], imgsz: int, preprocess: dict, req: PtqRequest) -> list:
     from optkit.data.subset import split_batches
-    from optkit.stages.export import preprocess_of
 
-    batches = split_batches(
-        spec.train_dir, ckpt.names, ckpt.imgsz, preprocess_of(ckpt), req.num_images, req.batch_size
-    )
+    batches = split_batches(spec.train_dir, names, imgsz, preprocess, req.num_images, req.batch_size)
     if not batches:
         from optkit.errors import DatasetError
 
@@ -140,17 +213,14 @@ def _calibration_batches(spec, ckpt, req: PtqRequest) -> list:
     return batches
 
 
-def _val_batches(spec, ckpt, req: PtqRequest) -> list:
+def _val_batches(spec, names: list[str], imgsz: int, preprocess: dict) -> list:
     """The whole val split as (images, labels) batches, decoded once (it is run many times)."""
     import torch
 
     from optkit.data import ImageFolder, ValTransform
-    from optkit.stages.export import preprocess_of
 
-    pre = preprocess_of(ckpt)
-    dataset = ImageFolder(
-        spec.val_dir, ValTransform(ckpt.imgsz, mean=pre["mean"], std=pre["std"]), classes=list(ckpt.names)
-    )
+    transform = ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"])
+    dataset = ImageFolder(spec.val_dir, transform, classes=names)
     batches = []
     for i in range(0, len(dataset), 128):
         items = [dataset[j] for j in range(i, min(i + 128, len(dataset)))]
@@ -172,14 +242,14 @@ def _calibrated(fused, config: QuantConfig, calib: list):
     return qmodel.eval(), time.perf_counter() - t0
 
 
-def _sensitivity(qmodel, calib, val, req: PtqRequest, result: dict) -> None:
+def _sensitivity(qmodel, images: _Images, req: PtqRequest, result: dict) -> None:
     from optkit.quant.sensitivity import auto_skip, sensitivity
 
     def top1_of(model):
-        return _top1(model, val)
+        return _top1(model, images.val)
 
     n, few = 0, []
-    for x in calib:  # the first SENSITIVITY_IMAGES calibration images
+    for x in images.calib:  # the first SENSITIVITY_IMAGES calibration images
         few.append(x[: SENSITIVITY_IMAGES - n])
         n += len(few[-1])
         if n >= SENSITIVITY_IMAGES:
@@ -197,10 +267,10 @@ def _sensitivity(qmodel, calib, val, req: PtqRequest, result: dict) -> None:
         result["auto_skipped"] = skipped
 
 
-def _compare(fused, qmodel, val) -> dict:
+def _compare(fused, qmodel, images: _Images) -> dict:
     from optkit.quant.compare import fidelity
 
-    f = fidelity(fused, qmodel, val)
+    f = fidelity(fused, qmodel, images.val, classify=images.classify)
     return {
         "float_top1": f.ref_top1,
         "int8_top1": f.top1,

@@ -17,11 +17,6 @@ from dataclasses import dataclass, field
 from optkit.errors import ConfigError
 from optkit.train.trainer import Trainer
 
-# QAT defaults: a short, gentle fine-tune of an already trained model
-QAT_EPOCHS = 3
-QAT_LR0 = 0.0005
-QAT_WARMUP = 0.0
-
 
 @dataclass
 class QatRequest:

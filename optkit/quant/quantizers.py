@@ -31,6 +31,11 @@ HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogra
 # entropy/mse try every SEARCH_STRIDE-th of the histogram's 2048 bins as the clipping point: ModelOpt's
 # default of every bin took 106 s for the demo model's 33 layers here, stride 8 about an eighth of that
 SEARCH_STRIDE = 8
+_PER_DIM = ("MaxPool", "AvgPool", "AdaptiveAvgPool", "BatchNorm", "InstanceNorm", "ConvTranspose")
+NOT_QUANTIZED = (
+    *(f"{kind}{d}d" for kind in _PER_DIM for d in (1, 2, 3)),
+    "LayerNorm", "LeakyReLU", "Embedding", "RNN", "LSTM", "GRU",
+)  # fmt: skip
 
 
 class QuantError(OptkitError):
@@ -79,6 +84,9 @@ def _modelopt_config(config: QuantConfig) -> dict:
         },
         {"quantizer_name": "*input_quantizer", "cfg": activation},
     ]
+    # ModelOpt also puts quantizers into pooling, norm, recurrent and transposed-conv modules; INT8 here is
+    # Conv/Linear (what the QDQ graphs place), so those stay off
+    rules += [{"quantizer_name": "*", "parent_class": f"nn.{cls}", "enable": False} for cls in NOT_QUANTIZED]
     # ModelOpt matches quantizer names with fnmatch; the exact name of each skipped layer's quantizers
     rules += [{"quantizer_name": f"{name}.*_quantizer", "enable": False} for name in config.skip]
     return {"quant_cfg": rules, "algorithm": None}  # None: insert only; optkit calibrates (below)

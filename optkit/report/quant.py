@@ -37,6 +37,8 @@ def print_ptq(r: dict) -> None:
 
 
 def _drop(r: dict) -> str:
+    if r["int8_top1"] is None:
+        return "not a classifier: compared by SQNR only"
     return f"{(r['int8_top1'] - r['float_top1']) * 100:+.2f} pp"
 
 

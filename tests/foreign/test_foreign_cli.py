@@ -12,7 +12,6 @@ from foreign_helpers import (
     EXTRA_KEYS,
     IMGSZ,
     NAMES,
-    classifier,
     detector,
     purge_family,
     ultralytics_file,
@@ -67,11 +66,6 @@ def _one_line(r, *fragments):
     assert len(lines) == 1 and lines[0].startswith("error: "), r.err
     for f in fragments:
         assert f in lines[0], lines[0]
-
-
-@pytest.fixture
-def best(tmp_path, code_dir):
-    return ultralytics_file(detector(code_dir), tmp_path / "best.pt", "best")
 
 
 @pytest.fixture
@@ -286,27 +280,6 @@ def test_export_detector_all_outputs(cli, best, tmp_path, code_dir):
     assert [o.name for o in proto.graph.output] == ["output0", "output1", "output2", "output3"]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["names"]) == NAMES and meta["stride"] == "32" and meta["task"] == "detect"
-
-
-@pytest.fixture
-def trained_classifier(tmp_path, code_dir, tiny_data):
-    """A yolo_like classifier trained briefly on tiny_data (inputs scaled to [0, 1], as its pickled
-    Normalize(0, 1) says), saved as a stripped Ultralytics classify file."""
-    from optkit.data import ImageFolder, ValTransform
-
-    model = classifier(code_dir).train()
-    data = ImageFolder(tiny_data / "train", ValTransform(IMGSZ, mean=(0, 0, 0), std=(1, 1, 1)), classes=NAMES)
-    x = torch.stack([data[i][0] for i in range(len(data))])
-    y = torch.tensor([data[i][1] for i in range(len(data))])
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        idx = torch.randperm(len(y), generator=g)[:32]
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return ultralytics_file(model.eval(), tmp_path / "cls.pt", "stripped", task="classify")
 
 
 def test_val_classifier_and_export_preprocess(cli, trained_classifier, tiny_data, code_dir, tmp_path):

@@ -33,7 +33,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from conftest import write_image_folder
+    from image_folders import write_image_folder
 
     return write_image_folder(tmp_path_factory.mktemp("qdq") / "colors", CLASSES, per_class=24)
 

@@ -254,7 +254,7 @@ def builds(monkeypatch) -> list[str]:
 def shared(tmp_path_factory) -> dict[str, Path]:
     """Inputs every case may read (made once per module; each case checks they stay byte-identical):
     a valid checkpoint and four datasets."""
-    from conftest import write_image_folder
+    from image_folders import write_image_folder
 
     root = tmp_path_factory.mktemp("matrix-inputs")
     empty = root / "no-images"  # the checkpoint's classes, but no image files

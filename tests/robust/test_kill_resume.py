@@ -151,7 +151,7 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, Path]:
     """An uninterrupted run of EPOCHS epochs on its own copy of the tiny data: (data, run folder)."""
-    from conftest import write_image_folder
+    from image_folders import write_image_folder
 
     root = tmp_path_factory.mktemp("kill-ref")
     data = write_image_folder(root / "colors", ["blue", "green", "red"], per_class=24)
