@@ -76,13 +76,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         for folder in missing:  # deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None and interrupt is not e:
+            # Ctrl-C inside the writer, which then failed closing the half-written file (torch.save's
+            # zip writer raises "unexpected pos ..."): the interrupt is what happened, say that
+            raise interrupt from None
         raise
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that `error` was raised while handling, if any (or `error` itself)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__context__
+    return None
 
 
 @contextlib.contextmanager

@@ -58,3 +58,32 @@ def test_new_files_get_umask_permissions(tmp_path):
     os.umask(mask)
     atomic_write_text(tmp_path / "x.txt", "x")
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+class _InterruptedFile:
+    """A file whose n-th write raises KeyboardInterrupt, as Ctrl-C does in the middle of torch.save."""
+
+    def __init__(self, f, n: int):
+        self.f, self.n, self.calls = f, n, 0
+
+    def write(self, data):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+@pytest.mark.parametrize("n", [2, 8, 30, 55, 70])  # of 74 writes; most become RuntimeError in torch
+def test_ctrl_c_inside_torch_save_is_reported_as_an_interrupt(tmp_path, n):
+    """torch's zip writer turns an interrupt into RuntimeError('unexpected pos ...') while closing;
+    atomic writes re-raise the KeyboardInterrupt, so commands say 'interrupted', not a crash."""
+    import torch
+
+    state = {f"w{i}": torch.randn(64, 64) for i in range(8)}
+    target = tmp_path / "x.pt"
+    with pytest.raises(KeyboardInterrupt), atomic_open(target) as f:
+        torch.save(state, _InterruptedFile(f, n))
+    assert os.listdir(tmp_path) == []
