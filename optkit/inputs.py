@@ -108,7 +108,7 @@ class ModelInput:
             from optkit.foreign.checkpoint import save_foreign
 
             return save_foreign(
-                self._with_lineage(self.foreign.with_module(model), stage, args, metrics), target
+                self.with_lineage(self.foreign.with_module(model), stage, args, metrics), target
             )
         if self.ckpt is None:
             raise ConfigError(_script_refusal(self.path, stage))
@@ -122,7 +122,7 @@ class ModelInput:
             from optkit.foreign.checkpoint import save_foreign
 
             dropped = self.foreign.dropped_parts()
-            obj = self._with_lineage(
+            obj = self.with_lineage(
                 self.foreign.stripped(half), "strip", {"half": half}, {"dropped": dropped}
             )
             return save_foreign(obj, target), dropped
@@ -134,7 +134,7 @@ class ModelInput:
         stripped.add_lineage("strip", {"half": half, "source": str(self.path)}, {"dropped": dropped})
         return save_checkpoint(stripped, target), dropped
 
-    def _with_lineage(self, obj: Any, stage: str, args: dict, metrics: dict | None) -> Any:
+    def with_lineage(self, obj: Any, stage: str, args: dict, metrics: dict | None) -> Any:
         """A foreign dict gains (or extends) an `optkit_lineage` list; other keys are left as they are."""
         from optkit.checkpoint import Checkpoint
 

@@ -119,7 +119,7 @@ def _save_foreign(src, fused, qmodel, target, args: dict, metrics: dict) -> None
         raise ConfigError(f"{src.path} is a bare pickled module: there is no place to store the quantizers")
     obj["modelopt_state"] = mto.modelopt_state(qmodel)
     obj["modelopt_weights"] = state_dict_cpu(qmodel)
-    save_foreign(src._with_lineage(obj, "ptq-calibrate", args, metrics), target)
+    save_foreign(src.with_lineage(obj, "ptq-calibrate", args, metrics), target)
 
 
 @dataclass
