@@ -94,9 +94,11 @@ def _modelopt_config(config: QuantConfig) -> dict:
 
 def quantizers(model: nn.Module) -> dict[str, nn.Module]:
     """The enabled TensorQuantizers by name (`<layer>.input_quantizer`, `<layer>.weight_quantizer`)."""
-    from modelopt.torch.quantization.nn import TensorQuantizer
+    return {n: m for n, m in model.named_modules() if _is_quantizer(m) and m.is_enabled}
 
-    return {n: m for n, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled}
+
+def _is_quantizer(module: nn.Module) -> bool:
+    return type(module).__name__ == "TensorQuantizer"
 
 
 def quantized_layers(model: nn.Module) -> list[str]:
@@ -106,7 +108,7 @@ def quantized_layers(model: nn.Module) -> list[str]:
 
 
 def is_quantized(model: nn.Module) -> bool:
-    return any(type(m).__name__ == "TensorQuantizer" for m in model.modules())
+    return any(_is_quantizer(m) for m in model.modules())
 
 
 def calibrate(
@@ -233,6 +235,7 @@ def _modelopt():
         import modelopt.torch.quantization as mtq
     except ImportError as e:  # an install without the quantization extra
         raise QuantError(
-            f"nvidia-modelopt is needed for quantization and could not be imported ({e})"
+            f"quantization needs nvidia-modelopt, which could not be imported ({e}); "
+            "install it with: pip install 'optkit[quant]'"
         ) from None
     return mtq
