@@ -159,3 +159,15 @@ def test_cli_refuses_quantized_input(cli, tmp_path, tiny_data):
 def test_cli_needs_data(cli, tmp_path):
     r = cli("ptq-calibrate", _float_ckpt(tmp_path))
     assert r.code == 2 and "--data" in r.err
+
+
+def test_cli_without_modelopt_says_what_to_install(cli, tmp_path, tiny_data, monkeypatch):
+    import sys
+
+    src = _float_ckpt(tmp_path)
+    for name in [m for m in sys.modules if m == "modelopt" or m.startswith("modelopt.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "modelopt", None)  # `import modelopt...` raises ImportError
+    r = cli("ptq-calibrate", src, "--data", tiny_data, "--num-images", "8")
+    assert r.code == 1 and "pip install 'optkit[quant]'" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "float-int8.pt").exists()
