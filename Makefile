@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/prune.py
 	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/quant.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check optkit tests benchmarks
