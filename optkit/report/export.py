@@ -49,11 +49,13 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
             f"{len(q['quantized_layers'])} layers with int8 weights, "
             f"{q['quantized_tensors']} activations with Q/DQ",
         ),
-        ("kept float", ", ".join(q["float_layers"]) or "none"),
+        ("kept float", "; ".join(f"{name} ({why})" for name, why in q["float_layers"].items()) or "none"),
         ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
         ("ORT int8 ops", _ops(cov["int8_ops"])),
         ("ORT float ops", _ops(cov["float_ops"]) or "none"),
     ]
+    if q.get("silu_units"):
+        rows.append(("SiLU", f"{q['silu_units']} Sigmoid·Mul pairs run as one QuickGelu between Q/DQ"))
     if cov["float_layer_names"]:
         rows.append(("ORT float layers", ", ".join(cov["float_layer_names"][:8])))
     if q.get("unranged_tensors"):
