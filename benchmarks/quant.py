@@ -196,11 +196,23 @@ def conv_coverage(path: Path, fp32: Path, float_layers: dict | None) -> dict:
 # ----------------------------------------------------------------------------------------- artifacts
 
 
-def demo_checkpoint() -> Path:
-    if not DEMO_BEST.exists():
-        err().print(f"{DEMO_BEST} missing: training the demo model first")
-        optkit(*DEMO_TRAIN)
-    return DEMO_BEST
+def demo_checkpoint(path: Path) -> tuple[Path, dict]:
+    """The demo model at `path` (<project>/<name>/weights/best.pt), trained there first if missing; and
+    what identifies it (others may retrain runs/demo while this runs: the JSON says which file it was)."""
+    from optkit.checkpoint import load_checkpoint
+    from optkit.stages.export import sha256_file
+
+    if not path.exists():
+        err().print(f"{path} missing: training the demo model first")
+        where = ["--project", str(path.parents[2]), "--name", path.parents[1].name]
+        optkit(*DEMO_TRAIN[: DEMO_TRAIN.index("--project")], *where, "--exist-ok")
+    ckpt = load_checkpoint(path)
+    return path, {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "epoch": ckpt.epoch,
+        "metrics": ckpt.metrics,
+    }
 
 
 def speed_dataset(folder: Path) -> Path:
@@ -322,7 +334,7 @@ def speed_row(label: str, imgsz: int, target: float | None, made: dict, args) ->
 
 
 def qat_label(s: dict) -> str:
-    from optkit.quant.qat import QAT_LR0
+    from optkit.quant.config import QAT_LR0
 
     lr = f"{QAT_LR0:g} (default)" if s["lr0"] is None else f"{s['lr0']:g}"
     distill = "distill" if s["distill"] else "no distill"
@@ -524,6 +536,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=20, help="runs per session before timing")
     p.add_argument("--speed-images", type=int, default=128, help="calibration images, random-init models")
     p.add_argument("--peer-no-preprocess", action="store_true", help="skip quant_pre_process for the peer")
+    p.add_argument("--demo", default=str(DEMO_BEST), help="the demo model's best.pt (trained if missing)")
     p.add_argument("--keep", default=None, help="keep the artifacts in this folder (default: a temp folder)")
     p.add_argument("--out", default="results/quant.json")
     args = p.parse_args()
@@ -537,7 +550,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="optkit-bench-quant-") as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        demo_made = quantized_files(folder, demo_checkpoint(), DATA, demo_images, None, args)
+        demo_pt, demo_id = demo_checkpoint(Path(args.demo))
+        demo_made = quantized_files(folder, demo_pt, DATA, demo_images, None, args)
         small = str(speed_dataset(folder))
         made = [
             (
@@ -551,7 +565,8 @@ def main() -> int:
         ]
         made.append(("demo yolo-cls-n silu", 64, None, demo_made))
         rows = [speed_row(*item, args) for item in made]  # before QAT, which takes most of the run
-        demo = demo_accuracy(folder, demo_made, args) | {"ptq_images": demo_images, "ptq": demo_made["ptq"]}
+        demo = demo_accuracy(folder, demo_made, args)
+        demo |= {"checkpoint": demo_id, "ptq_images": demo_images, "ptq": demo_made["ptq"]}
     tables(demo, rows, args.quick)
     record = {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
