@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from optkit.cli import options as o
-from optkit.quant.config import QAT_EPOCHS, QAT_LR0, QAT_WARMUP
+from optkit.quant.config import QAT_DISTILL, QAT_EPOCHS, QAT_LR0, QAT_WARMUP
 
 
 def qat(
@@ -16,8 +16,11 @@ def qat(
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs.")] = QAT_EPOCHS,
     batch_size: o.BatchSize = 64,
     distill: Annotated[
-        bool, typer.Option("--distill", help="Add KL divergence to the float model's outputs to the loss.")
-    ] = False,
+        bool,
+        typer.Option(
+            "--distill/--no-distill", help="KL divergence to the float model's outputs in the loss."
+        ),
+    ] = QAT_DISTILL,
     temperature: Annotated[float, typer.Option("--temperature", help="Distillation temperature.")] = 1.0,
     optimizer: Annotated[str, typer.Option("--optimizer", help="SGD, Adam, AdamW or RMSProp.")] = "AdamW",
     lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = QAT_LR0,

@@ -88,10 +88,17 @@ def run_qat(req: QatRequest, progress=None) -> dict:
     result = trainer.run()
     n = req.num_images or _ptq_images(ckpt)
     ranges_s = _refresh_ranges(result.best, spec, n)
+    notes = []
+    if result.best_top1 < before["ptq_top1"]:
+        notes.append(
+            f"QAT's best epoch is below the PTQ input ({result.best_top1:.2%} < "
+            f"{before['ptq_top1']:.2%}): keep {req.weights}, or try a lower --lr0"
+        )
     return {
         "source": req.weights,
         **result.as_dict(),
         **before,
+        "notes": result.notes + notes,
         "qat_top1": result.best_top1,
         "distill": req.distill,
         "ranges_s": ranges_s,

@@ -72,4 +72,5 @@ def print_qat(r: dict) -> None:
         ("loss", "cross-entropy + KL to the float model" if r["distill"] else "cross-entropy"),
         ("time", f"{r['seconds']:.1f} s, {r['epochs_run']} epochs"),
     ]
+    rows += [("note", note) for note in r.get("notes", [])]
     out().print(kv_table(f"optkit qat  {r['source']}", rows))
