@@ -51,7 +51,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/prune.py
-	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/profile_overhead.py
 	$(BIN)/python benchmarks/quant.py
 
 lint: $(STAMP)

@@ -27,11 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-# benchmarks/profile.py would shadow the standard library's `profile` (torch._dynamo, imported by
-# ModelOpt, needs cProfile): this script's folder must not be first on the import path
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 from optkit.io import atomic_write_text
 from optkit.report.console import err, out
 
