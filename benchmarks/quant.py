@@ -59,15 +59,15 @@ SPEED_MODELS = [
 ]
 SPEED_VAL_PER_CLASS = 16  # val images per class in the random-init models' dataset folder
 DEMO_PTQ_IMAGES = 512
-# QAT's best.pt fails export's default onnxruntime parity check (0.1) on random inputs (0.144 measured):
-# exported with this tolerance and also compared on val images (both figures go to the JSON)
+# QAT checkpoints differ more from their fake-quant model on random inputs (0.144 measured, the default
+# onnxruntime tolerance is 0.25): exported with this tolerance and also compared on val images (both in the JSON)
 QAT_EXPORT_ATOL = 0.3
 RANDOM_INIT_ATOL = 10.0  # export parity tolerance: random-init logits are tiny (relative error is large)
 # QAT: the issue's command, then the settings --qat-sweep adds (None: the qat CLI's default)
 QAT_MAIN = {"epochs": 2, "lr0": None, "distill": True, "fraction": 0.5}
 QAT_SWEEP = [
     {"epochs": 3, "lr0": None, "distill": True, "fraction": 0.5},
-    {"epochs": 2, "lr0": 1e-4, "distill": True, "fraction": 0.5},
+    {"epochs": 2, "lr0": 5e-4, "distill": True, "fraction": 0.5},
     {"epochs": 2, "lr0": 5e-4, "distill": False, "fraction": 0.5},
     {"epochs": 2, "lr0": None, "distill": True, "fraction": 1.0},
 ]
@@ -339,7 +339,7 @@ def qat_label(s: dict) -> str:
 def qat_top1(folder: Path, int8_pt: Path, setting: dict, index: int) -> dict:
     args = ["qat", str(int8_pt), "--data", DATA, "--epochs", str(setting["epochs"]), "--cache"]
     args += ["--fraction", str(setting["fraction"]), "--project", str(folder / "qat"), "--name", f"s{index}"]
-    args += ["--distill"] if setting["distill"] else []
+    args += ["--distill" if setting["distill"] else "--no-distill"]
     args += ["--lr0", str(setting["lr0"])] if setting["lr0"] is not None else []
     t0 = time.perf_counter()
     r = optkit(*args)
