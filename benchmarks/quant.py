@@ -60,7 +60,7 @@ SPEED_MODELS = [
 SPEED_VAL_PER_CLASS = 16  # val images per class in the random-init models' dataset folder
 DEMO_PTQ_IMAGES = 512
 # QAT checkpoints differ more from their fake-quant model on random inputs (0.144 measured, the default
-# onnxruntime tolerance is 0.25): exported with this tolerance and also compared on val images (both in the JSON)
+# onnxruntime tolerance is 0.25): exported with this tolerance, also compared on val images (both in the JSON)
 QAT_EXPORT_ATOL = 0.3
 RANDOM_INIT_ATOL = 10.0  # export parity tolerance: random-init logits are tiny (relative error is large)
 # QAT: the issue's command, then the settings --qat-sweep adds (None: the qat CLI's default)
