@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from optkit.cli import options as o
+from optkit.quant.config import QuantConfig
 
 
 def ptq_calibrate(
@@ -17,7 +18,7 @@ def ptq_calibrate(
     num_images: Annotated[int, typer.Option("--num-images", help="Calibration images.")] = 512,
     method: Annotated[
         str, typer.Option("--method", help="Activation ranges: max, percentile, entropy or mse.")
-    ] = "percentile",
+    ] = QuantConfig.method,
     percentile: Annotated[float, typer.Option("--percentile", help="For --method percentile.")] = 99.99,
     per_tensor: Annotated[
         bool, typer.Option("--per-tensor", help="One weight scale per layer (default: per channel).")

@@ -21,7 +21,10 @@ MAX_IMAGES = 100_000  # calibration images: more is never needed and would only 
 
 @dataclass
 class QuantConfig:
-    method: str = "percentile"  # how activation ranges (amax) are chosen from the calibration data
+    # how activation ranges (amax) are chosen. mse: on the demo model INT8 ONNX top-1 96.63% (= ORT's
+    # quantize_static) with the best output SQNR (31.2 dB); max 96.63% (28.7 dB), percentile 96.50%,
+    # entropy 96.25%
+    method: str = "mse"
     percentile: float = 99.99  # for method "percentile": the |x| percentile kept unclipped
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     skip: list[str] = field(default_factory=list)  # module names kept in float
