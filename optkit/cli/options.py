@@ -39,3 +39,22 @@ ModelName = Annotated[
     str | None,
     typer.Option("--model", help="Load a plain state_dict file into this zoo model (see optkit models)."),
 ]
+
+# The trainer's options, shared by `optkit train` and `optkit qat` (each command sets its own defaults)
+Epochs = Annotated[int, typer.Option("--epochs", help="Total epochs.")]
+Optimizer = Annotated[str, typer.Option("--optimizer", help="SGD, Adam, AdamW or RMSProp.")]
+Lr0 = Annotated[float, typer.Option("--lr0", help="Initial learning rate.")]
+Lrf = Annotated[float, typer.Option("--lrf", help="Final learning rate as a fraction of lr0.")]
+Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum / Adam beta1.")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay at a batch of 64.")]
+WarmupEpochs = Annotated[float, typer.Option("--warmup-epochs", help="Warm-up length (>= 100 iterations).")]
+LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Label smoothing.")]
+Patience = Annotated[int, typer.Option("--patience", help="Stop after N epochs without improvement.")]
+Freeze = Annotated[int, typer.Option("--freeze", help="Freeze the first N top-level blocks.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for order, augmentation and init.")]
+Fraction = Annotated[float, typer.Option("--fraction", help="Train on this fraction of the train split.")]
+Cache = Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")]
+Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")]
+Project = Annotated[str, typer.Option("--project", help="Parent folder of runs.")]
+Name = Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")]
+ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")]

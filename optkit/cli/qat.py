@@ -13,7 +13,7 @@ from optkit.quant.config import QAT_DISTILL, QAT_EPOCHS, QAT_LR0, QAT_WARMUP
 def qat(
     weights: Annotated[str, typer.Argument(help="A quantized checkpoint from optkit ptq-calibrate.")],
     data: o.Data = "builtin:shapes",
-    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs.")] = QAT_EPOCHS,
+    epochs: o.Epochs = QAT_EPOCHS,
     batch_size: o.BatchSize = 64,
     distill: Annotated[
         bool,
@@ -22,35 +22,31 @@ def qat(
         ),
     ] = QAT_DISTILL,
     temperature: Annotated[float, typer.Option("--temperature", help="Distillation temperature.")] = 1.0,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="SGD, Adam, AdamW or RMSProp.")] = "AdamW",
-    lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = QAT_LR0,
-    lrf: Annotated[float, typer.Option("--lrf", help="Final learning rate as a fraction of lr0.")] = 0.01,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum / Adam beta1.")] = 0.9,
-    weight_decay: Annotated[
-        float, typer.Option("--weight-decay", help="Weight decay at a batch of 64.")
-    ] = 5e-4,
+    optimizer: o.Optimizer = "AdamW",
+    lr0: o.Lr0 = QAT_LR0,
+    lrf: o.Lrf = 0.01,
+    momentum: o.Momentum = 0.9,
+    weight_decay: o.WeightDecay = 5e-4,
     cos_lr: Annotated[
         bool, typer.Option("--cos-lr/--linear-lr", help="Cosine (default) or linear decay.")
     ] = True,
-    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Warm-up length.")] = QAT_WARMUP,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing.")] = 0.0,
-    patience: Annotated[
-        int, typer.Option("--patience", help="Stop after N epochs without improvement.")
-    ] = 50,
-    freeze: Annotated[int, typer.Option("--freeze", help="Freeze the first N top-level blocks.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for order and augmentation.")] = 0,
+    warmup_epochs: o.WarmupEpochs = QAT_WARMUP,
+    label_smoothing: o.LabelSmoothing = 0.0,
+    patience: o.Patience = 50,
+    freeze: o.Freeze = 0,
+    seed: o.Seed = 0,
     device: o.Device = "",
     workers: o.Workers = None,
-    fraction: Annotated[float, typer.Option("--fraction", help="Train on this fraction of the split.")] = 1.0,
-    cache: Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")] = False,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    fraction: o.Fraction = 1.0,
+    cache: o.Cache = False,
+    amp: o.Amp = True,
     num_images: Annotated[
         int | None,
         typer.Option("--num-images", help="Images to re-measure ONNX ranges on (default: as ptq-calibrate)."),
     ] = None,
-    project: Annotated[str, typer.Option("--project", help="Parent folder of runs.")] = "runs/qat",
-    name: Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")] = "exp",
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")] = False,
+    project: o.Project = "runs/qat",
+    name: o.Name = "exp",
+    exist_ok: o.ExistOk = False,
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:

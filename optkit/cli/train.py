@@ -20,7 +20,7 @@ def train(
         str | None, typer.Option("--resume", help="Continue an interrupted run from its last.pt.")
     ] = None,
     data: o.Data = "builtin:shapes",
-    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs.")] = 10,
+    epochs: o.Epochs = 10,
     imgsz: o.Imgsz = None,
     batch_size: Annotated[
         int,
@@ -37,36 +37,28 @@ def train(
     model_opt: Annotated[
         list[str] | None, typer.Option("--model-opt", help="Other model option KEY=VALUE (repeatable).")
     ] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="SGD, Adam, AdamW or RMSProp.")] = "AdamW",
-    lr0: Annotated[float, typer.Option("--lr0", help="Initial learning rate.")] = 0.001,
-    lrf: Annotated[float, typer.Option("--lrf", help="Final learning rate as a fraction of lr0.")] = 0.01,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum / Adam beta1.")] = 0.9,
-    weight_decay: Annotated[
-        float, typer.Option("--weight-decay", help="Weight decay at a batch of 64.")
-    ] = 5e-4,
+    optimizer: o.Optimizer = "AdamW",
+    lr0: o.Lr0 = 0.001,
+    lrf: o.Lrf = 0.01,
+    momentum: o.Momentum = 0.9,
+    weight_decay: o.WeightDecay = 5e-4,
     cos_lr: Annotated[bool, typer.Option("--cos-lr", help="Cosine instead of linear lr decay.")] = False,
-    warmup_epochs: Annotated[
-        float, typer.Option("--warmup-epochs", help="Warm-up length (>= 100 iterations).")
-    ] = 1.0,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing.")] = 0.0,
-    patience: Annotated[
-        int, typer.Option("--patience", help="Stop after N epochs without improvement.")
-    ] = 50,
-    freeze: Annotated[int, typer.Option("--freeze", help="Freeze the first N top-level blocks.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for order, augmentation and init.")] = 0,
+    warmup_epochs: o.WarmupEpochs = 1.0,
+    label_smoothing: o.LabelSmoothing = 0.0,
+    patience: o.Patience = 50,
+    freeze: o.Freeze = 0,
+    seed: o.Seed = 0,
     device: o.Device = "",
     workers: o.Workers = None,
-    fraction: Annotated[
-        float, typer.Option("--fraction", help="Train on this fraction of the train split.")
-    ] = 1.0,
-    cache: Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")] = False,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    fraction: o.Fraction = 1.0,
+    cache: o.Cache = False,
+    amp: o.Amp = True,
     sync_bn: Annotated[
         bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all GPUs (CUDA).")
     ] = False,
-    project: Annotated[str, typer.Option("--project", help="Parent folder of runs.")] = "runs/train",
-    name: Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")] = "exp",
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")] = False,
+    project: o.Project = "runs/train",
+    name: o.Name = "exp",
+    exist_ok: o.ExistOk = False,
     stop_after: Annotated[
         int | None,
         typer.Option("--stop-after", help="Stop this run after N epochs; finish later with --resume."),
