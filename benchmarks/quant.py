@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ort_timing import alternating_timings
+
 from optkit.io import atomic_write_text
 from optkit.report.console import err, out
 
@@ -266,37 +268,8 @@ def quantized_files(folder: Path, pt: Path, data: str, num_images: int, atol: fl
 # -------------------------------------------------------------------------------------------- timing
 
 
-def timings(files: dict, imgsz: int, args) -> dict:
-    """{name: per-round median ms}: files alternate within every round, so all see the same load."""
-    import numpy as np
-    import onnxruntime as ort
-
-    x = np.random.default_rng(0).standard_normal((1, 3, imgsz, imgsz)).astype(np.float32)
-    sessions = {}
-    for name, path in files.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {s.get_inputs()[0].name: x}
-        for _ in range(args.warmup):
-            s.run(None, feed)
-        sessions[name] = (s, feed)
-    per_round: dict[str, list[float]] = {name: [] for name in files}
-    for _ in range(args.rounds):
-        for name, (s, feed) in sessions.items():
-            times = []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                times.append((time.perf_counter() - t0) * 1e3)  # s to ms
-            per_round[name].append(statistics.median(times))
-    return per_round
-
-
 def speed_row(label: str, imgsz: int, target: float | None, made: dict, args) -> dict:
-    per_round = timings(made["files"], imgsz, args)
+    per_round = alternating_timings(made["files"], imgsz, THREADS, args.rounds, args.runs, args.warmup)
     med = {k: statistics.median(v) for k, v in per_round.items()}
 
     def paired(a: str, b: str) -> float:  # median over rounds of a's time / b's time

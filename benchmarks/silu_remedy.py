@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ort_timing import alternating_timings
+
 from optkit.io import atomic_write_text
 from optkit.report.console import err, out
 
@@ -188,37 +190,6 @@ def _copy_metadata(src: Path, dst: Path) -> None:
         onnx.save(model, str(dst))
 
 
-def timings(files: dict, imgsz: int, threads: int, rounds: int, runs: int) -> dict:
-    """{name: per-round median ms}, files alternating within every round."""
-    import time
-
-    import numpy as np
-    import onnxruntime as ort
-
-    x = np.random.default_rng(0).standard_normal((1, 3, imgsz, imgsz)).astype(np.float32)
-    sessions = {}
-    for name, path in files.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {s.get_inputs()[0].name: x}
-        for _ in range(5):  # warm-up
-            s.run(None, feed)
-        sessions[name] = (s, feed)
-    per_round: dict[str, list[float]] = {name: [] for name in files}
-    for _ in range(rounds):
-        for name, (s, feed) in sessions.items():
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                times.append((time.perf_counter() - t0) * 1e3)  # s to ms
-            per_round[name].append(statistics.median(times))
-    return per_round
-
-
 def summarize(per_round: dict) -> dict:
     base = per_round["fp32"]
     return {
@@ -251,7 +222,7 @@ def measure(folder: Path, label: str, pt: Path, imgsz: int, args, with_accuracy:
         "threads": {},
     }
     for threads in args.threads:
-        per_round = timings(files, imgsz, threads, args.rounds, args.runs)
+        per_round = alternating_timings(files, imgsz, threads, args.rounds, args.runs, warmup=5)
         row["threads"][str(threads)] = {"rounds_ms": per_round, "summary": summarize(per_round)}
         s = row["threads"][str(threads)]["summary"]
         err().print(

@@ -328,21 +328,13 @@ def parity_images(
     """Batches of up to `limit` val images of dataset `data`, spread evenly over the split, preprocessed as
     in validation. The dataset and its classes are checked now; images are read while iterating."""
     from optkit.data import ImageFolder, ValTransform, resolve_data
+    from optkit.data.subset import evenly_spaced, image_batches
     from optkit.measure.validate import check_classes
 
     spec = resolve_data(data)
     check_classes(spec, names)
     dataset = ImageFolder(spec.val_dir, ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"]))
-    n = len(dataset)
-    take = [round(i * n / limit) for i in range(limit)] if n > limit else list(range(n))
-    return _batches(dataset, take, batch)
-
-
-def _batches(dataset, indices: list[int], batch: int) -> Iterator[torch.Tensor]:
-    import torch
-
-    for i in range(0, len(indices), batch):
-        yield torch.stack([dataset[j][0] for j in indices[i : i + batch]])
+    return image_batches(dataset, evenly_spaced(len(dataset), limit), batch)
 
 
 # --- exporting ------------------------------------------------------------------------------------
