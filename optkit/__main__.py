@@ -2,7 +2,7 @@
 
 import sys
 
-from optkit.cli.app import main
+from optkit.cli.app import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -75,6 +75,14 @@ for _name, _target in COMMANDS.items():
     app.command(_name)(_checked(_name, getattr(importlib.import_module(_module), _func)))
 
 
+def run() -> int:
+    """The `optkit` program (console script and `python -m optkit`): main(), then the exit a
+    torchrun process needs (see optkit.train.distributed.end_process)."""
+    from optkit.train.distributed import end_process
+
+    return end_process(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of raising (tests call this in-process)."""
     from optkit.errors import OptkitError

@@ -169,6 +169,23 @@ def test_sync_bn_on_cpu_is_refused(cli, tiny_data, tmp_path, monkeypatch, world)
     ]
 
 
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_process_that_joined_a_group_skips_the_interpreter_shutdown(joined):
+    """After a process group, end_process flushes the output and leaves with os._exit: gloo's worker
+    threads are still alive then and can abort a shutting-down interpreter (SIGABRT, failed torchrun)."""
+    program = (
+        "import atexit, sys\n"
+        "from optkit.train import distributed\n"
+        f"distributed._GROUP_STARTED = {joined}\n"
+        "atexit.register(lambda: print('shutdown ran'))\n"
+        "print('summary', end='')\n"
+        "sys.exit(distributed.end_process(3))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert r.stdout == ("summary" if joined else "summaryshutdown ran\n")
+
+
 # ---- real torchrun runs --------------------------------------------------------------------
 @pytest.mark.slow
 def test_torchrun_train_matches_one_process_and_resumes(cli, tmp_path, tiny_data):
