@@ -26,6 +26,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "finetune_epochs": (0, 100_000),
     "num_classes": (1, MAX_CLASSES),
     "num_images": (1, 10_000_000),  # calibration images
+    "val_images": (1, 10_000_000),  # images compared after calibration
     "threads": (1, 1024),
     "runs": (1, 1_000_000),  # timed passes
     "warmup": (0, 1_000_000),  # untimed passes

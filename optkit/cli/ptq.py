@@ -16,6 +16,13 @@ def ptq_calibrate(
         str, typer.Option("--data", help="Calibration images (train split) and accuracy (val split).")
     ],
     num_images: Annotated[int, typer.Option("--num-images", help="Calibration images.")] = 512,
+    val_images: Annotated[
+        int | None,
+        typer.Option(
+            "--val-images",
+            help="Val images for the float vs INT8 comparison (default: all; a subset spans every class).",
+        ),
+    ] = None,
     method: Annotated[
         str, typer.Option("--method", help="Activation ranges: max, percentile, entropy or mse.")
     ] = QuantConfig.method,
@@ -69,6 +76,7 @@ def ptq_calibrate(
         weights=weights,
         data=data,
         num_images=num_images,
+        val_images=val_images,
         quant=QuantConfig(
             method=method, percentile=percentile, per_channel=not per_tensor, skip=list(skip or [])
         ),

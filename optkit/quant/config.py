@@ -40,7 +40,7 @@ class QuantConfig:
         return asdict(self)
 
 
-def check_num_images(n: int) -> int:
+def check_num_images(n: int, option: str = "--num-images") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
-        raise ConfigError(f"--num-images must be in [1, {MAX_IMAGES}], got {n!r}")
+        raise ConfigError(f"{option} must be in [1, {MAX_IMAGES}], got {n!r}")
     return n

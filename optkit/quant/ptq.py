@@ -27,6 +27,7 @@ class PtqRequest:
     weights: str
     data: str
     num_images: int = 512
+    val_images: int | None = None  # val images the float/INT8 comparison runs on; None: the whole split
     quant: QuantConfig = field(default_factory=QuantConfig)
     sensitivity: bool = False
     sensitivity_metric: str = "sqnr"
@@ -43,6 +44,8 @@ class PtqRequest:
 
         self.quant.validate()
         check_num_images(self.num_images)
+        if self.val_images is not None:
+            check_num_images(self.val_images, "--val-images")
         if self.sensitivity_metric not in METRICS:
             raise ConfigError(
                 f"--sensitivity-metric must be one of {', '.join(METRICS)}, got {self.sensitivity_metric!r}"
@@ -149,7 +152,7 @@ def _images(src, req: PtqRequest) -> _Images:
     names = list(src.names) if classify else list(spec.names)  # the folders to read
     pre = src.preprocess or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     calib = _calibration_batches(spec, names, src.imgsz, pre, req)
-    return _Images(calib, _val_batches(spec, names, src.imgsz, pre), classify)
+    return _Images(calib, _val_batches(spec, names, src.imgsz, pre, req.val_images), classify)
 
 
 def _float_model(src, req: PtqRequest, images: _Images, result: dict):
@@ -213,17 +216,20 @@ def _calibration_batches(spec, names: list[str], imgsz: int, preprocess: dict, r
     return batches
 
 
-def _val_batches(spec, names: list[str], imgsz: int, preprocess: dict) -> list:
-    """The whole val split as (images, labels) batches, decoded once (it is run many times)."""
+def _val_batches(spec, names: list[str], imgsz: int, preprocess: dict, limit: int | None) -> list:
+    """The val split (or `limit` images spread evenly over it, so every class of the class-sorted
+    folder is in) as (images, labels) batches, decoded once (they are run many times)."""
     import torch
 
     from optkit.data import ImageFolder, ValTransform
+    from optkit.data.subset import evenly_spaced
 
     transform = ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"])
     dataset = ImageFolder(spec.val_dir, transform, classes=names)
+    indices = evenly_spaced(len(dataset), limit or len(dataset))
     batches = []
-    for i in range(0, len(dataset), 128):
-        items = [dataset[j] for j in range(i, min(i + 128, len(dataset)))]
+    for i in range(0, len(indices), 128):
+        items = [dataset[j] for j in indices[i : i + 128]]
         batches.append((torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])))
     return batches
 

@@ -131,6 +131,23 @@ def test_cli_ptq_calibrate(cli, tmp_path, tiny_data):
     assert table.code == 0 and "Per-layer sensitivity" in table.out and "model.0.conv" in table.out
 
 
+def test_val_images_compares_on_a_subset_of_every_class(cli, tmp_path, tiny_data):
+    from optkit.data import resolve_data
+    from optkit.quant.ptq import _val_batches
+
+    spec = resolve_data(str(tiny_data))
+    pre = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    whole = _val_batches(spec, CLASSES, 32, pre, None)
+    subset = _val_batches(spec, CLASSES, 32, pre, 6)
+    assert sum(len(y) for _, y in whole) == 18 and sorted(torch.cat([y for _, y in subset]).tolist()) == [
+        0, 0, 1, 1, 2, 2
+    ]  # fmt: skip
+    r = cli("ptq-calibrate", _float_ckpt(tmp_path), "--data", tiny_data, "--num-images", "8",
+            "--val-images", "6", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.json()["val_images"] == 6
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

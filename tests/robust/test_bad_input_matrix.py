@@ -201,6 +201,7 @@ OPTION_ROWS = [
     # ptq-calibrate
     ("ptq-calibrate", "num-images-negative", [*PTQ, "--num-images", "-5"], 1, "--num-images", True),
     ("ptq-calibrate", "num-images-0", [*PTQ, "--num-images", "0"], 1, "--num-images", True),
+    ("ptq-calibrate", "val-images-0", [*PTQ, "--val-images", "0"], 1, "--val-images", True),
     ("ptq-calibrate", "batch-0", [*PTQ, "--batch-size", "0"], 1, "--batch-size", True),
     ("ptq-calibrate", "method", [*PTQ, "--method", "nope"], 1, "--method", True),
     ("ptq-calibrate", "class-mismatch", ["ptq-calibrate", "{C}", "--data", "{D2}"], 1, "classes", False),
