@@ -19,7 +19,8 @@ than fp32). So here
 - biases are int32 with scale s_input * s_weight, as QLinearConv needs;
 - SiLU (Sigmoid -> Mul) is written as one `com.microsoft` QuickGelu(alpha=1) with Q/DQ on its input and
   output only (fuse_silu): ONNX Runtime has no int8 SiLU, and one float op between DQ and Q is faster
-  than QLinearSigmoid + QLinearMul (and rounds once less);
+  than QLinearSigmoid + QLinearMul (and rounds once less); its input gets no Q/DQ when its producer is
+  float (the stem below): that pair would only round the largest tensor and cost two passes over it;
 - the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
   rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
   QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
@@ -195,7 +196,10 @@ def _onnxruntime_activations(graph, nodes, layers, ranges, report) -> dict:
     wanted = set(layer_amax)
     for i, node in enumerate(graph.nodes):
         if node.op_type in INT8_OPS:
-            wanted.update(t for t in node.input if graph.is_activation(t))
+            # a float-computed op's input is quantized only where its producer makes it int8 anyway
+            # (a QLinear op's output): after a float stem a Q/DQ pair would just round the tensor twice
+            if node.op_type not in FLOAT_COMPUTE_OPS:
+                wanted.update(t for t in node.input if graph.is_activation(t))
             wanted.update(t for t in node.output if graph.is_activation(t))
         elif i in nodes:
             wanted.update(t for t in node.output if graph.is_activation(t))  # so QLinearConv can form

@@ -138,10 +138,16 @@ def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
         assert "Sigmoid" not in ops and "Mul" not in ops
         quick = [n for n in graph.node if n.op_type == "QuickGelu"]
         assert all(n.domain == MS_DOMAIN and n.attribute[0].f == 1.0 for n in quick)
-        producers = {o: n.op_type for n in graph.node for o in n.output}
+        producers = {o: n for n in graph.node for o in n.output}
         consumers = {i: n.op_type for n in graph.node for i in n.input}
-        for n in quick:  # read from DequantizeLinear, written to QuantizeLinear
-            assert producers[n.input[0]] == "DequantizeLinear" and consumers[n.output[0]] == "QuantizeLinear"
+        for n in quick:  # read from DequantizeLinear (or a float layer: no needless Q/DQ), written to Q
+            source = producers[n.input[0]]
+            assert source.op_type == "DequantizeLinear" or (
+                source.op_type == "Conv" and source.input[1] in _inits(graph)  # a float weight
+            )
+            assert consumers[n.output[0]] == "QuantizeLinear"
+        float_fed = [n for n in quick if producers[n.input[0]].op_type == "Conv"]
+        assert bool(float_fed) == bool(report["float_layers"])  # e.g. the float stem's SiLU
         assert report["coverage"]["float_ops"].get("Sigmoid", 0) == 0
     else:
         assert "QuickGelu" not in ops and report["silu_units"] == 0
