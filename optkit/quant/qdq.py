@@ -21,6 +21,10 @@ than fp32). So here
   output only (fuse_silu): ONNX Runtime has no int8 SiLU, and one float op between DQ and Q is faster
   than QLinearSigmoid + QLinearMul (and rounds once less); its input gets no Q/DQ when its producer is
   float (the stem below): that pair would only round the largest tensor and cost two passes over it;
+- SiLU grids hold only values SiLU can tell apart: its output (a Conv input) is uint8 from SiLU's minimum
+  -0.28 to the calibrated amax (about twice the fake-quant resolution, whose negative half is unused); its
+  input is clipped below where SiLU is within half an output step of 0 and above where the output grid
+  ends (demo model, ONNX output SQNR vs fp32: 27.4 -> 30.4 dB; ONNX Runtime's quantize_static 29.5 dB);
 - the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
   rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
   QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
@@ -66,6 +70,7 @@ INT8_OPS = {
 FLOAT_COMPUTE_OPS = {"QuickGelu"}  # quantized around, but computed in float by ONNX Runtime (no QLinear form)
 SAME_SCALE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize"}
 STEM_REASON = "stem (reads the image, feeds a float op): faster in float on ONNX Runtime CPU"
+SILU_MIN = -0.2785  # min of x * sigmoid(x), at x = -1.2785
 RELU_OPS = {"Relu", "Clip"}  # removable when followed by QuantizeLinear with zero point 0
 
 
@@ -230,15 +235,47 @@ def _params_for(graph, tensor, layer_amax, ranges, done) -> QuantParams | None:
                 else min(amax, graph.clip_max(producer))
             )
             return QuantParams(max(hi, 1e-12) / 255, 0, False)
+        if producer is not None and graph.is_silu(producer) and amax > -SILU_MIN:
+            return _uint8_range(SILU_MIN, amax)  # SiLU >= -0.28: the negative half would be wasted
         return QuantParams(max(amax, 1e-12) / 127, 128, False)
     if lo is None:
         return None
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (exact zero padding)
-    if nonneg:
-        lo = 0.0
+    silu_out = graph.only_feeds_silu(tensor)
+    out = _params_for(graph, silu_out, layer_amax, ranges, done) if silu_out is not None else None
+    if out is not None:  # no codes for inputs whose SiLU the output grid cannot tell apart
+        lo, hi = max(lo, -silu_floor(out.scale)), min(hi, silu_inverse(out.scale * (255 - out.zero_point)))
+    return _uint8_range(0.0 if nonneg else lo, hi)
+
+
+def _uint8_range(lo: float, hi: float) -> QuantParams:
+    """uint8 codes spread over [lo, hi] (lo <= 0 <= hi), 0.0 exactly representable."""
     scale = (hi - lo) / 255 if hi > lo else 1.0
     zero_point = int(min(255, max(0, round(-lo / scale))))
     return QuantParams(scale, zero_point, False)
+
+
+def silu_floor(out_scale: float) -> float:
+    """The c > 1.28 at which |SiLU(-c)| = c * sigmoid(-c) falls to half an output step: SiLU maps every
+    input below -c to within half a step of 0, so clipping its input there costs at most that, and the
+    codes go to the range that matters (pre-SiLU conv outputs often reach -20 or lower)."""
+    import math
+
+    c = 1.2785  # SiLU's minimum; |SiLU(-c)| falls monotonically above it
+    while c < 64 and c / (1 + math.exp(c)) > out_scale / 2:
+        c *= 1.05
+    return c
+
+
+def silu_inverse(y: float) -> float:
+    """The x >= 0 with SiLU(x) = x * sigmoid(x) = y (y >= 0): inputs above it give outputs above y, which
+    the output's QuantizeLinear clips to its top code anyway, so the input range can stop there."""
+    import math
+
+    x = y
+    for _ in range(60):  # x = y / sigmoid(x) converges from below: sigmoid(x) > 1/2 for x > 0
+        x = y * (1 + math.exp(-x))
+    return x
 
 
 def _symmetric_int8(amax: float) -> QuantParams:
@@ -299,6 +336,19 @@ class _Graph:
             and all(self._is_relu(self.nodes[i]) for i in users)
             and tensor not in self.input_names
         )
+
+    def only_feeds_silu(self, tensor: str) -> str | None:
+        """The output of the one SiLU that reads `tensor` and nothing else does."""
+        users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
+        if len(users) != 1 or not self.is_silu(users[0]) or tensor in self.output_names:
+            return None
+        return users[0].output[0]
+
+    @staticmethod
+    def is_silu(node) -> bool:
+        """QuickGelu with alpha 1 (what fuse_silu writes) is x * sigmoid(x)."""
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.702)  # the op's default
+        return node.op_type == "QuickGelu" and alpha == 1.0
 
     def _is_relu(self, node) -> bool:
         return node.op_type == "Relu" or (node.op_type == "Clip" and self.clip_min(node) == 0.0)

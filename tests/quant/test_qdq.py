@@ -16,7 +16,7 @@ from optkit.onnxrt import create_session
 from optkit.quant.config import QuantConfig
 from optkit.quant.onnx_export import ATOL_INT8
 from optkit.quant.ptq import PtqRequest, run_ptq
-from optkit.quant.qdq import MS_DOMAIN, STEM_REASON, fuse_silu
+from optkit.quant.qdq import MS_DOMAIN, SILU_MIN, STEM_REASON, fuse_silu, silu_floor, silu_inverse
 from optkit.stages.export import ExportConfig, export_checkpoint
 
 CLASSES = ["blue", "green", "red"]
@@ -151,6 +151,49 @@ def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
         assert report["coverage"]["float_ops"].get("Sigmoid", 0) == 0
     else:
         assert "QuickGelu" not in ops and report["silu_units"] == 0
+
+
+def _silu(x: float) -> float:
+    return x / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 0.003, 0.02, 0.1, 0.5])
+def test_silu_range_limits(scale):
+    c = silu_floor(scale)  # below -c, SiLU is within half an output step of 0
+    assert abs(_silu(-c)) <= scale / 2 and abs(_silu(-c / 1.06)) > scale / 2  # and not much lower
+    assert all(abs(_silu(x)) <= scale / 2 for x in np.linspace(-c - 50, -c, 200))
+    for y in (scale, 1.0, 7.5, 40.0):
+        assert _silu(silu_inverse(y)) == pytest.approx(y, rel=1e-9)
+    assert min(_silu(x) for x in np.linspace(-3, 0, 30001)) == pytest.approx(SILU_MIN, abs=1e-4)
+
+
+def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
+    """SiLU output (a Conv input): uint8 from SiLU's minimum (-0.28), not from -amax, so about twice the
+    fake-quant resolution; SiLU input: clipped where SiLU is ~0 below and where the output grid ends above."""
+    (_, act, _), _, files = exported
+    if act != "silu":
+        pytest.skip("no SiLU in this case")
+    graph = onnx.load(files["onnxruntime"][0]).graph
+    inits = _inits(graph)
+    q_of = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}  # by the float tensor
+    producer = {n.output[0]: n for n in graph.node}
+
+    def grid(tensor):  # (scale, zero point, lowest value, highest value) of its QuantizeLinear
+        q = q_of[tensor]
+        s, z = (float(numpy_helper.to_array(inits[t])) for t in q.input[1:3])
+        return s, z, -z * s, (255 - z) * s
+
+    checked = 0
+    for node in (n for n in graph.node if n.op_type == "QuickGelu"):
+        s_out, _, lo_out, hi_out = grid(node.output[0])
+        assert SILU_MIN - s_out <= lo_out <= 0  # from SiLU's minimum (or the measured one) up
+        x = node.input[0]
+        if producer[x].op_type == "DequantizeLinear":  # an int8 producer: its Q has the clipped range
+            quantize = producer[producer[x].input[0]]
+            s_in, _, lo_in, hi_in = grid(quantize.input[0])
+            assert lo_in >= -silu_floor(s_out) - s_in and hi_in <= silu_inverse(hi_out) + s_in
+            checked += 1
+    assert checked
 
 
 def test_tensorrt_graph_is_symmetric_int8_and_plain_onnx(exported):
