@@ -194,6 +194,9 @@ def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
             assert lo_in >= -silu_floor(s_out) - s_in and hi_in <= silu_inverse(hi_out) + s_in
             checked += 1
     assert checked
+    # Concat of SiLU outputs and of residual Adds of two SiLU outputs: bounded below by 2 x -0.28
+    concats = [n for n in graph.node if n.op_type == "Concat"]
+    assert concats and all(grid(n.output[0])[2] >= 2 * SILU_MIN - grid(n.output[0])[0] for n in concats)
 
 
 def test_tensorrt_graph_is_symmetric_int8_and_plain_onnx(exported):
