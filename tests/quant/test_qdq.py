@@ -269,3 +269,52 @@ def test_fuse_silu_computes_silu_and_leaves_a_shared_sigmoid_alone():
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
     shared = _silu_graph(extra_reader=True)  # the sigmoid is an output too: not a SiLU to rewrite
     assert fuse_silu(shared) == 0 and [n.op_type for n in shared.graph.node] == ["Sigmoid", "Mul"]
+
+
+def _block_graph() -> onnx.ModelProto:
+    """x -> Conv a -> SiLU -> sa;  x -> Conv b -> SiLU -> sb;  Concat(sa, sa + sb) -> Conv c -> y."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), f"{n}.weight")
+             for n, s in (("a", (4, 4, 1, 1)), ("b", (4, 4, 1, 1)), ("c", (2, 8, 1, 1)))]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "a.weight"], ["ya"]),
+        helper.make_node("Sigmoid", ["ya"], ["ga"]),
+        helper.make_node("Mul", ["ya", "ga"], ["sa"]),
+        helper.make_node("Conv", ["x", "b.weight"], ["yb"]),
+        helper.make_node("Sigmoid", ["yb"], ["gb"]),
+        helper.make_node("Mul", ["yb", "gb"], ["sb"]),
+        helper.make_node("Add", ["sa", "sb"], ["r"]),
+        helper.make_node("Concat", ["sa", "r"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "c.weight"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_silu_lower_bounds_carry_through_add_and_concat():
+    """With wide measured ranges and a large calibrated amax, the grids still start where the graph says
+    values can start: Conv c's input at 2 x SiLU's minimum (Concat of a SiLU and a sum of two)."""
+    from optkit.quant.qdq import LayerQuant, build_qdq
+
+    sizes = (("a", 4.0, 4), ("b", 4.0, 4), ("c", 6.0, 2))  # (layer, input amax, output channels)
+    layers = {n: LayerQuant(amax, np.ones(c, np.float32)) for n, amax, c in sizes}
+    ranges = {"x": (-4.0, 4.0), "ya": (-20.0, 15.0), "yb": (-20.0, 15.0), "sa": (-0.27, 15.0),
+              "sb": (-0.27, 15.0), "r": (-0.5, 30.0), "cat": (-0.5, 30.0), "y": (-50.0, 50.0)}  # fmt: skip
+    model, _ = build_qdq(_block_graph(), layers, ranges, "onnxruntime", float_stem=False)
+    inits = _inits(model.graph)
+    grids = {}
+    for n in (n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ranges):
+        s, z = (float(numpy_helper.to_array(inits[t])) for t in n.input[1:3])
+        grids[n.input[0]] = (-z * s, (255 - z) * s, s)
+    lo, hi, s = grids["cat"]  # a Conv input: calibrated top, bounded bottom (not -6.0)
+    assert lo == pytest.approx(2 * SILU_MIN, abs=s) and hi == pytest.approx(6.0, abs=s)
+    out_step = grids["sa"][2]  # Conv a's output: clipped where SiLU(sa) cannot tell values apart
+    assert grids["ya"][0] == pytest.approx(-silu_floor(out_step), abs=grids["ya"][2])
+    assert grids["ya"][1] == pytest.approx(silu_inverse(grids["sa"][1]), abs=grids["ya"][2])
+    assert grids["ya"][1] - grids["ya"][0] < 0.75 * 35.0  # well inside the measured -20..15
