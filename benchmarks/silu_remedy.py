@@ -217,7 +217,9 @@ def measure(folder: Path, label: str, pt: Path, imgsz: int, args, with_accuracy:
         "label": label,
         "imgsz": imgsz,
         "ptq": made["ptq"],
-        "int8_report": {k: made["int8_report"][k] for k in ("float_layers", "silu_units", "coverage")},
+        "int8_report": {
+            k: made["int8_report"][k] for k in ("float_layers", "silu_form", "silu_timing_ms", "coverage")
+        },
         "bytes": {name: p.stat().st_size for name, p in files.items()},
         "threads": {},
     }

@@ -42,6 +42,14 @@ def export(
             "(symmetric int8). Default: tensorrt with CUDA, else onnxruntime.",
         ),
     ] = None,
+    silu_form: Annotated[
+        str,
+        typer.Option(
+            "--silu-form",
+            help="onnxruntime INT8: SiLU as quickgelu (float op between Q/DQ) or qlinear (QLinearSigmoid + "
+            "QLinearMul); auto times both on this machine and keeps the faster.",
+        ),
+    ] = "auto",
     atol: Annotated[
         float | None,
         typer.Option("--atol", help="Max |Δ| / max |output| allowed (default 1e-4; 1e-2 with --half)."),
@@ -78,6 +86,7 @@ def export(
         check=not no_check,
         atol=atol,
         int8_target=int8_target,
+        silu_form=silu_form,
     )
     config.validate()
     if data is not None and no_check:

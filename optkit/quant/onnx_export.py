@@ -42,17 +42,25 @@ class Int8Plan:
     float_model: nn.Module  # traced: the same weights, quantizers off
     layers: dict  # layer name -> LayerQuant
     ranges: dict  # tensor name -> (min, max)
+    silu_form: str = "auto"  # onnxruntime: the int8 form of SiLU (optkit.quant.silu_form)
     report: dict = field(default_factory=dict)  # filled by rewrite()
 
     def rewrite(self, proto):
+        from optkit.quant import silu_form
         from optkit.quant.qdq import build_qdq
 
-        qdq, report = build_qdq(proto, self.layers, self.ranges, self.target)
+        def build(silu_unit: bool):
+            return build_qdq(proto, self.layers, self.ranges, self.target, silu_unit=silu_unit)
+
+        if self.target == "onnxruntime":
+            qdq, report = silu_form.choose(build, self.silu_form)
+        else:
+            qdq, report = build(False)
         self.report = report.as_dict()
         return qdq
 
 
-def int8_plan(model: nn.Module, entry: dict, target: str) -> Int8Plan:
+def int8_plan(model: nn.Module, entry: dict, target: str, silu_form: str = "auto") -> Int8Plan:
     """The plan for exporting fake-quant `model` (rebuilt from a checkpoint with quantize transform
     `entry`) as a `target` QDQ graph."""
     from optkit.quant.quantizers import onnx_ranges, quantizers
@@ -60,7 +68,7 @@ def int8_plan(model: nn.Module, entry: dict, target: str) -> Int8Plan:
     float_model = copy.deepcopy(model)
     for q in quantizers(float_model).values():
         q.disable()
-    return Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry))
+    return Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry), silu_form)
 
 
 def layer_quants(model: nn.Module) -> dict:

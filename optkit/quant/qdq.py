@@ -97,6 +97,9 @@ class QdqReport:
     float_layers: dict[str, str] = field(default_factory=dict)  # Conv/Gemm left in float -> why
     quantized_tensors: int = 0  # activations that got QuantizeLinear/DequantizeLinear
     silu_units: int = 0  # Sigmoid*Mul pairs written as one QuickGelu(alpha=1)
+    silu_form: str | None = None  # quickgelu or qlinear where the graph has SiLU (optkit.quant.silu_form)
+    silu_count: int = 0  # SiLUs in the graph, in whichever form
+    silu_timing_ms: dict = field(default_factory=dict)  # form -> median ms, when both were timed
     unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
 
     def as_dict(self) -> dict:

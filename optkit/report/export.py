@@ -54,13 +54,24 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
         ("ORT int8 ops", _ops(cov["int8_ops"])),
         ("ORT float ops", _ops(cov["float_ops"]) or "none"),
     ]
-    if q.get("silu_units"):
-        rows.append(("SiLU", f"{q['silu_units']} Sigmoid·Mul pairs run as one QuickGelu between Q/DQ"))
+    if q.get("silu_form"):
+        rows.append(("SiLU", _silu_row(q)))
     if cov["float_layer_names"]:
         rows.append(("ORT float layers", ", ".join(cov["float_layer_names"][:8])))
     if q.get("unranged_tensors"):
         rows.append(("no range", f"{len(q['unranged_tensors'])} tensors left float (no calibrated range)"))
     return rows
+
+
+def _silu_row(q: dict) -> str:
+    form = {
+        "quickgelu": "one float QuickGelu between Q/DQ",
+        "qlinear": "QLinearSigmoid + QLinearMul (uint8)",
+    }[q["silu_form"]]
+    timing = q.get("silu_timing_ms") or {}
+    measured = ", ".join(f"{name} {ms:.3f} ms" for name, ms in timing.items())
+    how = f" (timed here: {measured}; the faster kept)" if timing else " (as asked)"
+    return f"{q['silu_count']} SiLUs as {form}{how}"
 
 
 def _ops(counts: dict) -> str:

@@ -72,6 +72,7 @@ class ExportConfig:
     atol: float | None = None  # max |Δ| / max |output|; None: 1e-4, or 1e-2 with half
     seed: int = 0  # seeds the parity check's random inputs
     int8_target: str | None = None  # quantized checkpoints: "onnxruntime" or "tensorrt" (optkit.quant.qdq)
+    silu_form: str = "auto"  # onnxruntime INT8: auto, quickgelu or qlinear (optkit.quant.silu_form)
 
     def tolerance(self) -> float:
         return self.atol if self.atol is not None else (ATOL_FP16 if self.half else ATOL_FP32)
@@ -93,6 +94,10 @@ class ExportConfig:
                 raise ConfigError(
                     f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}"
                 )
+        if self.silu_form != "auto":
+            from optkit.quant.silu_form import check_form
+
+            check_form(self.silu_form)
         if self.atol is not None and not self.atol > 0:  # `not >`: NaN fails too
             raise ConfigError(f"--atol must be > 0, got {self.atol}")
 
@@ -276,7 +281,7 @@ def _export_int8(model, entry: dict, output, config: ExportConfig, metadata: dic
 
     target = check_target(config.int8_target) or default_target()
     config = replace(config, int8_target=target, atol=config.atol or ATOL_INT8[target])
-    plan = int8_plan(model, entry, target)
+    plan = int8_plan(model, entry, target, config.silu_form)
     metadata = {**metadata, "quantization": {"target": target, **entry.get("config", {})}}
     report = export_onnx(
         plan.float_model, output, config, metadata, images, rewrite=plan.rewrite, reference=model

@@ -70,7 +70,9 @@ def exported(request, data, tmp_path_factory):
     )
     ckpt = load_checkpoint(int8)
     reports = {
-        target: export_checkpoint(ckpt, folder / f"{target}.onnx", ExportConfig(int8_target=target))
+        target: export_checkpoint(  # the SiLU form fixed: auto would time both (tested below)
+            ckpt, folder / f"{target}.onnx", ExportConfig(int8_target=target, silu_form="quickgelu")
+        )
         for target in ("onnxruntime", "tensorrt")
     }
     return request.param, ckpt, {t: (folder / f"{t}.onnx", r) for t, r in reports.items()}
@@ -318,3 +320,35 @@ def test_silu_lower_bounds_carry_through_add_and_concat():
     assert grids["ya"][0] == pytest.approx(-silu_floor(out_step), abs=grids["ya"][2])
     assert grids["ya"][1] == pytest.approx(silu_inverse(grids["sa"][1]), abs=grids["ya"][2])
     assert grids["ya"][1] - grids["ya"][0] < 0.75 * 35.0  # well inside the measured -20..15
+
+
+def test_silu_form_qlinear_and_auto(exported, tmp_path):
+    """qlinear: SiLU as Sigmoid and Mul between Q/DQ (ONNX Runtime's QLinearSigmoid + QLinearMul), stem int8;
+    auto: both graphs timed on this machine, the faster written and reported."""
+    (_, act, _), ckpt, _ = exported
+    if act != "silu":
+        pytest.skip("no SiLU in this case")
+    qlinear = export_checkpoint(
+        ckpt, tmp_path / "q.onnx", ExportConfig(int8_target="onnxruntime", silu_form="qlinear")
+    )
+    ops = [n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node]
+    assert (
+        "QuickGelu" not in ops and ops.count("Sigmoid") == ops.count("Mul") == qlinear.int8["silu_count"] > 0
+    )
+    assert qlinear.int8["silu_form"] == "qlinear" and not qlinear.int8["silu_timing_ms"]
+    assert qlinear.int8["coverage"]["int8_ops"].get("QLinearSigmoid") == qlinear.int8["silu_count"]
+    assert STEM not in qlinear.int8["float_layers"]  # its output feeds int8 ops now
+    auto = export_checkpoint(ckpt, tmp_path / "a.onnx", ExportConfig(int8_target="onnxruntime"))
+    timing = auto.int8["silu_timing_ms"]
+    assert set(timing) == {"quickgelu", "qlinear"} and all(ms > 0 for ms in timing.values())
+    assert auto.int8["silu_form"] == min(timing, key=timing.get)
+    ops = [n.op_type for n in onnx.load(tmp_path / "a.onnx").graph.node]
+    assert ("QuickGelu" in ops) == (auto.int8["silu_form"] == "quickgelu")
+
+
+def test_silu_form_is_checked(cli, tmp_path):
+    r = cli("export", "yolo-cls-n", "--silu-form", "fast")
+    assert (
+        r.code == 1
+        and r.err.strip() == "error: --silu-form must be one of auto, quickgelu, qlinear, got 'fast'"
+    )

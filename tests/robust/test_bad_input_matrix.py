@@ -174,6 +174,7 @@ OPTION_ROWS = [
     ("export", "imgsz-huge", ["export", "{C}", "--imgsz", "100000"], 1, "--imgsz", True),
     ("export", "batch-0", ["export", "{C}", "--batch-size", "0"], 1, "--batch-size", True),
     ("export", "opset", ["export", "{C}", "--opset", "5"], 1, "--opset", True),
+    ("export", "silu-form", ["export", "{C}", "--silu-form", "fast"], 1, "--silu-form", True),
     ("export", "output-pt", ["export", "{C}", "-o", "out.pt"], 1, ".onnx", True),
     ("export", "half-needs-cuda", ["export", "{C}", "--half"], 1, CUDA, True),
     ("export", "class-mismatch", ["export", "{C}", "--data", "{D2}"], 1, "classes", False),
