@@ -31,7 +31,7 @@ from optkit.checkpoint import (
 from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import atomic_write_text
 from optkit.models.imgsz import check_imgsz
-from optkit.train import distributed
+from optkit.train import distributed, interrupt
 from optkit.train.config import TrainConfig
 from optkit.train.results import format_row, next_run_dir, read_results, write_results
 
@@ -71,6 +71,7 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress  # optional callback(event: str, **info) for the CLI's display
         self.dist = dist or distributed.SINGLE  # this process's place under torchrun
+        self.ctrl_c = interrupt.Latch()  # replaced by a live one while epochs run (optkit.train.interrupt)
         self.notes: list[str] = []
         self.prepared = False
 
@@ -299,19 +300,21 @@ class Trainer:
         stopped_early = False
         last_epoch = self.saved_epoch = self.start_epoch - 1  # saved_epoch: what last.pt holds
         try:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                metrics, n_images, seconds = self._epoch(epoch, wdir)
-                images, train_seconds, last_epoch = images + n_images, train_seconds + seconds, epoch
-                if self.stopper.should_stop(epoch):
-                    stopped_early = True
-                    self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
-                    break
-                if self._stop_here(epoch):
-                    self.notes.append(
-                        f"stopped after {cfg.stop_after} epoch(s) as asked; "
-                        f"continue with --resume {wdir / 'last.pt'}"
-                    )
-                    break
+            with interrupt.latch() as self.ctrl_c:
+                for epoch in range(self.start_epoch, cfg.epochs):
+                    metrics, n_images, seconds = self._epoch(epoch, wdir)
+                    self.ctrl_c.check()  # a Ctrl-C Python swallowed during the epoch's writes
+                    images, train_seconds, last_epoch = images + n_images, train_seconds + seconds, epoch
+                    if self.stopper.should_stop(epoch):
+                        stopped_early = True
+                        self.notes.append(f"stopped early: no improvement in {cfg.patience} epochs")
+                        break
+                    if self._stop_here(epoch):
+                        self.notes.append(
+                            f"stopped after {cfg.stop_after} epoch(s) as asked; "
+                            f"continue with --resume {wdir / 'last.pt'}"
+                        )
+                        break
         except KeyboardInterrupt:
             raise Interrupted(self._interrupted_message(wdir, self.saved_epoch)) from None
         return TrainResult(
@@ -391,6 +394,7 @@ class Trainer:
                 self._optimizer_step()
             loss_sum += loss.item() * labels.numel()
             seen += labels.numel()
+            self.ctrl_c.check()
             self._emit(
                 "batch",
                 epoch=epoch,
