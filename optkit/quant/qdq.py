@@ -283,6 +283,12 @@ def silu_inverse(y: float) -> float:
     return x
 
 
+def _other(node, tensor: str) -> str:
+    """The other input of a two-input node."""
+    a, b = node.input
+    return b if a == tensor else a
+
+
 def _symmetric_int8(amax: float) -> QuantParams:
     return QuantParams(max(amax, 1e-12) / 127, 0, True)
 
@@ -343,11 +349,17 @@ class _Graph:
         )
 
     def only_feeds_silu(self, tensor: str) -> str | None:
-        """The output of the one SiLU that reads `tensor` and nothing else does."""
+        """The output of the one SiLU that reads `tensor` and nothing else does (QuickGelu, or the
+        Sigmoid and Mul of the qlinear form)."""
         users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
-        if len(users) != 1 or not self.is_silu(users[0]) or tensor in self.output_names:
+        if tensor in self.output_names:
             return None
-        return users[0].output[0]
+        if len(users) == 1 and self.is_silu(users[0]):
+            return users[0].output[0]
+        muls = [n for n in users if self.is_silu(n)]
+        if len(users) == 2 and len(muls) == 1 and self.producer(_other(muls[0], tensor)) in users:
+            return muls[0].output[0]
+        return None
 
     def lower_bound(self, tensor: str) -> float | None:
         """The least value `tensor` can hold whatever the image, where the graph fixes one: SiLU outputs
@@ -369,11 +381,19 @@ class _Graph:
             return sum(bounds) if node.op_type == "Add" else min(bounds)
         return None
 
-    @staticmethod
-    def is_silu(node) -> bool:
-        """QuickGelu with alpha 1 (what fuse_silu writes) is x * sigmoid(x)."""
-        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.702)  # the op's default
-        return node.op_type == "QuickGelu" and alpha == 1.0
+    def is_silu(self, node) -> bool:
+        """Whether `node` computes x * sigmoid(x): QuickGelu with alpha 1 (what fuse_silu writes), or
+        Mul(x, Sigmoid(x)) (the qlinear form)."""
+        if node.op_type == "QuickGelu":
+            return next((a.f for a in node.attribute if a.name == "alpha"), 1.702) == 1.0  # op default 1.702
+        if node.op_type != "Mul" or len(node.input) != 2:
+            return False
+        return any(
+            (sig := self.producer(t)) is not None
+            and sig.op_type == "Sigmoid"
+            and sig.input[0] == _other(node, t)
+            for t in node.input
+        )
 
     def _is_relu(self, node) -> bool:
         return node.op_type == "Relu" or (node.op_type == "Clip" and self.clip_min(node) == 0.0)

@@ -299,7 +299,8 @@ def _block_graph() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_silu_lower_bounds_carry_through_add_and_concat():
+@pytest.mark.parametrize("silu_unit", [True, False], ids=["quickgelu", "qlinear"])
+def test_silu_lower_bounds_carry_through_add_and_concat(silu_unit):
     """With wide measured ranges and a large calibrated amax, the grids still start where the graph says
     values can start: Conv c's input at 2 x SiLU's minimum (Concat of a SiLU and a sum of two)."""
     from optkit.quant.qdq import LayerQuant, build_qdq
@@ -308,7 +309,8 @@ def test_silu_lower_bounds_carry_through_add_and_concat():
     layers = {n: LayerQuant(amax, np.ones(c, np.float32)) for n, amax, c in sizes}
     ranges = {"x": (-4.0, 4.0), "ya": (-20.0, 15.0), "yb": (-20.0, 15.0), "sa": (-0.27, 15.0),
               "sb": (-0.27, 15.0), "r": (-0.5, 30.0), "cat": (-0.5, 30.0), "y": (-50.0, 50.0)}  # fmt: skip
-    model, _ = build_qdq(_block_graph(), layers, ranges, "onnxruntime", float_stem=False)
+    model, _ = build_qdq(_block_graph(), layers, ranges, "onnxruntime", silu_unit=silu_unit, float_stem=False)
+    assert ("QuickGelu" in [n.op_type for n in model.graph.node]) == silu_unit
     inits = _inits(model.graph)
     grids = {}
     for n in (n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ranges):
