@@ -5,9 +5,9 @@ ONNX Runtime has no int8 SiLU. Two forms of x * sigmoid(x) run between Q/DQ:
   (three passes over float data; rounds once);
 - `qlinear`: QLinearSigmoid (a 256-entry table) and QLinearMul, both on uint8 data.
 Which is faster depends on the CPU and on what else it is doing. Measured here, yolo-cls-s at 224 px,
-2 threads, speed-up over fp32: with the machine quiet quickgelu 1.96x vs qlinear 1.86-1.90x
-(benchmarks/silu_remedy.py); with it busy (fp32 ~25% slower) quickgelu 2.72 ms (1.55x) vs qlinear 2.44 ms
-(1.74x), the float ops suffering most. So `auto` times both graphs on the machine that exports
+2 threads, speed-up over fp32 (fresh sessions, alternating rounds): in the VM's fast phases quickgelu
+1.88-1.97x vs qlinear 1.47-1.55x; in its slow phases (fp32 ~25% slower) quickgelu 1.55x (2.72 ms) vs
+qlinear 1.74x (2.44 ms), the float ops suffering most. So `auto` times both graphs on the machine that exports
 (fresh sessions, alternating rounds, the median) and keeps the faster; `quickgelu` and `qlinear` fix the form
 for reproducible files.
 """
