@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from bn_stats import randomize_bn
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -38,25 +39,13 @@ def data(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("qdq") / "colors", CLASSES, per_class=24)
 
 
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """BN statistics away from the identity, so activations are not near zero after folding."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}{'-skip' if c[2] else ''}")
 def exported(request, data, tmp_path_factory):
     """The case PTQ-calibrated on the tiny images, exported for both targets: (case, ckpt, {target: ...})."""
     name, act, skip = request.param
     folder = tmp_path_factory.mktemp(f"{name}-{act}")
     torch.manual_seed(0)
-    model = _randomize_bn(create_model(name, num_classes=len(CLASSES), act=act))
+    model = randomize_bn(create_model(name, num_classes=len(CLASSES), act=act))
     pt = save_checkpoint(checkpoint_from_model(model, CLASSES, 32), folder / "f.pt")
     int8 = folder / "int8.pt"
     run_ptq(

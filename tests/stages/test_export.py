@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from bn_stats import randomize_bn
 from torch import nn
 
 from optkit.checkpoint import (
@@ -28,18 +29,6 @@ NAMES = ["a", "b", "c", "d", "e"]
 TOL = 1e-4  # max |Δ| relative to max |output|, the default
 
 
-def _randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Non-trivial BN statistics (folded into the convs by the exporter) so outputs are not near zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
-
-
 def _save(model: nn.Module, path, imgsz: int = 32, names=NAMES):
     return save_checkpoint(checkpoint_from_model(model, names[: model.num_classes], imgsz), path)
 
@@ -57,7 +46,7 @@ def _ort(path, x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture
 def tiny_ckpt(tmp_path):
     torch.manual_seed(0)
-    model = _randomize_bn(create_model("test-tiny", num_classes=3))
+    model = randomize_bn(create_model("test-tiny", num_classes=3))
     path = _save(model, tmp_path / "m.pt")
     return load_checkpoint(path), path
 
@@ -65,7 +54,7 @@ def tiny_ckpt(tmp_path):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_zoo_export_parity(name, tmp_path):
     torch.manual_seed(0)
-    model = _randomize_bn(create_model(name, num_classes=5))
+    model = randomize_bn(create_model(name, num_classes=5))
     imgsz = 32 if name in BIG_MODELS else 64  # pixels
     ckpt = checkpoint_from_model(model, NAMES, imgsz)
     report = export_checkpoint(ckpt, tmp_path / "m.onnx", ExportConfig(dynamic=True))
