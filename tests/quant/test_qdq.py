@@ -174,10 +174,19 @@ def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
         s, z = (float(numpy_helper.to_array(inits[t])) for t in q.input[1:3])
         return s, z, -z * s, (255 - z) * s
 
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
     checked = 0
     for node in (n for n in graph.node if n.op_type == "QuickGelu"):
         s_out, _, lo_out, hi_out = grid(node.output[0])
-        assert SILU_MIN - s_out <= lo_out <= 0  # from SiLU's minimum (or the measured one) up
+        (dq,) = readers[q_of[node.output[0]].output[0]]
+        (reader,) = readers[dq.output[0]] if len(readers[dq.output[0]]) == 1 else (None,)
+        if reader is not None and reader.op_type == "Concat":  # on the Concat's grid (the test below)
+            assert grid(node.output[0]) == grid(reader.output[0])
+        else:
+            assert SILU_MIN - s_out <= lo_out <= 0  # from SiLU's minimum (or the measured one) up
         x = node.input[0]
         if producer[x].op_type == "DequantizeLinear":  # an int8 producer: its Q has the clipped range
             quantize = producer[producer[x].input[0]]
@@ -311,6 +320,28 @@ def test_silu_lower_bounds_carry_through_add_and_concat(silu_unit):
     assert grids["ya"][0] == pytest.approx(-silu_floor(out_step), abs=grids["ya"][2])
     assert grids["ya"][1] == pytest.approx(silu_inverse(grids["sa"][1]), abs=grids["ya"][2])
     assert grids["ya"][1] - grids["ya"][0] < 0.75 * 35.0  # well inside the measured -20..15
+
+
+def test_a_tensor_read_only_by_concat_takes_the_concat_grid():
+    """The Add output r feeds only the Concat: it is quantized once, on the Concat's (Conv c's input) grid,
+    which lets ONNX Runtime's QLinearConcat copy it; sa also feeds the Add and keeps its own grid."""
+    from optkit.quant.qdq import LayerQuant, build_qdq
+
+    layers = {n: LayerQuant(4.0, np.ones(c, np.float32)) for n, c in (("a", 4), ("b", 4), ("c", 2))}
+    ranges = {"x": (-4.0, 4.0), "ya": (-5.0, 5.0), "yb": (-5.0, 5.0), "sa": (-0.27, 2.0),
+              "sb": (-0.27, 2.0), "r": (-0.5, 3.0), "cat": (-0.5, 3.0), "y": (-9.0, 9.0)}  # fmt: skip
+    model, _ = build_qdq(_block_graph(), layers, ranges, "onnxruntime", float_stem=False)
+    inits = _inits(model.graph)
+    grid = {
+        n.input[0]: tuple(float(numpy_helper.to_array(inits[t])) for t in n.input[1:3])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in ranges
+    }
+    assert grid["r"] == grid["cat"] and grid["sa"] != grid["cat"]
+    assert grid["cat"][0] == pytest.approx((4.0 - 2 * SILU_MIN) / 255)  # calibrated 4.0 down to 2 x -0.28
+    cat = next(n for n in model.graph.node if n.op_type == "Concat")
+    readers = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert [readers.get(t) for t in cat.input] == ["sa_q_quantized", "r_q_quantized"]
 
 
 def test_silu_form_qlinear_and_auto(exported, tmp_path):
