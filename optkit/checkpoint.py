@@ -111,10 +111,12 @@ class StateDictError(CheckpointError):
     """The file is a plain state_dict: weights without an architecture."""
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Load an optkit checkpoint without executing anything from the file."""
+def load_checkpoint(path: str | os.PathLike, reader: str | None = None) -> Checkpoint:
+    """Load an optkit checkpoint without executing anything from the file. `reader`: the command, when
+    it reads optkit checkpoints only (it has no --trust): refusing a pickled file then says so instead
+    of suggesting --trust."""
     path = Path(path)
-    return checkpoint_from_raw(path, safe_torch_load(path))
+    return checkpoint_from_raw(path, safe_torch_load(path, reader))
 
 
 def checkpoint_from_raw(path: Path, raw: Any) -> Checkpoint:
@@ -148,8 +150,9 @@ def is_state_dict(raw: Any) -> bool:
     return isinstance(raw, dict) and bool(raw) and all(hasattr(v, "shape") for v in raw.values())
 
 
-def safe_torch_load(path: Path) -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, nothing executed."""
+def safe_torch_load(path: Path, reader: str | None = None) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, nothing executed.
+    `reader`: see load_checkpoint."""
     import torch
 
     _check_readable_file(path)
@@ -163,7 +166,7 @@ def safe_torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        message = _describe_unsafe(path, str(e))
+        message = _describe_unsafe(path, str(e), reader)
         if "pickled Python objects" in message:
             raise PickledObjectsError(message) from None
         raise CheckpointError(message) from None
@@ -183,7 +186,10 @@ def _check_readable_file(path: Path) -> None:
         raise CheckpointError(f"{path} is empty (0 bytes)")
 
 
-def _describe_unsafe(path: Path, message: str) -> str:
+TRUSTING_COMMANDS = "info, fuse, prune, strip, export, profile, val and ptq-calibrate"  # take --trust
+
+
+def _describe_unsafe(path: Path, message: str, reader: str | None = None) -> str:
     # torch names the first global it refused: "Unsupported global: GLOBAL models.yolo.Model was not ..."
     # (other torch versions word it differently: then the pickle's own globals name it, read unexecuted)
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
@@ -197,11 +203,15 @@ def _describe_unsafe(path: Path, message: str) -> str:
         detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
         reason = detail.group(1).strip() if detail else "unreadable pickle data"
         return f"{path} is truncated or not a PyTorch checkpoint ({reason})"
-    return (
+    refusal = (
         f"{path} is not an optkit checkpoint: it contains pickled Python objects ({culprit}), "
-        "and unpickling them would run code from the file; optkit refused to load it. If you trust "
-        "the file, rerun with --trust (and --code-dir DIR when its model code is not importable)"
+        "and unpickling them would run code from the file; optkit refused to load it. "
     )
+    if reader is not None:
+        only = f"`optkit {reader}` reads optkit checkpoints only"
+        return f"{refusal}{only} ({TRUSTING_COMMANDS} take such a file with --trust)"
+    code_dir = "(and --code-dir DIR when its model code is not importable)"
+    return f"{refusal}If you trust the file, rerun with --trust {code_dir}"
 
 
 def _describe_foreign_dict(path: Path, raw: dict) -> str:

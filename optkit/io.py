@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temp file in the target folder, fsync, then rename.
+"""Atomic file writes: write to a temp file in the target folder, fsync, rename, fsync the folder.
 
 A reader (or a crash) sees either the old file or the complete new one, never half of one.
 
@@ -75,7 +75,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_path_for(path)
     try:
         yield tmp
+        _fsync(tmp)  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself (a folder entry) survives a power loss
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -101,20 +103,34 @@ def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's, or a folder's entries', writes to disk. Where a folder cannot be opened or
+    fsynced (Windows, some network filesystems) there is nothing more to do: skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed.
 
-    The temp file is created like `open(path, "x")` would (permissions from the umask), flushed and
-    fsynced before the rename, so after a crash `path` is the old file or the whole new one.
+    The temp file is created like `open(path, "x")` would (permissions from the umask); atomic_path
+    fsyncs it before the rename and the folder after it, so after a crash or a power loss `path` is the
+    old file or the whole new one.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes whole files; mode must contain 'w', got {mode!r}")
     with atomic_path(path) as tmp:
         with open(tmp, mode.replace("w", "x")) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -53,6 +53,37 @@ def test_failed_write_keeps_the_old_file_and_removes_its_temp_and_new_folders(tm
     assert not (tmp_path / "a").exists()  # folders made for the output are removed too
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced descriptors")
+@pytest.mark.parametrize("how", ["atomic_open", "atomic_path"])
+def test_the_data_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch, how):
+    """What a power loss needs: the file's data on disk before its name points at it, then the folder
+    entry (the rename). Recorded by wrapping os.fsync and os.replace; atomic_path's callers (ONNX export)
+    write the temp file themselves, without fsync."""
+    from optkit.io import atomic_path
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    target = tmp_path / "model.onnx"
+    if how == "atomic_open":
+        with atomic_open(target) as f:
+            f.write(b"data")
+    else:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"data")
+    kinds = [e[0] for e in events]
+    assert (
+        kinds[-2:] == ["replace", "fsync"]
+        and events[-1][1] == str(tmp_path)
+        and target.read_bytes() == b"data"
+    )
+    synced_before = [p for k, p in events[: kinds.index("replace")] if k == "fsync"]
+    assert synced_before and all(os.path.basename(p).startswith(".model.onnx.") for p in synced_before)
+
+
 def test_new_files_get_umask_permissions(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)

@@ -73,7 +73,7 @@ def run_qat(req: QatRequest, progress=None) -> dict:
     from optkit.train.config import TrainConfig
 
     req.validate()
-    ckpt = load_checkpoint(req.weights)
+    ckpt = load_checkpoint(req.weights, reader="qat")
     entry = quantize_entry(ckpt.transforms)
     if entry is None:
         raise ConfigError(

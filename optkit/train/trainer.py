@@ -113,7 +113,7 @@ class Trainer:
 
     def _load_resume(self) -> Checkpoint:
         path = Path(self.cfg.resume_from)
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, reader="train --resume")
         if ckpt.train_args is None or ckpt.optimizer is None:
             raise CheckpointError(
                 f"{path} has no training state to resume (it is not a last.pt from optkit train)"
@@ -147,7 +147,7 @@ class Trainer:
             # the last lineage entry is this run's own "train" entry; it is rewritten at each save
             self.lineage, self.transforms = list(resume_ckpt.lineage[:-1]), list(resume_ckpt.transforms)
         elif cfg.weights:
-            ckpt = load_checkpoint(cfg.weights)
+            ckpt = load_checkpoint(cfg.weights, reader="train --weights")
             self.names = list(self.data.names)
             self.model = self._model_for_classes(ckpt, self.names)
             self.imgsz = cfg.imgsz or ckpt.imgsz

@@ -82,7 +82,7 @@ def _load(path: str, threads: int | None) -> Loaded:
     from optkit.models import count_params
     from optkit.quant.quantizers import quantize_entry
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, reader="benchmark")
     model = build_model(ckpt)
     counted = inference_form(model)
     return Loaded(

@@ -77,7 +77,7 @@ FILE_ROWS = {  # kind -> what the one line must say
     "random-bytes": "not a PyTorch checkpoint",
     "text": "not a PyTorch checkpoint",
     "jpeg": "not a PyTorch checkpoint",
-    "foreign": "--trust",
+    "foreign": "--trust",  # the commands without --trust say which commands take it
     "onnx-for-pt": "ONNX",
     "pt-named-onnx": "ONNX",
 }
@@ -311,8 +311,26 @@ def test_bad_file(cli, tmp_path, workdir, shared, command, kind):
     line = _assert_refused(cli, (tmp_path, shared["root"]), args, 1, expected)
     if kind == "foreign":
         assert "pickled Python objects" in line  # names the reason as well as the flag
+        takes_trust = "trust" in _options(command.split()[0])
+        assert ("rerun with --trust" in line) == takes_trust, line  # never a flag the command lacks
     if kind != "missing":
         assert str(bad) in line  # says which file
+
+
+def _options(command: str) -> set[str]:
+    """The parameter names of a registered command's function."""
+    import importlib
+    import inspect
+
+    module, func = COMMANDS[command].split(":")
+    return set(inspect.signature(getattr(importlib.import_module(module), func)).parameters)
+
+
+def test_the_refusal_of_pickled_files_names_the_commands_that_take_trust():
+    from optkit.checkpoint import TRUSTING_COMMANDS
+
+    named = {c.strip() for c in TRUSTING_COMMANDS.replace(" and ", ", ").split(",")}
+    assert named == {c for c in COMMANDS if "trust" in _options(c)}
 
 
 @pytest.mark.parametrize(
