@@ -170,7 +170,8 @@ def conv_coverage(path: Path, fp32: Path, float_layers: dict | None) -> dict:
 
     total = sum(n.op_type == "Conv" for n in onnx.load(str(fp32)).graph.node)
     cov = int8_coverage(path)
-    int8 = cov.int8_ops.get("QLinearConv", 0) + cov.int8_ops.get("ConvInteger", 0)
+    int8_convs = ("QLinearConv", "ConvInteger", "MatMulIntegerToFloat")  # the last: optkit's 1x1 int8 GEMMs
+    int8 = sum(cov.int8_ops.get(op, 0) for op in int8_convs)
     float_convs = [n for n in cov.float_layer_names if n.endswith("Conv")]
     deliberate = float_layers or {}
 

@@ -2,7 +2,8 @@
 
 A QDQ graph only says where values are rounded; ONNX Runtime decides at session creation which
 DequantizeLinear -> op -> QuantizeLinear groups become QLinear kernels. This reads the optimized graph
-it writes (`SessionOptions.optimized_model_filepath`, basic + extended fusions, the CPU provider) and
+it writes (`SessionOptions.optimized_model_filepath`, every optimization level as a default session
+runs it, layout passes included, the CPU provider) and
 counts, for the layers (Conv, Gemm/MatMul), how many run as int8 kernels and how many stay float, and
 which other ops still compute in float.
 """
@@ -63,7 +64,7 @@ def int8_coverage(path: str | os.PathLike) -> Coverage:
         optimized = Path(tmp) / "optimized.onnx"
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as sessions run
         options.optimized_model_filepath = str(optimized)
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         graph = onnx.load(str(optimized)).graph

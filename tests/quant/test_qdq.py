@@ -82,8 +82,8 @@ def _activation_zero_points(graph) -> list:
 
 
 def _conv_weights(graph) -> dict[str, str]:
-    """{Conv/Gemm node: its weight input} in the exported graph."""
-    return {n.name: n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm")}
+    """{Conv/Gemm node (or 1x1 Conv written as an int8 GEMM): its weight input} in the exported graph."""
+    return {n.name: n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMulIntegerToFloat")}
 
 
 def test_onnxruntime_graph_is_uint8_with_int8_weights(exported):
@@ -114,7 +114,9 @@ def test_onnxruntime_coverage_every_other_conv_is_qlinear(exported):
     floats = len(_float_stem(act)) + len(skip)
     assert coverage["float_layers"] == floats
     assert coverage["int8_layers"] == layers - floats == len(report.int8["quantized_layers"])
-    assert coverage["int8_ops"]["QLinearConv"] == layers - 1 - floats  # all but the head's Gemm (QGemm)
+    gemms = len(report.int8["gemm_layers"])  # 1x1 Convs into a float op: int8 GEMMs with float output
+    assert coverage["int8_ops"]["QLinearConv"] == layers - 1 - floats - gemms  # the head's Gemm: QGemm
+    assert coverage["int8_ops"].get("MatMulIntegerToFloat", 0) == gemms
     assert coverage["int8_ops"]["QGemm"] == 1
 
 
@@ -131,10 +133,17 @@ def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
         assert all(n.domain == MS_DOMAIN and n.attribute[0].f == 1.0 for n in quick)
         producers = {o: n for n in graph.node for o in n.output}
         consumers = {i: n.op_type for n in graph.node for i in n.input}
-        for n in quick:  # read from DequantizeLinear (or a float layer: no needless Q/DQ), written to Q
+        for n in quick:  # read from DequantizeLinear, an int8 GEMM, or a float layer (no needless Q/DQ)
             source = producers[n.input[0]]
-            assert source.op_type == "DequantizeLinear" or (
-                source.op_type == "Conv" and source.input[1] in _inits(graph)  # a float weight
+            gemm = (
+                source.op_type == "Transpose" and producers[source.input[0]].op_type == "MatMulIntegerToFloat"
+            )
+            assert (
+                source.op_type == "DequantizeLinear"
+                or gemm
+                or (
+                    source.op_type == "Conv" and source.input[1] in _inits(graph)  # a float weight
+                )
             )
             assert consumers[n.output[0]] == "QuantizeLinear"
         float_fed = [n for n in quick if producers[n.input[0]].op_type == "Conv"]
@@ -142,6 +151,44 @@ def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
         assert report["coverage"]["float_ops"].get("Sigmoid", 0) == 0
     else:
         assert "QuickGelu" not in ops and report["silu_units"] == 0
+
+
+def test_pointwise_convs_into_a_float_op_are_int8_gemms_with_float_output(exported):
+    """A 1x1 Conv whose output only feeds a float op (QuickGelu, HardSwish) is MatMulIntegerToFloat on the
+    uint8 input in NHWC: no QuantizeLinear/DequantizeLinear pair on its output; ONNX Runtime cancels the
+    Transposes against its own NHWC layout; nothing in the graph is left computing unread values."""
+    (_, act, _), _, files = exported
+    path, report = files["onnxruntime"]
+    graph = onnx.load(path).graph
+    gemms = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert len(gemms) == len(report.int8["gemm_layers"])
+    assert bool(gemms) == (act != "relu")  # a ReLU is folded into QLinearConv's uint8 output instead
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    inits = _inits(graph)
+    for g in gemms:
+        into = producers[g.input[0]]
+        assert (
+            g.domain == MS_DOMAIN
+            and into.op_type == "Transpose"
+            and list(into.attribute[0].ints) == [0, 2, 3, 1]
+        )
+        assert producers[into.input[0]].op_type == "QuantizeLinear"  # the uint8 tensor itself
+        assert (
+            inits[g.input[1]].data_type == TensorProto.INT8
+            and inits[g.input[6]].data_type == TensorProto.FLOAT
+        )
+        (out,) = readers[g.output[0]]
+        assert out.op_type == "Transpose" and list(out.attribute[0].ints) == [0, 3, 1, 2]
+        assert {r.op_type for r in readers[out.output[0]]} <= {"QuickGelu", "HardSwish"}
+    outputs = {o.name for o in graph.output}
+    assert all(o in readers or o in outputs for n in graph.node for o in n.output)  # no dead nodes
+    ort_ops = report.int8["coverage"]
+    transposes = ort_ops["int8_ops"].get("Transpose", 0) + ort_ops["float_ops"].get("Transpose", 0)
+    assert not gemms or transposes < len(gemms)  # uncancelled, each GEMM would leave two (measured: 2, 4)
 
 
 def _silu(x: float) -> float:
@@ -181,8 +228,9 @@ def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
     checked = 0
     for node in (n for n in graph.node if n.op_type == "QuickGelu"):
         s_out, _, lo_out, hi_out = grid(node.output[0])
-        (dq,) = readers[q_of[node.output[0]].output[0]]
-        (reader,) = readers[dq.output[0]] if len(readers[dq.output[0]]) == 1 else (None,)
+        dqs = [n for n in readers[q_of[node.output[0]].output[0]] if n.op_type == "DequantizeLinear"]
+        dq_readers = [r for dq in dqs for r in readers[dq.output[0]]]
+        reader = dq_readers[0] if len(dq_readers) == 1 else None  # (int8 GEMMs read the uint8 tensor)
         if reader is not None and reader.op_type == "Concat":  # on the Concat's grid (the test below)
             assert grid(node.output[0]) == grid(reader.output[0])
         else:
@@ -275,12 +323,12 @@ def _block_graph() -> onnx.ModelProto:
     """x -> Conv a -> SiLU -> sa;  x -> Conv b -> SiLU -> sb;  Concat(sa, sa + sb) -> Conv c -> y."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), f"{n}.weight")
-             for n, s in (("a", (4, 4, 1, 1)), ("b", (4, 4, 1, 1)), ("c", (2, 8, 1, 1)))]  # fmt: skip
-    nodes = [
-        helper.make_node("Conv", ["x", "a.weight"], ["ya"]),
+             for n, s in (("a", (4, 4, 3, 3)), ("b", (4, 4, 3, 3)), ("c", (2, 8, 1, 1)))]  # fmt: skip
+    nodes = [  # 3x3 Convs a and b: QLinearConv with an output grid (1x1 ones would be int8 GEMMs)
+        helper.make_node("Conv", ["x", "a.weight"], ["ya"], pads=[1, 1, 1, 1]),
         helper.make_node("Sigmoid", ["ya"], ["ga"]),
         helper.make_node("Mul", ["ya", "ga"], ["sa"]),
-        helper.make_node("Conv", ["x", "b.weight"], ["yb"]),
+        helper.make_node("Conv", ["x", "b.weight"], ["yb"], pads=[1, 1, 1, 1]),
         helper.make_node("Sigmoid", ["yb"], ["gb"]),
         helper.make_node("Mul", ["yb", "gb"], ["sb"]),
         helper.make_node("Add", ["sa", "sb"], ["r"]),
