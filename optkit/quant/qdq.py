@@ -19,7 +19,7 @@ than fp32). So here
 - a tensor read only by a Concat is quantized on the Concat's grid (the next layer's calibrated input
   range, as in the fake-quant model): rounded once instead of twice, and ONNX Runtime's QLinearConcat
   copies it instead of requantizing byte by byte (demo ONNX SQNR 31.6 -> 31.9 dB);
-- biases are int32 with scale s_input * s_weight, as QLinearConv needs;
+- QLinearConv biases are int32 with scale s_input * s_weight, as it needs;
 - SiLU (Sigmoid -> Mul) is written as one `com.microsoft` QuickGelu(alpha=1) with Q/DQ on its input and
   output only (fuse_silu): ONNX Runtime has no int8 SiLU, and one float op between DQ and Q is faster
   than QLinearSigmoid + QLinearMul (and rounds once less); its input gets no Q/DQ when its producer is
@@ -29,9 +29,10 @@ than fp32). So here
   input is clipped below where SiLU is within half an output step of 0 and above where the output grid
   ends; the same lower bound carries through Concat, Add and MaxPool (graph.lower_bound). Demo model,
   ONNX output SQNR vs fp32: 27.4 -> 31.6 dB (ONNX Runtime's quantize_static: 29.5 dB);
-- a 1x1 Conv whose output only feeds such a float op is written as com.microsoft MatMulIntegerToFloat
-  (an int8 GEMM on the uint8 input that writes float, between Transposes ONNX Runtime's NHWC layout pass
-  cancels): no uint8 output for a DequantizeLinear to undo at once (float_output_gemms);
+- a 1x1 Conv whose output only feeds ops ONNX Runtime computes in float (QuickGelu, HardSwish) is
+  written as `com.microsoft` MatMulIntegerToFloat: an int8 GEMM on the uint8 input that writes float,
+  between Transposes that ONNX Runtime's NHWC layout pass cancels; no uint8 output for a
+  DequantizeLinear to undo at once, one rounding less, float bias (float_output_gemms);
 - the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
   rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
   QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
