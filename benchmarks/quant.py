@@ -172,7 +172,7 @@ def conv_coverage(path: Path, fp32: Path, float_layers: dict | None) -> dict:
     cov = int8_coverage(path)
     int8_convs = ("QLinearConv", "ConvInteger", "MatMulIntegerToFloat")  # the last: optkit's 1x1 int8 GEMMs
     int8 = sum(cov.int8_ops.get(op, 0) for op in int8_convs)
-    float_convs = [n for n in cov.float_layer_names if n.endswith("Conv")]
+    float_convs = [n for n in cov.float_layer_names if "/Conv" in n]  # ".../Conv", ".../Conv_output_0_nchwc"
     deliberate = float_layers or {}
 
     def module_of(node: str) -> str | None:  # "/model/model.0/conv/Conv" -> "model.0.conv"
