@@ -9,7 +9,8 @@ MACs per node, as thop counts the matching module:
 
     Conv / ConvInteger / QLinearConv   output elements x (input channels / groups) x kernel area
     ConvTranspose                      input elements x (output channels / groups) x kernel area
-    Gemm                               M x N x K            MatMul (+Integer, QLinear): output x contracted
+    Gemm                               M x N x K            MatMul (+Integer, QLinear, com.microsoft
+                                                            MatMulIntegerToFloat): output x contracted
     BatchNormalization, Instance-/Layer-/GroupNormalization   4 per input element (affine)
     GlobalAveragePool, ReduceMean      input + output elements      AveragePool: window inputs + outputs
     PRelu 1 per element; Softmax / LogSoftmax thop's rule; Resize linear 5/11/31, cubic 259 per output
@@ -28,9 +29,9 @@ plus the bias of an Add that follows a MatMul with a constant weight (a Linear o
 counts once: a node whose weight tensor an earlier node already used is that layer applied again (thop
 counts its FLOPs again, not its parameters). Biases are not merged across layers, because exporters and
 simplifiers merge equal-valued constants (zero biases of a fresh model) that PyTorch holds separately.
-Known limits: ops outside the default ONNX domain and control-flow subgraphs are not counted (FLOPs are
-then reported unavailable for subgraphs); distinct layers with bit-identical weights merged by a
-simplifier count once.
+Known limits: ops outside the default ONNX domain (MatMulIntegerToFloat excepted) and control-flow
+subgraphs are not counted (FLOPs are then reported unavailable for subgraphs); distinct layers with
+bit-identical weights merged by a simplifier count once.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ PARAM_INPUTS: dict[str, tuple[int, ...]] = {
     "MatMul": (1, 0),
     "MatMulInteger": (1, 0),
     "QLinearMatMul": (3, 0),
+    "MatMulIntegerToFloat": (1, 6),  # com.microsoft: optkit's int8 1x1 convs (optkit.quant.qdq)
     "BatchNormalization": (1, 2),
     "InstanceNormalization": (1, 2),
     "LayerNormalization": (1, 2),
@@ -62,7 +64,13 @@ PARAM_INPUTS: dict[str, tuple[int, ...]] = {
     "PRelu": (1,),
 }
 _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # gather convs: output-sized work
-_MATMULS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
+_MATMULS = {
+    "MatMul": (0, 1),
+    "MatMulInteger": (0, 1),
+    "QLinearMatMul": (0, 3),
+    "MatMulIntegerToFloat": (0, 1),
+}
+_COUNTED_CONTRIB_OPS = {"MatMulIntegerToFloat"}  # the com.microsoft ops counted (the rest are not)
 _NORMS = ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization")
 _FOLD_INTO = ("Conv", "ConvTranspose", "Gemm")  # layers a following BatchNormalization folds into
 _PASS_THROUGH = (
@@ -205,7 +213,7 @@ class _Counter:
         unsized: list[tuple[str, onnx.NodeProto]] = []  # nodes whose MACs need a shape inference missed
         for index, node in enumerate(self.graph.node):
             name = node_name(node, index)
-            if node.domain not in ("", "ai.onnx"):
+            if node.domain not in ("", "ai.onnx") and node.op_type not in _COUNTED_CONTRIB_OPS:
                 continue
             if any(a.type in subgraph for a in node.attribute):  # If / Loop / Scan bodies
                 result.problem = f"node {name} ({node.op_type}) has a subgraph, which is not counted"

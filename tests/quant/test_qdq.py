@@ -191,6 +191,15 @@ def test_pointwise_convs_into_a_float_op_are_int8_gemms_with_float_output(export
     assert not gemms or transposes < len(gemms)  # uncancelled, each GEMM would leave two (measured: 2, 4)
 
 
+def test_both_flavours_count_the_same_params_and_flops(exported):
+    """optkit profile/benchmark count an INT8 graph like its float layers, int8 GEMMs included."""
+    from optkit.measure.onnx_flops import count_graph
+
+    _, _, files = exported
+    counts = [count_graph(onnx.load(files[t][0]), [1, 3, 32, 32]) for t in ("tensorrt", "onnxruntime")]
+    assert counts[0].params == counts[1].params > 0 and counts[0].macs == counts[1].macs > 0
+
+
 def _silu(x: float) -> float:
     return x / (1 + np.exp(-x))
 
