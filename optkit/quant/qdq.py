@@ -524,8 +524,7 @@ class _Graph:
         DequantizeLinear turns back into float at once (one more pass, single-threaded in ONNX Runtime
         1.31, and one more rounding); as MatMulIntegerToFloat (as_int8_gemm) the same int8 GEMM writes
         float directly. Measured on yolo-cls-s @224 (20 such layers, 2 threads, side by side): 1.90 ->
-        1.76 ms; demo model
-        ONNX SQNR vs fp32 31.9 -> 32.6 dB."""
+        1.76 ms; demo model ONNX SQNR vs fp32 31.9 -> 32.6 dB."""
         found = set()
         for i in nodes:
             node = self.nodes[i]
