@@ -46,7 +46,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
     rows = [
         (
             "int8 placement",
-            f"{len(q['quantized_layers'])} layers with int8 weights, "
+            f"{len(q['quantized_layers'])} layers with int8 weights{_gemms(q)}, "
             f"{q['quantized_tensors']} activations with Q/DQ",
         ),
         ("kept float", "; ".join(f"{name} ({why})" for name, why in q["float_layers"].items()) or "none"),
@@ -61,6 +61,11 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
     if q.get("unranged_tensors"):
         rows.append(("no range", f"{len(q['unranged_tensors'])} tensors left float (no calibrated range)"))
     return rows
+
+
+def _gemms(q: dict) -> str:
+    n = len(q.get("gemm_layers") or [])  # 1x1 convs into a float op, as int8 GEMMs with float output
+    return f" ({n} 1x1 convs as int8 GEMMs writing float)" if n else ""
 
 
 def _silu_row(q: dict) -> str:
