@@ -2,12 +2,14 @@
 
 ONNX Runtime has no int8 SiLU. Two forms of x * sigmoid(x) run between Q/DQ:
 - `quickgelu`: one float `com.microsoft` QuickGelu(alpha=1) between DequantizeLinear and QuantizeLinear
-  (three passes over float data; rounds once);
+  (three passes over float data; rounds once); a 1x1 conv feeding it is an int8 GEMM writing float, which
+  drops the DequantizeLinear (optkit.quant.qdq.float_output_gemms);
 - `qlinear`: QLinearSigmoid (a 256-entry table) and QLinearMul, both on uint8 data.
 Which is faster depends on the CPU and on what else it is doing. Measured here, yolo-cls-s at 224 px,
 2 threads, speed-up over fp32 (fresh sessions, alternating rounds): in the VM's fast phases quickgelu
 1.88-1.97x vs qlinear 1.47-1.55x; in its slow phases (fp32 ~25% slower) quickgelu 1.55x (2.72 ms) vs
-qlinear 1.74x (2.44 ms), the float ops suffering most. So `auto` times both graphs on the machine that exports
+qlinear 1.74x (2.44 ms), the float ops suffering most (both before the int8 GEMMs, which made the quickgelu
+form ~7% faster: 1.90 -> 1.76 ms side by side). So `auto` times both graphs on the machine that exports
 (fresh sessions, alternating rounds, the median) and keeps the faster; `quickgelu` and `qlinear` fix the form
 for reproducible files.
 """
