@@ -51,27 +51,11 @@ def float_checkpoint(folder: Path, label: str, model: str, options: dict, imgsz:
     from optkit.checkpoint import checkpoint_from_model, save_checkpoint
     from optkit.data import resolve_data
     from optkit.models import create_model
+    from optkit.models.weight_init import randomize_bn
 
     names = resolve_data(DATA).names
-    m = _randomize_bn(create_model(model, num_classes=len(names), **options))
+    m = randomize_bn(create_model(model, num_classes=len(names), **options), bias=True)
     return save_checkpoint(checkpoint_from_model(m, names, imgsz), folder / f"{_slug(label)}.pt")
-
-
-def _randomize_bn(model):
-    """BN statistics away from the identity: random-init mobilenet-v2 otherwise outputs exact zeros
-    (the export's parity check, relative to the output scale, cannot pass) and activations are degenerate."""
-    import torch
-    from torch import nn
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model.eval()
 
 
 def trained_at(folder: Path, imgsz: int) -> Path:

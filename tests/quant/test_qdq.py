@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from bn_stats import randomize_bn
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from optkit.checkpoint import build_model, checkpoint_from_model, load_checkpoint, save_checkpoint
 from optkit.models import create_model
+from optkit.models.weight_init import randomize_bn
 from optkit.onnxrt import create_session
 from optkit.quant.config import QuantConfig
 from optkit.quant.onnx_export import ATOL_INT8

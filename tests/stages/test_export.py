@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from bn_stats import randomize_bn
 from torch import nn
 
 from optkit.checkpoint import (
@@ -19,6 +18,7 @@ from optkit.checkpoint import (
     save_checkpoint,
 )
 from optkit.models import create_model, list_models
+from optkit.models.weight_init import randomize_bn
 from optkit.onnxrt import OrtModel, create_session, read_metadata
 from optkit.stages import export as export_module
 from optkit.stages.export import ExportConfig, ExportError, export_checkpoint, export_onnx
