@@ -29,9 +29,9 @@ plus the bias of an Add that follows a MatMul with a constant weight (a Linear o
 counts once: a node whose weight tensor an earlier node already used is that layer applied again (thop
 counts its FLOPs again, not its parameters). Biases are not merged across layers, because exporters and
 simplifiers merge equal-valued constants (zero biases of a fresh model) that PyTorch holds separately.
-Known limits: ops outside the default ONNX domain (MatMulIntegerToFloat excepted) and control-flow
-subgraphs are not counted (FLOPs are then reported unavailable for subgraphs); distinct layers with
-bit-identical weights merged by a simplifier count once.
+Known limits: ops outside the default ONNX domain (optkit's MatMulIntegerToFloat and QLinearConv
+excepted) and control-flow subgraphs are not counted (FLOPs are then reported unavailable for
+subgraphs); distinct layers with bit-identical weights merged by a simplifier count once.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ _MATMULS = {
     "QLinearMatMul": (0, 3),
     "MatMulIntegerToFloat": (0, 1),
 }
-_COUNTED_CONTRIB_OPS = {"MatMulIntegerToFloat"}  # the com.microsoft ops counted (the rest are not)
+# the com.microsoft ops counted (the rest are not): optkit's int8 GEMMs and NHWC convs (optkit.quant)
+_COUNTED_CONTRIB_OPS = {"MatMulIntegerToFloat", "QLinearConv"}
 _NORMS = ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization")
 _FOLD_INTO = ("Conv", "ConvTranspose", "Gemm")  # layers a following BatchNormalization folds into
 _PASS_THROUGH = (

@@ -33,6 +33,8 @@ than fp32). So here
   written as `com.microsoft` MatMulIntegerToFloat: an int8 GEMM on the uint8 input that writes float,
   between Transposes that ONNX Runtime's NHWC layout pass cancels; no uint8 output for a
   DequantizeLinear to undo at once, one rounding less, float bias (float_output_gemms);
+- the two Transposes that pass cannot cancel go (optkit.quant.nhwc): after a float stem the int8 convs
+  read NHWC, and the head's pool runs in NHWC on the int8 GEMM's float output;
 - the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
   rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
   QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
@@ -105,6 +107,7 @@ class QdqReport:
     quantized_tensors: int = 0  # activations that got QuantizeLinear/DequantizeLinear
     silu_units: int = 0  # Sigmoid*Mul pairs written as one QuickGelu(alpha=1)
     gemm_layers: list[str] = field(default_factory=list)  # 1x1 Convs as MatMulIntegerToFloat (float out)
+    nhwc_rewrites: list[str] = field(default_factory=list)  # float convs / pools feeding NHWC (quant.nhwc)
     silu_form: str | None = None  # quickgelu or qlinear where the graph has SiLU (optkit.quant.silu_form)
     silu_count: int = 0  # SiLUs in the graph, in whichever form
     silu_timing_ms: dict = field(default_factory=dict)  # form -> median ms, when both were timed
@@ -155,7 +158,7 @@ def build_qdq(
     for i, x in gemm_inputs.items():
         graph.as_int8_gemm(i, x, nodes[i], layers[nodes[i]])
         report.gemm_layers.append(nodes[i])
-    return graph.finish(), report
+    return graph.finish(report if target == "onnxruntime" else None), report
 
 
 # --- rewrites of the float graph for ONNX Runtime's kernels ----------------------------------------
@@ -591,8 +594,6 @@ class _Graph:
                 "Transpose", [base + "_out"], list(node.output), name=base + "_nchw", perm=[0, 3, 1, 2]
             ),
         ]
-        if not any(o.domain == MS_DOMAIN for o in self.model.opset_import):
-            self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
 
     def quantize_weights(self, nodes: dict[int, str], layers: dict, acts: dict | None) -> None:
         """int8 weights behind DequantizeLinear; with `acts` (onnxruntime), int32 biases too."""
@@ -665,7 +666,13 @@ class _Graph:
                         node.input[k] = dq
         return len(acts)
 
-    def finish(self) -> onnx.ModelProto:
+    def finish(self, nhwc_report: QdqReport | None = None) -> onnx.ModelProto:
+        """The edited graph; with `nhwc_report` (onnxruntime), after optkit.quant.nhwc's layout rewrites,
+        which are listed in it."""
+        from onnx import helper
+
+        from optkit.quant import nhwc
+
         g = self.model.graph
         ordered = list(self.head_nodes)
         for t in self.input_names:
@@ -674,11 +681,20 @@ class _Graph:
             ordered += self.replaced.get(i, [node])
             for o in node.output:
                 ordered += self.after.get(o, [])
+        if nhwc_report is not None:
+            inits = {t.name: t for t in [*g.initializer, *self.new_inits]}
+            opset = max(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
+            ordered, nhwc_report.nhwc_rewrites = nhwc.rewrite(ordered, inits, self.output_names, opset)
+        if not any(o.domain == MS_DOMAIN for o in self.model.opset_import) and any(
+            n.domain == MS_DOMAIN for n in ordered
+        ):
+            self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
         ordered = _without_unread_nodes(ordered, self.output_names)
         used = {t for n in ordered for t in n.input}
-        kept = [t for t in g.initializer if t.name in used]  # float weights replaced by int8 ones go
+        # float weights replaced by int8 ones go, and the parameters of Q/DQ nodes rewritten away
+        kept = [t for t in [*g.initializer, *self.new_inits] if t.name in used]
         del g.node[:]
         g.node.extend(ordered)
         del g.initializer[:]
-        g.initializer.extend(kept + self.new_inits)
+        g.initializer.extend(kept)
         return self.model

@@ -50,6 +50,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
             f"{q['quantized_tensors']} activations with Q/DQ",
         ),
         ("kept float", "; ".join(f"{name} ({why})" for name, why in q["float_layers"].items()) or "none"),
+        *([("NHWC edges", _nhwc(q["nhwc_rewrites"]))] if q.get("nhwc_rewrites") else []),
         ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
         ("ORT int8 ops", _ops(cov["int8_ops"])),
         ("ORT float ops", _ops(cov["float_ops"]) or "none"),
@@ -66,6 +67,11 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
 def _gemms(q: dict) -> str:
     n = len(q.get("gemm_layers") or [])  # 1x1 convs into a float op, as int8 GEMMs with float output
     return f" ({n} 1x1 convs as int8 GEMMs writing float)" if n else ""
+
+
+def _nhwc(names: list[str]) -> str:
+    """optkit.quant.nhwc's rewrites: float convs whose int8 readers get NHWC, pools run in NHWC."""
+    return ", ".join(names) + " hand ONNX Runtime NHWC tensors (no Transpose there)"
 
 
 def _silu_row(q: dict) -> str:

@@ -98,3 +98,29 @@ def test_int8_target_needs_quantized_checkpoint(cli, tmp_path):
 def test_int8_export_beyond_tolerance_writes_nothing(cli, tmp_path, int8_ckpt):
     r = cli("export", int8_ckpt, "--atol", "1e-9", "-o", tmp_path / "x.onnx")
     assert r.code == 1 and "nothing written" in r.err and not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_silu_export_runs_other_batch_and_image_sizes(cli, tmp_path, tiny_data):
+    """--dynamic: the onnxruntime flavour's int8 GEMMs and NHWC edges (optkit.quant.nhwc) hold for other
+    batch sizes and image sizes: the export's parity check runs batch 4 and twice the size. Opset 18
+    (ReduceMean's axes an input there; the other tests export at the default 17)."""
+    src = _float_ckpt(tmp_path, "test-tiny", act="silu")
+    _ptq(src, tiny_data, tmp_path / "q.pt", method="max")
+    out = tmp_path / "d.onnx"
+    r = cli(
+        "export",
+        tmp_path / "q.pt",
+        "--dynamic",
+        "--silu-form",
+        "quickgelu",
+        "--opset",
+        "18",
+        "-o",
+        out,
+        "--json",
+    )
+    assert r.code == 0, r.err
+    j = r.json()
+    assert len(j["int8"]["nhwc_rewrites"]) == 2 and j["int8"]["gemm_layers"]
+    assert {tuple(c["shape"]) for c in j["cases"]} == {(1, 3, 32, 32), (4, 3, 32, 32), (1, 3, 64, 64)}
+    assert all(c["max_rel"] <= j["atol"] for c in j["cases"])

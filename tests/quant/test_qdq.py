@@ -1,5 +1,6 @@
 """INT8 QDQ graphs: uint8/int8 activations per target, int8 weights, ONNX Runtime's int8 coverage, the
-SiLU unit (QuickGelu) and the float stem of the onnxruntime flavour, skipped layers, parity."""
+SiLU unit (QuickGelu), the float stem, int8 GEMMs and NHWC edges of the onnxruntime flavour, skipped
+layers, parity."""
 
 from __future__ import annotations
 
@@ -82,8 +83,10 @@ def _activation_zero_points(graph) -> list:
 
 
 def _conv_weights(graph) -> dict[str, str]:
-    """{Conv/Gemm node (or 1x1 Conv written as an int8 GEMM): its weight input} in the exported graph."""
-    return {n.name: n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMulIntegerToFloat")}
+    """{Conv/Gemm node (or a Conv written as an int8 GEMM or NHWC QLinearConv): its weight input} in the
+    exported graph."""
+    ops = {"Conv": 1, "Gemm": 1, "MatMulIntegerToFloat": 1, "QLinearConv": 3}
+    return {n.name: n.input[ops[n.op_type]] for n in graph.node if n.op_type in ops}
 
 
 def test_onnxruntime_graph_is_uint8_with_int8_weights(exported):
@@ -133,20 +136,16 @@ def test_silu_is_one_quickgelu_quantized_as_a_unit(exported):
         assert all(n.domain == MS_DOMAIN and n.attribute[0].f == 1.0 for n in quick)
         producers = {o: n for n in graph.node for o in n.output}
         consumers = {i: n.op_type for n in graph.node for i in n.input}
+
+        def through_transpose(node):  # the layout Transposes (optkit.quant.qdq and .nhwc) aside
+            return producers[node.input[0]] if node.op_type == "Transpose" else node
+
         for n in quick:  # read from DequantizeLinear, an int8 GEMM, or a float layer (no needless Q/DQ)
-            source = producers[n.input[0]]
-            gemm = (
-                source.op_type == "Transpose" and producers[source.input[0]].op_type == "MatMulIntegerToFloat"
-            )
-            assert (
-                source.op_type == "DequantizeLinear"
-                or gemm
-                or (
-                    source.op_type == "Conv" and source.input[1] in _inits(graph)  # a float weight
-                )
-            )
-            assert consumers[n.output[0]] == "QuantizeLinear"
-        float_fed = [n for n in quick if producers[n.input[0]].op_type == "Conv"]
+            source = through_transpose(producers[n.input[0]])
+            float_conv = source.op_type == "Conv" and source.input[1] in _inits(graph)  # a float weight
+            assert source.op_type in ("DequantizeLinear", "MatMulIntegerToFloat") or float_conv
+            assert consumers[n.output[0]] in ("QuantizeLinear", "ReduceMean")  # pooled in float (.nhwc)
+        float_fed = [n for n in quick if through_transpose(producers[n.input[0]]).op_type == "Conv"]
         assert bool(float_fed) == bool(report["float_layers"])  # e.g. the float stem's SiLU
         assert report["coverage"]["float_ops"].get("Sigmoid", 0) == 0
     else:
@@ -182,13 +181,51 @@ def test_pointwise_convs_into_a_float_op_are_int8_gemms_with_float_output(export
             and inits[g.input[6]].data_type == TensorProto.FLOAT
         )
         (out,) = readers[g.output[0]]
-        assert out.op_type == "Transpose" and list(out.attribute[0].ints) == [0, 3, 1, 2]
-        assert {r.op_type for r in readers[out.output[0]]} <= {"QuickGelu", "HardSwish"}
+        if out.op_type == "Transpose":
+            assert list(out.attribute[0].ints) == [0, 3, 1, 2]
+            assert {r.op_type for r in readers[out.output[0]]} <= {"QuickGelu", "HardSwish"}
+        else:  # into the pool, all in NHWC (optkit.quant.nhwc)
+            assert out.op_type in ("QuickGelu", "HardSwish")
+            assert [r.op_type for r in readers[out.output[0]]] == ["ReduceMean"]
     outputs = {o.name for o in graph.output}
     assert all(o in readers or o in outputs for n in graph.node for o in n.output)  # no dead nodes
     ort_ops = report.int8["coverage"]
     transposes = ort_ops["int8_ops"].get("Transpose", 0) + ort_ops["float_ops"].get("Transpose", 0)
     assert not gemms or transposes < len(gemms)  # uncancelled, each GEMM would leave two (measured: 2, 4)
+
+
+def test_float_stem_and_head_pool_hand_onnx_runtime_nhwc(exported):
+    """Where a float stem feeds SiLU/HardSwish, the int8 convs reading it are NHWC QLinearConvs and the
+    Transpose sits before the float op (ONNX Runtime folds it into the stem's own layout conversion); the
+    head's pool runs on the int8 GEMM's NHWC output (optkit.quant.nhwc). ONNX Runtime's graph then keeps no
+    Transpose of a full-size tensor: only the pooled [N, 1, 1, C] one, or none."""
+    (_, act, skip), _, files = exported
+    path, report = files["onnxruntime"]
+    rewrites = report.int8["nhwc_rewrites"]
+    if act == "relu":  # the int8 ReLU stem and QLinearConv outputs: nothing to rewrite
+        assert rewrites == []
+        return
+    graph = onnx.load(path).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    stems = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in _inits(graph)]  # float weight
+    assert [n.name for n in stems][:1] == rewrites[:1]  # the float stem (a skipped layer reads int8: no)
+    convs = [n for n in graph.node if n.op_type == "QLinearConv"]
+    assert convs and all(n.domain == MS_DOMAIN for n in convs)
+    assert all(a.i == 1 for n in convs for a in n.attribute if a.name == "channels_last")
+    for conv in convs:  # QLinearConv <- QuantizeLinear <- the float op <- Transpose(NHWC) <- float Conv
+        quantize = producers[conv.input[0]]
+        float_op = producers[quantize.input[0]]
+        transpose = producers[float_op.input[0]]
+        assert quantize.op_type == "QuantizeLinear" and float_op.op_type in ("QuickGelu", "HardSwish")
+        assert list(transpose.attribute[0].ints) == [0, 2, 3, 1] and producers[transpose.input[0]] in stems
+    (mean,) = [n for n in graph.node if n.op_type == "ReduceMean"]
+    assert mean.name == rewrites[1] and producers[producers[mean.input[0]].input[0]].op_type == (
+        "MatMulIntegerToFloat"
+    )
+    assert "GlobalAveragePool" not in {n.op_type for n in graph.node}
+    ort_ops = report.int8["coverage"]
+    transposes = ort_ops["int8_ops"].get("Transpose", 0) + ort_ops["float_ops"].get("Transpose", 0)
+    assert transposes <= 1 + 2 * len(skip)  # a skipped (float, NCHW) layer amid int8 ones costs two
 
 
 def test_both_flavours_count_the_same_params_and_flops(exported):
@@ -236,6 +273,8 @@ def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
             readers.setdefault(t, []).append(n)
     checked = 0
     for node in (n for n in graph.node if n.op_type == "QuickGelu"):
+        if node.output[0] not in q_of:  # the head's, pooled in float
+            continue
         s_out, _, lo_out, hi_out = grid(node.output[0])
         dqs = [n for n in readers[q_of[node.output[0]].output[0]] if n.op_type == "DequantizeLinear"]
         dq_readers = [r for dq in dqs for r in readers[dq.output[0]]]
@@ -245,9 +284,9 @@ def test_silu_grids_spend_no_codes_on_unreachable_values(exported):
         else:
             assert SILU_MIN - s_out <= lo_out <= 0  # from SiLU's minimum (or the measured one) up
         x = node.input[0]
-        if producer[x].op_type == "DequantizeLinear":  # an int8 producer: its Q has the clipped range
-            quantize = producer[producer[x].input[0]]
-            s_in, _, lo_in, hi_in = grid(quantize.input[0])
+        if producer[x].op_type == "DequantizeLinear":  # an int8 producer: its grid is the clipped range
+            s_in, z_in = (float(numpy_helper.to_array(inits[t])) for t in producer[x].input[1:3])
+            lo_in, hi_in = -z_in * s_in, (255 - z_in) * s_in
             assert lo_in >= -silu_floor(s_out) - s_in and hi_in <= silu_inverse(hi_out) + s_in
             checked += 1
     assert checked
