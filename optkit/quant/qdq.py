@@ -668,7 +668,7 @@ class _Graph:
 
     def finish(self, nhwc_report: QdqReport | None = None) -> onnx.ModelProto:
         """The edited graph; with `nhwc_report` (onnxruntime), after optkit.quant.nhwc's layout rewrites,
-        which are listed in it."""
+        which are listed in it (and its quantized_tensors counted again)."""
         from onnx import helper
 
         from optkit.quant import nhwc
@@ -690,6 +690,8 @@ class _Graph:
         ):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
         ordered = _without_unread_nodes(ordered, self.output_names)
+        if nhwc_report is not None:  # one QuantizeLinear per quantized tensor, as written
+            nhwc_report.quantized_tensors = sum(n.op_type == "QuantizeLinear" for n in ordered)
         used = {t for n in ordered for t in n.input}
         # float weights replaced by int8 ones go, and the parameters of Q/DQ nodes rewritten away
         kept = [t for t in [*g.initializer, *self.new_inits] if t.name in used]

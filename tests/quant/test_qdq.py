@@ -95,6 +95,7 @@ def test_onnxruntime_graph_is_uint8_with_int8_weights(exported):
     graph = onnx.load(path).graph
     zero_points = _activation_zero_points(graph)
     assert zero_points and all(z.data_type == TensorProto.UINT8 for z in zero_points)
+    assert len(zero_points) == report.int8["quantized_tensors"]  # one QuantizeLinear per tensor
     assert any(n.op_type == "DequantizeLinear" for n in graph.node)
     inits = _inits(graph)
     quantized = report.int8["quantized_layers"]
