@@ -67,12 +67,9 @@ def pools_in_nhwc(nodes: list, index: _Index, opset: int) -> tuple[list, list[st
         if gemm.op_type != "MatMulIntegerToFloat" or pool is None:
             continue
         act_nhwc, pooled = act.output[0] + "_nhwc", pool.output[0] + "_nhwc"
-        axes = {"axes": [1, 2]} if opset < 18 else {}  # an input from opset 18 (below)
-        mean_inputs = [act_nhwc] if opset < 18 else [act_nhwc, pool.name + "_axes"]
-        mean = helper.make_node("ReduceMean", mean_inputs, [pooled], name=pool.name, keepdims=1, **axes)
         to_nchw = helper.make_node("Transpose", [pooled], list(pool.output), name=pooled, perm=TO_NCHW)
         replace[id(act)] = [_renamed(act, [back.input[0]], [act_nhwc])]
-        replace[id(pool)] = ([_axes_constant(pool.name + "_axes")] if opset >= 18 else []) + [mean, to_nchw]
+        replace[id(pool)] = [*_mean_over_hw(act_nhwc, pooled, pool.name, opset), to_nchw]
         replace.update({id(back): [], id(q): [], id(dq): []})
         done.append(pool.name)
     return _replaced(nodes, replace), done
@@ -92,15 +89,12 @@ def float_producers_in_nhwc(nodes: list, index: _Index) -> tuple[list, list[str]
         layers = _int8_convs_reading(q, index) if q is not None else None
         if not layers:
             continue
-        x = [q.output[0] + "_nhwc", q.input[1], q.input[2]]
-        nhwc = conv.output[0] + "_nhwc"
-        new = [
-            helper.make_node("Transpose", [conv.output[0]], [nhwc], name=nhwc, perm=TO_NHWC),
-            _renamed(act, [nhwc], [act.output[0] + "_nhwc"]),
-            _renamed(q, [act.output[0] + "_nhwc"], x[:1]),
-        ]
-        replace[id(conv)] = [conv, new[0]]
-        replace[id(act)], replace[id(q)] = new[1:2], new[2:]
+        x = [q.output[0] + "_nhwc", q.input[1], q.input[2]]  # the uint8 NHWC tensor, scale, zero point
+        conv_nhwc, act_nhwc = conv.output[0] + "_nhwc", act.output[0] + "_nhwc"
+        to_nhwc = helper.make_node("Transpose", [conv.output[0]], [conv_nhwc], name=conv_nhwc, perm=TO_NHWC)
+        replace[id(conv)] = [conv, to_nhwc]
+        replace[id(act)] = [_renamed(act, [conv_nhwc], [act_nhwc])]
+        replace[id(q)] = [_renamed(q, [act_nhwc], x[:1])]
         for dq, layer, out_q in layers:
             replace[id(layer)] = _nhwc_qlinear_conv(layer, x, out_q, index)
             replace.update({id(dq): [], id(out_q): []})
@@ -123,7 +117,7 @@ def _int8_convs_reading(q, index: _Index) -> list[tuple] | None:
             return None
         if index.dequantized_init(layer.input[1], TensorProto.INT8) is None:
             return None
-        bias = layer.input[2] if len(layer.input) > 2 and layer.input[2] else None
+        bias = _bias(layer)
         if bias is not None and index.dequantized_init(bias, TensorProto.INT32) is None:
             return None
         found.append((dq, layer, out_q))
@@ -136,7 +130,7 @@ def _nhwc_qlinear_conv(layer, x: list[str], out_q, index: _Index) -> list:
     from onnx import TensorProto, helper
 
     weight = index.dequantized_init(layer.input[1], TensorProto.INT8)
-    bias = layer.input[2] if len(layer.input) > 2 and layer.input[2] else None
+    bias = _bias(layer)
     inputs = x + weight + [out_q.input[1], out_q.input[2]]
     if bias is not None:  # int32 on scale x_scale * w_scale, as optkit.quant.qdq writes it
         inputs.append(index.dequantized_init(bias, TensorProto.INT32)[0])
@@ -163,13 +157,22 @@ def _renamed(node, inputs: list[str], outputs: list[str]):
     return copy
 
 
-def _axes_constant(name: str):
+def _bias(layer) -> str | None:
+    return layer.input[2] if len(layer.input) > 2 and layer.input[2] else None
+
+
+def _mean_over_hw(x: str, y: str, name: str, opset: int) -> list:
+    """ReduceMean of NHWC `x` over H and W, keeping the dimensions (axes an input from opset 18)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
-    return helper.make_node(
-        "Constant", [], [name], name=name, value=numpy_helper.from_array(np.array([1, 2], np.int64))
-    )
+    if opset < 18:
+        return [helper.make_node("ReduceMean", [x], [y], name=name, axes=[1, 2], keepdims=1)]
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64))
+    return [
+        helper.make_node("Constant", [], [name + "_axes"], name=name + "_axes", value=axes),
+        helper.make_node("ReduceMean", [x, name + "_axes"], [y], name=name, keepdims=1),
+    ]
 
 
 def _replaced(nodes: list, replace: dict[int, list]) -> list:
