@@ -6,8 +6,13 @@
     bare, trainer, bare, trainer, ... and the medians are compared. Target: trainer / bare >= 0.85.
 (b) demo: `make demo`'s training configuration through the Trainer API into a temp folder.
     Targets: best val top-1 >= 95 %, wall time <= 180 s. Dataset generation is timed separately.
+(c) contention (--contention): images/s of `optkit train` (1 epoch of CONTENTION's configuration, each
+    run a fresh process) with the machine idle and with one single-threaded busy process beside it, for
+    optkit's default CPU threading and the alternatives it was chosen over (optkit.threads). Rounds
+    interleave every variant, idle and busy. Targets for the default: busy >= 0.5x its idle figure, and
+    idle >= 0.9x the idle figure of torch's own default (2 spinning OpenMP threads here).
 
-Usage: python benchmarks/train.py [--skip-demo] [--skip-overhead] [--rounds 2] [--fraction 0.5]
+Usage: python benchmarks/train.py [--skip-demo] [--skip-overhead] [--rounds 2] [--fraction 0.5] [--contention]
 Writes results/train.json (atomically).
 """
 
@@ -36,6 +41,10 @@ WARMUP_FRACTION = 0.02  # of the train split: 160 of 8000 images, 3 batches
 MIN_RATIO = 0.85  # trainer images/s over bare-loop images/s
 MIN_TOP1 = 0.95  # demo best val top-1, fraction
 MAX_DEMO_SECONDS = 180.0  # demo wall time, s
+# (c): one epoch on a quarter of the train split (2,000 images), the demo's model and size
+CONTENTION = ["--model", "yolo-cls-n", "--data", DATA, "--imgsz", "64", "--epochs", "1", "--fraction", "0.25"]
+MIN_BUSY_RATIO = 0.5  # default threading: busy images/s over its idle images/s
+MIN_IDLE_RATIO = 0.9  # default threading idle over torch's own default idle
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fraction", type=float, default=0.5, help="(a): fraction of the train split per run")
     p.add_argument("--workers", type=int, default=None, help="(a): loader workers (default: optkit's)")
     p.add_argument("--cache", action="store_true", help="(a): keep decoded training images in RAM")
+    p.add_argument("--contention", action="store_true", help="run (c): idle vs one busy core, per threading")
+    p.add_argument("--contention-rounds", type=int, default=3, help="(c): rounds over every variant")
     p.add_argument("--out", default="results/train.json", help="JSON file to write")
     # smoke-test knobs: anything but the defaults is not `make demo` (the table says so)
     p.add_argument("--demo-epochs", type=int, default=DEMO["epochs"], help=argparse.SUPPRESS)
@@ -203,10 +214,81 @@ def run_demo(args: argparse.Namespace, project: str) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------- contention
+
+# label -> (environment added to the child's, extra `optkit train` arguments). "optkit default" is what
+# a user gets; "torch default" undoes optkit's choice of wait policy (OMP_WAIT_POLICY set by the user wins).
+THREADING = {
+    "optkit default": ({}, []),
+    "torch default (spinning)": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
+    "1 thread": ({}, ["--threads", "1"]),
+}
+
+
+def train_once(env_extra: dict, args: list[str], project: str, busy: bool) -> float:
+    """images/s of one `optkit train` process (its training part), optionally beside a busy process."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(env_extra)
+    command = [sys.executable, "-m", "optkit", "train", *CONTENTION, *args, "--project", project,
+               "--name", "c", "--exist-ok", "--json"]
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    if done.returncode != 0:
+        raise SystemExit(f"optkit train failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)["images_per_s"]
+
+
+def run_contention(args: argparse.Namespace, project: str) -> dict:
+    cases = [(label, busy) for label in THREADING for busy in (False, True)]
+    runs: dict[str, list[float]] = {f"{label}|{busy}": [] for label, busy in cases}
+    err().print("contention: warm-up run (untimed) ...")
+    train_once({}, [], project, busy=False)
+    for r in range(args.contention_rounds):
+        order = cases[r % len(cases):] + cases[: r % len(cases)]  # rotate, so no case always runs first
+        for label, busy in order:
+            env_extra, extra = THREADING[label]
+            runs[f"{label}|{busy}"].append(train_once(env_extra, extra, project, busy))
+            err().print(f"round {r + 1}: {label}, {'busy' if busy else 'idle'}: "
+                        f"{runs[f'{label}|{busy}'][-1]:,.0f} img/s")
+    medians = {key: statistics.median(values) for key, values in runs.items()}
+    return {
+        "command": ["optkit", "train", *CONTENTION],
+        "rounds": args.contention_rounds,
+        "images_per_s": runs,
+        "medians": medians,
+    }
+
+
+def contention_rows(c: dict) -> list[dict]:
+    m = c["medians"]
+    rows = []
+    for label in THREADING:
+        rows.append(_row(f"{label}: idle", m[f"{label}|False"], "img/s", None, None))
+        rows.append(_row(f"{label}: one core busy", m[f"{label}|True"], "img/s", None, None))
+    default_idle, default_busy = m["optkit default|False"], m["optkit default|True"]
+    busy_ratio = default_busy / default_idle
+    idle_ratio = default_idle / m["torch default (spinning)|False"]
+    rows.append(_row("optkit default: busy / idle", busy_ratio, "x", f">= {MIN_BUSY_RATIO}",
+                     busy_ratio >= MIN_BUSY_RATIO))
+    rows.append(_row("optkit default idle / torch default idle", idle_ratio, "x", f">= {MIN_IDLE_RATIO}",
+                     idle_ratio >= MIN_IDLE_RATIO))
+    return rows
+
+
 # -------------------------------------------------------------------------------------------- report
 
 
-def figures(overhead: dict | None, demo: dict | None, generation_s: float | None) -> list[dict]:
+def figures(
+    overhead: dict | None, demo: dict | None, generation_s: float | None, contention: dict | None = None
+) -> list[dict]:
     """One row per figure: name, value, unit, target (text), ok (None: no target)."""
     rows = []
     if generation_s is not None:
@@ -231,6 +313,8 @@ def figures(overhead: dict | None, demo: dict | None, generation_s: float | None
                 top1 >= MIN_TOP1,
             )
         )
+    if contention:
+        rows.extend(contention_rows(contention))
     return rows
 
 
@@ -276,19 +360,22 @@ def environment() -> dict:
 def main() -> int:
     args = parse_args()
     generation_s = prepare_data(DATA)  # s; None when the dataset was already cached
-    overhead = demo = None
+    overhead = demo = contention = None
     with tempfile.TemporaryDirectory(prefix="optkit-bench-") as project:
         if not args.skip_overhead:
             overhead = run_overhead(args, project)
         if not args.skip_demo:
             demo = run_demo(args, project)
-    rows = figures(overhead, demo, generation_s)
+        if args.contention:
+            contention = run_contention(args, project)
+    rows = figures(overhead, demo, generation_s, contention)
     print_table(rows)
     record = {
         **environment(),
         "data_generation_seconds": generation_s,
         "overhead": overhead,
         "demo": demo,
+        "contention": contention,
         "figures": rows,
     }
     write_json(args.out, record)

@@ -78,8 +78,10 @@ for _name, _target in COMMANDS.items():
 def run() -> int:
     """The `optkit` program (console script and `python -m optkit`): main(), then the exit a
     torchrun process needs (see optkit.train.distributed.end_process)."""
+    from optkit.threads import prepare_cpu_threading
     from optkit.train.distributed import end_process
 
+    prepare_cpu_threading(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
     return end_process(main())
 
 

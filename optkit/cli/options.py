@@ -18,6 +18,10 @@ Workers = Annotated[
     int | None,
     typer.Option("--workers", help="DataLoader worker processes (default: chosen for this machine)."),
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads for torch (default: one per core; see optkit.threads)."),
+]
 Output = Annotated[
     str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-<stage>.pt).")
 ]

@@ -56,6 +56,7 @@ def ptq_calibrate(
         ),
     ] = None,
     batch_size: o.BatchSize = 32,
+    threads: o.Threads = None,
     trust: o.Trust = False,
     code_dir: o.CodeDir = None,
     model_name: o.ModelName = None,
@@ -71,7 +72,9 @@ def ptq_calibrate(
     from optkit.quant.ptq import PtqRequest, run_ptq
     from optkit.report.console import emit_json
     from optkit.report.quant import print_ptq
+    from optkit.threads import set_cpu_threads
 
+    set_cpu_threads(threads)
     request = PtqRequest(
         weights=weights,
         data=data,

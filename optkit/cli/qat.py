@@ -36,6 +36,7 @@ def qat(
     freeze: o.Freeze = 0,
     seed: o.Seed = 0,
     device: o.Device = "",
+    threads: o.Threads = None,
     workers: o.Workers = None,
     fraction: o.Fraction = 1.0,
     cache: o.Cache = False,
@@ -56,6 +57,9 @@ def qat(
     from optkit.report.console import emit_json
     from optkit.report.quant import print_qat
     from optkit.report.train import TrainDisplay
+    from optkit.threads import set_cpu_threads
+
+    set_cpu_threads(threads)
 
     train = dict(
         data=data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr0=lr0, lrf=lrf,

@@ -49,6 +49,7 @@ def train(
     freeze: o.Freeze = 0,
     seed: o.Seed = 0,
     device: o.Device = "",
+    threads: o.Threads = None,
     workers: o.Workers = None,
     fraction: o.Fraction = 1.0,
     cache: o.Cache = False,
@@ -73,6 +74,7 @@ def train(
     """
     from optkit.report.console import emit_json
     from optkit.report.train import TrainDisplay, print_summary
+    from optkit.threads import set_cpu_threads
     from optkit.train import distributed
     from optkit.train.config import TrainConfig
     from optkit.train.trainer import Trainer
@@ -109,6 +111,7 @@ def train(
         stop_after=stop_after,
         resume_from=resume,
     )
+    used_threads = set_cpu_threads(threads)
     dist = distributed.from_env()
     if not dist.is_main:
         _run_quietly(Trainer(cfg, dist=dist), cfg, dist)
@@ -118,7 +121,7 @@ def train(
     with TrainDisplay() as display:
         result = _run(Trainer(cfg, progress=display, dist=dist), dist)
     if json_out:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "threads": used_threads})
     else:
         print_summary(result)
 

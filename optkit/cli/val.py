@@ -18,6 +18,7 @@ def val(
     batch_size: o.BatchSize = 128,
     workers: o.Workers = None,
     device: o.Device = "",
+    threads: o.Threads = None,
     trust: o.Trust = False,
     code_dir: o.CodeDir = None,
     model_name: o.ModelName = None,
@@ -28,6 +29,9 @@ def val(
     from optkit.measure.validate import validate_checkpoint
     from optkit.report.console import emit_json
     from optkit.report.val import print_val
+    from optkit.threads import set_cpu_threads
+
+    used_threads = set_cpu_threads(threads)
 
     result = validate_checkpoint(
         weights,
@@ -41,6 +45,6 @@ def val(
         model_name=model_name,
     )
     if json_out:
-        emit_json(result)
+        emit_json({**result, "threads": used_threads})
     else:
         print_val(result)
