@@ -232,8 +232,20 @@ def train_once(env_extra: dict, args: list[str], project: str, busy: bool) -> fl
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env.update(env_extra)
-    command = [sys.executable, "-m", "optkit", "train", *CONTENTION, *args, "--project", project,
-               "--name", "c", "--exist-ok", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "optkit",
+        "train",
+        *CONTENTION,
+        *args,
+        "--project",
+        project,
+        "--name",
+        "c",
+        "--exist-ok",
+        "--json",
+    ]
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -252,12 +264,14 @@ def run_contention(args: argparse.Namespace, project: str) -> dict:
     err().print("contention: warm-up run (untimed) ...")
     train_once({}, [], project, busy=False)
     for r in range(args.contention_rounds):
-        order = cases[r % len(cases):] + cases[: r % len(cases)]  # rotate, so no case always runs first
+        order = cases[r % len(cases) :] + cases[: r % len(cases)]  # rotate, so no case always runs first
         for label, busy in order:
             env_extra, extra = THREADING[label]
             runs[f"{label}|{busy}"].append(train_once(env_extra, extra, project, busy))
-            err().print(f"round {r + 1}: {label}, {'busy' if busy else 'idle'}: "
-                        f"{runs[f'{label}|{busy}'][-1]:,.0f} img/s")
+            err().print(
+                f"round {r + 1}: {label}, {'busy' if busy else 'idle'}: "
+                f"{runs[f'{label}|{busy}'][-1]:,.0f} img/s"
+            )
     medians = {key: statistics.median(values) for key, values in runs.items()}
     return {
         "command": ["optkit", "train", *CONTENTION],
@@ -276,10 +290,24 @@ def contention_rows(c: dict) -> list[dict]:
     default_idle, default_busy = m["optkit default|False"], m["optkit default|True"]
     busy_ratio = default_busy / default_idle
     idle_ratio = default_idle / m["torch default (spinning)|False"]
-    rows.append(_row("optkit default: busy / idle", busy_ratio, "x", f">= {MIN_BUSY_RATIO}",
-                     busy_ratio >= MIN_BUSY_RATIO))
-    rows.append(_row("optkit default idle / torch default idle", idle_ratio, "x", f">= {MIN_IDLE_RATIO}",
-                     idle_ratio >= MIN_IDLE_RATIO))
+    rows.append(
+        _row(
+            "optkit default: busy / idle",
+            busy_ratio,
+            "x",
+            f">= {MIN_BUSY_RATIO}",
+            busy_ratio >= MIN_BUSY_RATIO,
+        )
+    )
+    rows.append(
+        _row(
+            "optkit default idle / torch default idle",
+            idle_ratio,
+            "x",
+            f">= {MIN_IDLE_RATIO}",
+            idle_ratio >= MIN_IDLE_RATIO,
+        )
+    )
     return rows
 
 
