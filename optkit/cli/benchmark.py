@@ -25,11 +25,13 @@ def benchmark(
     debug: o.Debug = False,
 ) -> None:
     """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact."""
+    from optkit.cli.outputs import check_outputs
     from optkit.report.benchmark import print_benchmark, write_csv, write_plot
     from optkit.report.console import emit_json
     from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
 
     request = BenchmarkRequest(artifacts, data, imgsz, batch_size, warmup, runs, threads)
+    check_outputs({"--csv": csv_path, "--plot": plot})  # before any timing
     result = run_benchmark(request)
     if csv_path:
         write_csv(result, csv_path)

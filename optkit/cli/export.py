@@ -93,8 +93,8 @@ def export(
         raise ConfigError("--data feeds the output comparison, which --no-check skips; drop one of them")
     if half:
         half_device()  # no CUDA: fail before reading anything
+    target = onnx_output(weights, output)  # checked writable before any work
     src = open_model(weights, command="export", trust=trust, code_dir=code_dir, model_name=model_name)
-    target = onnx_output(weights, output)
     config.imgsz = check_imgsz(imgsz or src.imgsz, src.stride)
     preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else src.preprocess or preprocess_of(None)
     images = parity_images(data, src.names, config.imgsz, preprocess) if data else None
@@ -109,16 +109,24 @@ def export(
 
 
 def onnx_output(source: str | Path, output: str | None) -> Path:
-    """`<stem>.onnx` beside the source, or -o (a .onnx file path; missing folders are created)."""
+    """`<stem>.onnx` beside the source, or -o (a .onnx file path; missing folders are created),
+    checked writable."""
+    from optkit.cli.outputs import DEFAULT_HINT
     from optkit.errors import ConfigError
+    from optkit.io import check_writable
 
     source = Path(source)
     if output is None:
-        return source.with_suffix(".onnx")
+        if source.suffix.lower() == ".onnx":  # the default would replace the input itself
+            from optkit.checkpoint import _check_readable_file
+
+            _check_readable_file(source)  # an ONNX file (by content), a missing file: said as for any input
+            raise ConfigError(f"{source} is a checkpoint named .onnx; give -o PATH.onnx for the export")
+        return check_writable(source.with_suffix(".onnx"), hint=DEFAULT_HINT)
     path = Path(output)
     if path.is_dir():
         example = path / (source.stem + ".onnx")
         raise ConfigError(f"-o {path} is a directory; give a file path such as {example}")
     if path.suffix.lower() != ".onnx":
         raise ConfigError(f"-o {path}: export writes an ONNX model; give a path ending in .onnx")
-    return path
+    return check_writable(path, "-o")

@@ -72,6 +72,7 @@ def train(
     Under `torchrun --nproc_per_node N -m optkit train ...` each process trains on 1/N of every batch;
     rank 0 alone writes and prints.
     """
+    from optkit.cli.outputs import check_run_folder
     from optkit.report.console import emit_json
     from optkit.report.train import TrainDisplay, print_summary
     from optkit.threads import set_cpu_threads
@@ -118,6 +119,7 @@ def train(
         return
     if resume is None:
         cfg.validate()  # before any data is generated or memory allocated
+    check_run_folder(project, resume)  # before any work: the run folder can be written
     with TrainDisplay() as display:
         result = _run(Trainer(cfg, progress=display, dist=dist), dist)
     if json_out:

@@ -11,6 +11,7 @@ from optkit.errors import ConfigError
 # Fine-tuning after pruning: AdamW from 2e-3 with cosine decay and no warm-up recovered the demo model
 # (yolo-cls-n, 30% of channels removed: 12.5% -> 96.25% top-1 in 3 epochs; 1e-3 gave 95.6%, 5e-4 94.1%).
 FINETUNE_LR0 = 0.002
+FINETUNE_PROJECT = "runs/prune"  # the fine-tuning run folders: runs/prune/<stem>, <stem>2, ...
 
 
 @dataclass
@@ -48,12 +49,14 @@ class PruneRequest:
 
 def run_prune(req: PruneRequest) -> dict:
     from optkit.checkpoint import save_checkpoint
-    from optkit.cli.outputs import file_size, stage_output
+    from optkit.cli.outputs import check_run_folder, file_size, stage_output
     from optkit.inputs import open_model
     from optkit.models import count_params
 
     req.validate()
     target = stage_output(req.weights, "pruned", req.output)
+    if req.finetune_epochs:
+        check_run_folder(FINETUNE_PROJECT)  # both outputs checked before any work
     src = open_model(
         req.weights, command="prune", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
     )
@@ -158,7 +161,7 @@ def _finetune(ckpt, req: PruneRequest):
             batch_size=req.batch_size,
             workers=req.workers,
             device=req.device,
-            project="runs/prune",
+            project=FINETUNE_PROJECT,
             name=Path(req.weights).stem,
             warmup_epochs=0.0,
             lr0=FINETUNE_LR0,
