@@ -12,31 +12,71 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def scan_classes(root: Path) -> list[str]:
+    """The class folders of a split, sorted. A class folder that is a symbolic link back to the split or
+    to a folder above it (a loop: it holds the dataset, not images of one class) is refused."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for folder in folders:
+        _refuse_loop(folder, root)
+    return sorted(p.name for p in folders)
+
+
+def _refuse_loop(folder: Path, root: Path) -> None:
+    if not folder.is_symlink():
+        return
+    target = folder.resolve()
+    if target == root.resolve() or target in root.resolve().parents:
+        raise DatasetError(
+            f"{folder} is a symbolic link to {target}, which holds the dataset itself, not the images of "
+            f"one class: remove the link (or point it at a folder of images)"
+        )
 
 
 def scan_samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) of every image, class by class. A class folder that is missing is skipped (a
+    val split may hold some of a model's classes); one that holds no images is refused by name."""
     samples = []
     for index, name in enumerate(classes):
         folder = Path(root) / name
         if not folder.is_dir():
             continue
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DatasetError(
+                f"{folder}: class folder '{name}' has no images ({', '.join(IMAGE_SUFFIXES)}) directly "
+                "inside; add its images or remove the folder"
+            )
         samples.extend((str(p), index) for p in files)
     return samples
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # how Pillow opens 16-bit greyscale PNGs
+
+
 def read_rgb(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """The image as 8-bit RGB, turned upright by its EXIF orientation (as viewers show it)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return eight_bit(ImageOps.exif_transpose(img)).convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise DatasetError(f"cannot read image {path} ({type(e).__name__})") from None
+
+
+def eight_bit(img):
+    """16-bit greyscale scaled to 0..255 (65535 -> 255); Pillow's own convert clips every value above
+    255 to white. Mode "I" holding only 0..255 is already 8-bit in range and is left alone."""
+    from PIL import Image
+
+    if img.mode not in SIXTEEN_BIT_MODES:
+        return img
+    values = np.asarray(img).astype(np.float64)
+    if img.mode == "I" and values.max(initial=0) <= 255:
+        return Image.fromarray(values.clip(0, 255).astype(np.uint8))
+    return Image.fromarray(np.rint(values / 257.0).clip(0, 255).astype(np.uint8))  # uint8 HxW: mode L
 
 
 class ImageFolder:

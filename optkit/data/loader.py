@@ -7,6 +7,7 @@ so results do not depend on the number of workers, and a resumed run repeats the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,16 @@ def resolve_data(spec: str, cache_dir: Path | None = None) -> DataSpec:
         only = sorted(set(train) ^ set(val))
         raise DatasetError(f"{root}: train/ and val/ have different classes ({', '.join(only[:5])})")
     return DataSpec(spec, root, train, root / "train", root / "val")
+
+
+def require_two_classes(names: list[str], root) -> None:
+    """A classifier of one class is right about every image (top-1 is always 100%): training it or
+    measuring its accuracy says nothing, so both are refused."""
+    if len(names) < 2:
+        raise DatasetError(
+            f"{root}: one class ({', '.join(names)}); a classifier needs at least 2 classes to train or to "
+            "measure top-1 (with one, every answer is right); add a class folder for each class"
+        )
 
 
 def _log(message: str) -> None:
@@ -128,6 +139,9 @@ def build_train_loader(
     from torch.utils.data import DataLoader
 
     sampler = EpochSampler(len(dataset), seed, shuffle=True, fraction=fraction, rank=rank, world=world)
+    require_batch_norm_images(
+        len(sampler.indices), len(dataset), fraction, world, getattr(dataset, "root", None)
+    )
     workers = _clamp_workers(workers)
     loader = DataLoader(
         dataset,
@@ -139,6 +153,30 @@ def build_train_loader(
         drop_last=len(sampler) % batch_size == 1 and len(sampler) > 1,
     )
     return loader, sampler
+
+
+def require_batch_norm_images(kept: int, n: int, fraction: float, world: int, root=None) -> None:
+    """Every process needs a batch of 2 or more images: BatchNorm cannot train on one ("Expected more
+    than 1 value per channel"). A shard is ceil(kept / world) images, so kept must exceed world."""
+    need = world + 1
+    if kept >= need:
+        return
+    per = f" for {world} processes (2 each)" if world > 1 else ""
+    why = "BatchNorm cannot train on a batch of one image"
+    if n < need:
+        where = root or "the training split"
+        raise DatasetError(f"{where} has {n} training image(s); training needs at least {need}{per} ({why})")
+    raise ConfigError(
+        f"--fraction {fraction:g} keeps {kept} of {n} training images; training needs at least {need} "
+        f"images{per} ({why}): use --fraction >= {min_fraction(need, n):g}"
+    )
+
+
+def min_fraction(need: int, n: int) -> float:
+    """The smallest --fraction with 2 significant digits that keeps `need` of `n` images (rounded up)."""
+    exact = need / n
+    step = 10.0 ** (math.floor(math.log10(exact)) - 1)  # 2 significant digits
+    return float(f"{math.ceil(round(exact / step, 9)) * step:.2g}")
 
 
 def build_val_loader(dataset, batch_size: int, workers: int):

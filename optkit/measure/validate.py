@@ -96,9 +96,11 @@ def accuracy_on(
     optkit's ImageNet normalisation. A model whose output is not plain logits (probabilities, or a tuple
     holding the class scores) is read through `class_logits`."""
     from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers
+    from optkit.data.loader import require_two_classes
     from optkit.device import select_device
     from optkit.measure.evaluate import evaluate
 
+    require_two_classes(list(names), spec.root)  # one class: top-1 is 100% whatever the model does
     dev = select_device(device)
     norm = {"mean": preprocess["mean"], "std": preprocess["std"]} if preprocess else {}
     dataset = ImageFolder(spec.val_dir, ValTransform(imgsz, **norm), classes=list(names))

@@ -92,8 +92,30 @@ def set_schedule(opt, cfg: TrainConfig, epoch: int, i: int, nb: int, warmup_iter
             group["momentum"] = momentum
 
 
-def warmup_iterations(cfg: TrainConfig, nb: int) -> int:
-    """Warm-up length in iterations: warmup_epochs worth, at least 100 (0 disables it)."""
+WARMUP_MIN_ITERS = 100  # a warm-up of fewer iterations than this is raised to it (when the run allows)
+WARMUP_MAX_SHARE = 3  # the warm-up takes at most 1/3 of the run's iterations, so a short run reaches lr0
+
+
+def asked_warmup(cfg: TrainConfig, nb: int) -> int:
+    """warmup_epochs worth of iterations, at least WARMUP_MIN_ITERS (0 disables warm-up)."""
     if cfg.warmup_epochs <= 0:
         return 0
-    return max(round(cfg.warmup_epochs * nb), 100)
+    return max(round(cfg.warmup_epochs * nb), WARMUP_MIN_ITERS)
+
+
+def warmup_iterations(cfg: TrainConfig, nb: int) -> int:
+    """Warm-up length in iterations (nb per epoch): what is asked, cut to a third of the run's iterations
+    (a 2-epoch run of 10 iterations would otherwise end at 1/10 of the way up a 100-iteration ramp)."""
+    return min(asked_warmup(cfg, nb), cfg.epochs * nb // WARMUP_MAX_SHARE)
+
+
+def warmup_note(cfg: TrainConfig, nb: int) -> str | None:
+    """One line when warmup_iterations cut the warm-up, else None."""
+    asked, used = asked_warmup(cfg, nb), warmup_iterations(cfg, nb)
+    if used >= asked:
+        return None
+    total = cfg.epochs * nb
+    return (
+        f"warm-up cut from {asked} to {used} iterations, a third of this run's {total}, so that the "
+        f"learning rate reaches the schedule from --lr0 {cfg.lr0:g}"
+    )

@@ -31,7 +31,7 @@ from optkit.checkpoint import (
 from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import atomic_write_text
 from optkit.models.imgsz import check_imgsz
-from optkit.train import distributed, interrupt
+from optkit.train import distributed, interrupt, resume
 from optkit.train.config import TrainConfig
 from optkit.train.results import format_row, next_run_dir, read_results, write_results
 
@@ -97,6 +97,7 @@ class Trainer:
         self._build_model(resume_ckpt)
         check_imgsz(self.imgsz, self.model.stride)
         self._build_loaders()
+        self._plan_warmup()
         self._freeze(cfg.freeze)
         self.model.to(self.device)
         self.masks = self._sparsity_masks()
@@ -124,6 +125,10 @@ class Trainer:
                 f"{path} finished all {saved.epochs} epochs; nothing to resume "
                 f"(to train more: optkit train --weights {path} --epochs N)"
             )
+        self.resume_dir = resume.run_folder_of(path)  # <run>/weights/last.pt, wherever <run> now is
+        if self.dist.is_main:  # rank 0 alone reads and writes the run folder
+            best_epoch = (ckpt.train_state or {}).get("best_epoch", -1) + 1
+            resume.check_run_folder(self.resume_dir, ckpt.epoch + 1, best_epoch)
         saved.device = self.cfg.device or saved.device  # the machine may differ
         saved.workers = self.cfg.workers if self.cfg.workers is not None else saved.workers
         saved.stop_after = self.cfg.stop_after
@@ -133,8 +138,11 @@ class Trainer:
 
     def _resolve_data(self):
         from optkit.data import resolve_data
+        from optkit.data.loader import require_two_classes
 
-        return resolve_data(self.cfg.data)
+        data = resolve_data(self.cfg.data)
+        require_two_classes(data.names, data.root)
+        return data
 
     def _build_model(self, resume_ckpt: Checkpoint | None) -> None:
         """Sets model, names, imgsz, and the lineage and transforms that saved checkpoints carry on."""
@@ -142,6 +150,7 @@ class Trainer:
 
         cfg = self.cfg
         if resume_ckpt is not None:
+            resume.check_same_classes(self.data.names, resume_ckpt.names, self.data.root, cfg.resume_from)
             self.model = build_model(resume_ckpt, weights="model").train()
             self.names, self.imgsz = resume_ckpt.names, resume_ckpt.imgsz
             # the last lineage entry is this run's own "train" entry; it is rewritten at each save
@@ -173,21 +182,32 @@ class Trainer:
         return masks
 
     def _model_for_classes(self, ckpt: Checkpoint, names: list[str]):
-        """The checkpoint's model; its classifier is re-initialised when the dataset's classes differ."""
+        """The checkpoint's model. When the dataset's classes differ, its classifier head (the last
+        Linear) is re-initialised: with another count its shape changes, and with the same count under
+        other names its outputs would mean other classes."""
         from optkit.checkpoint import create_architecture
 
         if ckpt.names == names:
             return build_model(ckpt).train()
         model = create_architecture(dataclasses.replace(ckpt, names=names))
-        state = model.state_dict()
+        state, head = model.state_dict(), _classifier_keys(model)
         weights = ckpt.inference_weights()
-        loaded = {k: v for k, v in weights.items() if k in state and state[k].shape == v.shape}
-        skipped = sorted(k for k in state if k not in loaded)
+        loaded = {
+            k: v for k, v in weights.items() if k in state and k not in head and state[k].shape == v.shape
+        }
+        fresh = ", ".join(sorted(k for k in state if k not in loaded))
         model.load_state_dict(loaded, strict=False)
-        self.notes.append(
-            f"dataset classes differ from the checkpoint's ({len(ckpt.names)} -> {len(names)} classes): "
-            f"classifier head reshaped and re-initialised ({', '.join(skipped)})"
-        )
+        old, new = resume.short_names(ckpt.names), resume.short_names(names)
+        if len(ckpt.names) != len(names):
+            self.notes.append(
+                f"dataset classes differ from the checkpoint's ({len(ckpt.names)} -> {len(names)} classes: "
+                f"({old}) -> ({new})): classifier head reshaped and re-initialised ({fresh})"
+            )
+        else:
+            self.notes.append(
+                f"dataset classes ({new}) are not the checkpoint's ({old}): same count, other meaning, so "
+                f"the classifier head is re-initialised ({fresh})"
+            )
         return model.train()
 
     def _build_loaders(self) -> None:
@@ -220,6 +240,16 @@ class Trainer:
         if dist.is_main:
             val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
             self.val_loader = build_val_loader(val_set, per_rank * 2, workers)
+
+    def _plan_warmup(self) -> None:
+        """Warm-up iterations, the same every epoch and on resume; a note when a short run cuts it."""
+        from optkit.train.optim import warmup_iterations, warmup_note
+
+        nb = len(self.train_loader)
+        self.warmup = warmup_iterations(self.cfg, nb)
+        note = warmup_note(self.cfg, nb)
+        if note:
+            self.notes.append(note)
 
     def _batch_size(self) -> int:
         if self.cfg.batch_size != -1:
@@ -273,7 +303,7 @@ class Trainer:
 
     def _run_dir(self, resume_ckpt: Checkpoint | None) -> Path:
         if resume_ckpt is not None:
-            return Path(self.cfg.resume_from).resolve().parent.parent  # <run>/weights/last.pt
+            return self.resume_dir  # checked in prepare(): <run>/weights/last.pt
         return next_run_dir(self.cfg.project, self.cfg.name, self.cfg.exist_ok)
 
     # ---- training -------------------------------------------------------------------------
@@ -371,14 +401,14 @@ class Trainer:
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
         import torch
 
-        from optkit.train.optim import set_schedule, warmup_iterations
+        from optkit.train.optim import set_schedule
 
         cfg, device, world = self.cfg, self.device, self.dist.world_size
         torch.manual_seed(cfg.seed + epoch)  # dropout masks: a function of (seed, epoch) only
         self.sampler.set_epoch(epoch)
         self.train_model.train()
         nb = len(self.train_loader)  # the same on every rank: the sampler pads its shards
-        warmup = warmup_iterations(cfg, nb)
+        warmup = self.warmup  # iterations (_plan_warmup)
         loss_sum, seen = 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(self.train_loader):
@@ -494,6 +524,17 @@ class Trainer:
     def _emit(self, event: str, **info) -> None:
         if self.progress is not None and self.dist.is_main:
             self.progress(event, **info)
+
+
+def _classifier_keys(model) -> set[str]:
+    """State-dict keys of the parameters of the layer that makes the logits (the model's last Linear)."""
+    import torch.nn as nn
+
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return set()
+    name, layer = linears[-1]
+    return {f"{name}.{p}" for p, _ in layer.named_parameters(recurse=False)}
 
 
 def train(cfg: TrainConfig, progress=None) -> TrainResult:

@@ -1,0 +1,74 @@
+"""What `train --resume` needs beside last.pt, checked before anything is written.
+
+A run folder is `<run>/weights/{last,best}.pt` + `<run>/results.csv` + `<run>/args.yaml`. A resume
+continues the run folder that last.pt sits in, wherever that folder was moved. Exact resume needs
+results.csv (the rows of the epochs already run: the resumed run keeps them) and best.pt (the best epoch so
+far, which the resumed run keeps unless a later epoch beats it); args.yaml is a record written again from
+last.pt's own options at every start, so a run folder without it still resumes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optkit.errors import CheckpointError, DatasetError
+from optkit.train.results import read_results
+
+
+def short_names(names: list[str], n: int = 6) -> str:
+    """'a, b, c' (the first n, then '...'): class lists in one-line messages."""
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def run_folder_of(last: str | Path) -> Path:
+    """<run>/weights/last.pt -> <run> (absolute; a link to last.pt is not followed: the folder the user
+    named is the run)."""
+    path = Path(last).absolute()
+    if path.parent.name != "weights":
+        raise CheckpointError(
+            f"{last} is not in a run folder (<run>/weights/last.pt): --resume continues the run it "
+            f"belongs to; put it back in its run folder's weights/, or start a new run from it with "
+            f"--weights {last}"
+        )
+    return path.parent.parent
+
+
+def check_run_folder(run: Path, epochs_done: int, best_epoch: int) -> None:
+    """Refuse a run folder that lacks what exact resume keeps. `epochs_done`: epochs last.pt holds;
+    `best_epoch`: the best so far (1-based; 0 = none)."""
+    results = run / "results.csv"
+    moved = "move the whole run folder, not last.pt alone"
+    if not results.is_file():
+        raise CheckpointError(
+            f"{results} is missing: it holds epochs 1-{epochs_done} of this run, which a resume keeps; "
+            + moved
+        )
+    have = {int(r["epoch"]) for r in read_results(results, up_to_epoch=epochs_done)}
+    missing = [e for e in range(1, epochs_done + 1) if e not in have]
+    if missing:
+        raise CheckpointError(
+            f"{results} lacks the rows of {_epochs_text(missing)} (last.pt holds {epochs_done} epochs): "
+            f"it is not this run's results.csv; {moved}"
+        )
+    best = run / "weights" / "best.pt"
+    if best_epoch > 0 and not best.is_file():
+        raise CheckpointError(
+            f"{best} is missing: it holds epoch {best_epoch}, the best so far, which a resume keeps; "
+            "put it back beside last.pt"
+        )
+
+
+def check_same_classes(data_names: list[str], ckpt_names: list[str], root, last) -> None:
+    """A resumed run trains the classes last.pt was trained on: a dataset whose classes changed (a class
+    added, removed or renamed, or a relative --data read from another folder) is refused."""
+    if list(data_names) != list(ckpt_names):
+        raise DatasetError(
+            f"dataset classes changed since {last} was saved: {root} has {len(data_names)} "
+            f"({short_names(data_names)}), last.pt has {len(ckpt_names)} ({short_names(ckpt_names)}); "
+            "resume needs the data the run started on (or start a new run from it with --weights)"
+        )
+
+
+def _epochs_text(epochs: list[int]) -> str:
+    listed = ", ".join(str(e) for e in epochs[:5]) + (", ..." if len(epochs) > 5 else "")
+    return ("epoch " if len(epochs) == 1 else "epochs ") + listed
