@@ -117,6 +117,7 @@ def _file_cases():
 
 CUDA = "CUDA"
 TRAIN = ["train", "--model", "test-tiny", "--data", "{D}", "--workers", "0"]
+TRAIN_ON = ["train", "--model", "test-tiny", "--workers", "0", "--data"]  # + a dataset
 VAL = ["val", "{C}", "--data", "{D}", "--workers", "0"]
 PROFILE = ["profile", "{C}", "--runs", "1", "--warmup", "0"]
 BENCH = ["benchmark", "{C}", "--runs", "1", "--warmup", "0"]
@@ -140,6 +141,13 @@ OPTION_ROWS = [
     ("train", "data-missing", ["train", "--model", "test-tiny", "--data", "nowhere"], 1, "nowhere", False),
     ("train", "data-no-images", ["train", "--model", "test-tiny", "--data", "{E}"], 1, "no images", False),
     ("train", "data-no-classes", ["train", "--model", "test-tiny", "--data", "{N}"], 1, "class", False),
+    # issue 13 (7, 8): an empty class folder, a class folder linking back to the dataset, one class, a
+    # --fraction that leaves one image, a last.pt moved out of its run folder
+    ("train", "data-empty-class", [*TRAIN_ON, "{EC}"], 1, "train/red: class folder", False),
+    ("train", "data-class-link-loop", [*TRAIN_ON, "{LOOP}"], 1, "symbolic link", False),
+    ("train", "data-one-class", [*TRAIN_ON, "{O}"], 1, "at least 2 classes", False),
+    ("train", "fraction-one-image", [*TRAIN, "--fraction", "0.01"], 1, "--fraction >= 0.084", False),
+    ("train", "resume-lone-last-pt", ["train", "--resume", "{R}"], 1, "not in a run folder", False),
     # val
     ("val", "imgsz-stride", [*VAL, "--imgsz", "50"], 1, "stride 32", False),
     ("val", "imgsz-huge", [*VAL, "--imgsz", "100000"], 1, "--imgsz", True),
@@ -149,6 +157,7 @@ OPTION_ROWS = [
     ("val", "class-mismatch", ["val", "{C}", "--data", "{D2}", "--workers", "0"], 1, "classes", False),
     ("val", "data-no-images", ["val", "{C}", "--data", "{E}"], 1, "no images", False),
     ("val", "data-no-classes", ["val", "{C}", "--data", "{N}"], 1, "class", False),
+    ("val", "one-class", ["val", "{C1}", "--data", "{O}", "--workers", "0"], 1, "at least 2 classes", False),
     # models
     ("models", "num-classes-0", ["models", "--num-classes", "0"], 1, "--num-classes", True),
     ("models", "num-classes-huge", ["models", "--num-classes", "1000000000"], 1, "--num-classes", True),
@@ -273,6 +282,40 @@ def shared(tmp_path_factory) -> dict[str, Path]:
         "{D2}": write_image_folder(root / "pets", ["cat", "dog"], per_class=8, seed=1),
         "{E}": empty,
         "{N}": no_classes,
+        **_problem_data(root),
+    }
+
+
+def _problem_data(root: Path) -> dict[str, Path]:
+    """Issue 13's silent data problems, and a last.pt copied out of its run folder."""
+    import shutil
+
+    from image_folders import write_image_folder
+
+    from optkit.checkpoint import checkpoint_from_model, save_checkpoint
+    from optkit.models import create_model
+    from optkit.train.config import TrainConfig
+    from optkit.train.trainer import Trainer
+
+    empty_class = write_image_folder(root / "empty-class", NAMES, per_class=4)
+    for f in (empty_class / "train" / "red").iterdir():
+        f.unlink()
+    loop = write_image_folder(root / "loop", ["cat", "dog"], per_class=4)
+    (loop / "train" / "loop").symlink_to(loop, target_is_directory=True)
+    (loop / "val" / "loop").mkdir()
+    one = write_image_folder(root / "one-class", ["cat"], per_class=4)
+    tiny = write_image_folder(root / "tiny", NAMES, per_class=4)
+    cfg = TrainConfig(model="test-tiny", data=str(tiny), epochs=2, stop_after=1, imgsz=32, workers=0)
+    cfg.project = str(root / "runs")
+    run = Trainer(cfg).run()
+    lone = shutil.copy(run.last, root / "last.pt")
+    one_class_ckpt = checkpoint_from_model(create_model("test-tiny", num_classes=1), ["cat"], 32)
+    return {
+        "{EC}": empty_class,
+        "{LOOP}": loop,
+        "{O}": one,
+        "{R}": Path(lone),
+        "{C1}": save_checkpoint(one_class_ckpt, root / "one-class.pt"),
     }
 
 
