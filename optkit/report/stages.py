@@ -34,9 +34,12 @@ def print_fuse(r: dict) -> None:
 
 def print_prune(r: dict) -> None:
     rows = [("output", r["output"]), ("method", r["method"])]
-    rows.append(
-        ("sparsity", f"target {pct(r['amount'], 1)}, achieved {pct(r['achieved'], 2)} of prunable weights")
-    )
+    if r.get("channels_removed") is not None:  # structured: --amount is a fraction of channels
+        rows.append(("channels", _channels_removed(r["amount"], r["channels_removed"])))
+        rows.append(("weights", f"removed {pct(r['achieved'], 2)} of prunable weights"))
+    else:
+        achieved = f"achieved {pct(r['achieved'], 2)} of prunable weights"
+        rows.append(("sparsity", f"target {pct(r['amount'], 1)}, {achieved}"))
     rows.append(("params", f"{r['params_before']:,} -> {r['params_after']:,}"))
     if r.get("gflops_before") is not None:
         rows.append(("GFLOPs", f"{r['gflops_before']:.4g} -> {r['gflops_after']:.4g}"))
@@ -59,6 +62,13 @@ def print_prune(r: dict) -> None:
     out().print(kv_table(f"optkit prune  {r['source']}", rows))
     if r.get("layers"):
         out().print(_layer_table(r["layers"]))
+
+
+def _channels_removed(amount: float, removed: float) -> str:
+    text = f"target {pct(amount, 1)}, removed {pct(removed, 2)}"
+    if removed < amount - 0.0005:  # below target by more than the 0.1% shown: layers hit their floor
+        text += " (less: each layer keeps at least --round-to channels)"
+    return text
 
 
 def _layer_table(layers: dict):

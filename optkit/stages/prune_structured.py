@@ -6,9 +6,12 @@ them as one group. Policy lives here:
 
 - `amount` is the fraction of output channels removed from each prunable layer (Torch-Pruning's
   `pruning_ratio`). What remains is rounded *down* to a multiple of `round_to` (so more may go than
-  asked); a layer whose rounded width would be 0 is left whole. The achieved channel reduction and the
-  achieved reduction of prunable weights (conv and linear weights, classifier head excluded, see
-  `prunable_weight_count`) are reported in the transform entry's `achieved` dict.
+  asked), but never below `round_to` channels (1 with `round_to` 1): a layer at that floor is at its
+  minimum width and keeps it at any higher amount, and a layer narrower than `round_to` is left whole
+  (no multiple of `round_to` fits). So no layer gets wider as `amount` rises, and the achieved
+  reduction never falls (see `kept_channels`). The achieved channel reduction and the achieved reduction
+  of prunable weights (conv and linear weights, classifier head excluded, see `prunable_weight_count`)
+  are reported in the transform entry's `achieved` dict.
 - The classifier head (`nn.Linear` with `num_classes` outputs in the model's last block) and the modules
   named in `ignore` keep all their output channels; the head loses input features with its producer.
 - Importance (`importance`): "l1" / "l2" = group magnitude (the L1/L2 norm of each channel's weights in
@@ -23,6 +26,8 @@ with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import copy
+import functools
+import math
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +46,7 @@ IMPORTANCES = ("l1", "l2", "bn-scale")
 class StructuredPruneConfig:
     amount: float  # fraction of output channels removed from each prunable layer, [0, 1)
     importance: str = "l1"  # "l1" | "l2" | "bn-scale"
-    round_to: int = 8  # remaining channel counts rounded down to a multiple of this (1: no rounding)
+    round_to: int = 8  # remaining channel counts rounded down to a multiple of this, never below it
     ignore: list[str] = field(default_factory=list)  # module names (or prefixes) whose outputs are kept
     imgsz: int = 64  # pixels, square example input for tracing the graph (any size the model takes)
     global_pruning: bool = False  # rank channels across all layers instead of within each layer
@@ -69,8 +74,6 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
 
     The input model is not changed. Raises OptkitError if no channel was removed.
     """
-    import torch_pruning as tp
-
     from optkit.models.imgsz import check_imgsz, model_stride
 
     config.validate()
@@ -90,26 +93,24 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
     weights_before, channels_before = prunable_weight_count(pruned), _channel_count(pruned)
     params_before = sum(p.numel() for p in pruned.parameters())
     with _autograd_on():  # the dependency graph is traced through autograd
-        pruner = tp.pruner.BasePruner(
+        pruner = _floored_pruner_type()(
             pruned,
             _example_input(pruned, config.imgsz),
             importance=_importance(config.importance),
             pruning_ratio=float(config.amount),
             global_pruning=bool(config.global_pruning),
             ignored_layers=ignored,
-            round_to=int(config.round_to) if config.round_to > 1 else None,
+            # also 1: Torch-Pruning calls the rounding hook (our floor) only when round_to is set
+            round_to=int(config.round_to),
             # fresh dicts: Torch-Pruning fills these in, and its defaults are shared between calls
             in_channel_groups={},
             out_channel_groups={},
         )
         pruner.step()
-    history = _plain_history(pruner.pruning_history())
+        history = _plain_history(pruner.pruning_history())
+        if not history:
+            raise OptkitError(_why_nothing_was_removed(pruner, pruned, config))
     del pruner  # it holds the dependency graph (and references to every module)
-    if not history:
-        raise OptkitError(
-            f"structured pruning removed no channels (amount {config.amount}, round_to {config.round_to}): "
-            "raise --amount, or lower round_to for narrow layers"
-        )
 
     weights_after, channels_after = prunable_weight_count(pruned), _channel_count(pruned)
     entry = {
@@ -228,9 +229,107 @@ def _example_input(model: nn.Module, imgsz: int):
 
 
 def _plain_history(history) -> list[list]:
-    """Torch-Pruning's history as [module name, is-output-pruning, [channel indices]] of builtins."""
+    """Torch-Pruning's history as [module name, is-output-pruning, [channel indices]] of builtins.
+
+    Entries with no indices (a layer already at its minimum width, see `kept_channels`) change nothing
+    and are left out."""
     # an index may be a (idx, root_idx) named tuple; the root layer's own index is what replay takes
-    return [[str(n), bool(out), [int(getattr(i, "root_idx", i)) for i in idxs]] for n, out, idxs in history]
+    return [
+        [str(n), bool(out), [int(getattr(i, "root_idx", i)) for i in idxs]]
+        for n, out, idxs in history
+        if idxs
+    ]
+
+
+def kept_channels(width: int, asked: int, round_to: int) -> int:
+    """Output channels a layer of `width` keeps when the amount asks to keep `asked` of them.
+
+    Rounded down to a multiple of `round_to`, but never below `round_to` (the layer's minimum width), so
+    the result never grows as `asked` falls. A layer narrower than `round_to` keeps all its channels: no
+    multiple of `round_to` fits in it (with `round_to` 1 that never happens, and the minimum is 1).
+    """
+    if width < round_to:
+        return width
+    return min(width, max(asked - asked % round_to, round_to))
+
+
+@functools.cache
+def _floored_pruner_type():
+    """Torch-Pruning's BasePruner with `kept_channels` as its rounding rule.
+
+    Its own rule rounds what stays down to 0 when fewer than `round_to` channels are asked to stay, and
+    then refuses the group as a whole (a layer cannot lose all its channels): a higher amount left more
+    layers whole, so the model got *bigger* as `amount` rose."""
+    import torch_pruning as tp
+
+    class FlooredPruner(tp.pruner.BasePruner):
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            keep = kept_channels(current_channels, current_channels - n_pruned, round_to)
+            return current_channels - keep  # channels to remove; 0 leaves the layer as it is
+
+    return FlooredPruner
+
+
+def _why_nothing_was_removed(pruner, model: nn.Module, config: StructuredPruneConfig) -> str:
+    """The error message when a pruning step removed no channel: why, and what would remove some."""
+    widths = _group_widths(pruner, model)
+    r = config.round_to
+    if not widths:
+        if config.importance == "bn-scale":
+            return (
+                "--importance bn-scale ranks channels by their BatchNorm scale, and no prunable layer of "
+                "this model has a BatchNorm: use --importance l1 or l2"
+            )
+        return (
+            "no layer can lose channels: every conv/linear layer is the classifier head or kept whole "
+            "(--ignore, or an output layer of a detection head); ignore fewer layers"
+        )
+    name, widest = max(widths.items(), key=lambda kv: kv[1])
+    if widest <= 1:
+        return "the model is at its minimum width (1 channel per prunable layer): nothing more can be removed"
+    if widest < r:  # no layer fits a multiple of round_to: all are left whole (kept_channels)
+        return (
+            f"--round-to {r} is wider than every prunable layer (the widest, {name}, has {widest} channels), "
+            f"and a pruned layer keeps a multiple of it: use --round-to {widest // 2} or less"
+        )
+    if widest == r:  # every layer at its floor (kept_channels): no amount removes anything
+        return (
+            f"the model is at its minimum width for --round-to {r}: no prunable layer has more than {r} "
+            f"channels, the fewest a pruned layer keeps; use --round-to {widest // 2} or less to remove more"
+        )
+    if config.amount == 0:
+        return "--amount 0 removes no channels: any amount above 0 removes some (e.g. --amount 0.3)"
+    smallest = _ceil_2_digits(1 / widest)  # keeps at most widest - 1 of the widest layer's channels
+    if config.amount < float(smallest):  # so small that widest * (1 - amount) still rounds to widest
+        return (
+            f"--amount {config.amount:g} is too small to remove a channel: from --amount {smallest} on, "
+            f"{name} ({widest} channels) loses at least one"
+        )
+    # global ranking: the least important channels all lie in layers already at their minimum width
+    return (
+        f"--amount {config.amount:g} removes no channel: with global ranking, the channels it picks are all "
+        f"in layers already at their minimum width ({r} channels); raise --amount"
+    )
+
+
+def _group_widths(pruner, model: nn.Module) -> dict[str, int]:
+    """Channels of every group the pruner could prune (its importance can rank them), by root layer name."""
+    names = {m: n for n, m in model.named_modules()}
+    graph = pruner.DG
+    widths = {}
+    for group in graph.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
+        scores = pruner.estimate_importance(group)
+        if scores is not None:
+            widths[names.get(group[0].dep.target.module, "?")] = len(scores)
+    return widths
+
+
+def _ceil_2_digits(x: float) -> str:
+    """`x` rounded *up* to 2 significant digits, as a decimal string (0.00078125 -> "0.00079")."""
+    exponent = math.floor(math.log10(x)) - 1
+    return f"{math.ceil(x / 10**exponent) * 10**exponent:.2g}"
 
 
 def _to_normal_tensors(model: nn.Module) -> None:

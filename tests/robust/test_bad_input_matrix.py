@@ -122,6 +122,7 @@ VAL = ["val", "{C}", "--data", "{D}", "--workers", "0"]
 PROFILE = ["profile", "{C}", "--runs", "1", "--warmup", "0"]
 BENCH = ["benchmark", "{C}", "--runs", "1", "--warmup", "0"]
 PTQ = ["ptq-calibrate", "{C}", "--data", "{D}", "--num-images", "8"]
+PRUNE_S = ["prune", "{C}", "--structured", "--amount"]
 QAT = ["qat", "{C}", "--data", "{D}", "--epochs", "1", "--workers", "0"]
 
 OPTION_ROWS = [
@@ -175,6 +176,8 @@ OPTION_ROWS = [
     ("prune", "workers-negative", ["prune", "{C}", "--data", "{D}", "--workers", "-1"], 1, "--workers", True),
     ("prune", "finetune-negative", ["prune", "{C}", "--finetune-epochs", "-1"], 1, "--finetune-epochs", True),
     ("prune", "class-mismatch", ["prune", "{C}", "--data", "{D2}"], 1, "classes", False),
+    ("prune", "structured-amount-0", [*PRUNE_S, "0"], 1, "any amount above 0", False),
+    ("prune", "round-to-too-wide", [*PRUNE_S, "0.3", "--round-to", "1024"], 1, "is wider than", False),
     ("prune", "data-no-images", ["prune", "{C}", "--data", "{E}"], 1, "no images", False),
     ("prune", "cuda", ["prune", "{C}", "--data", "{D}", "--device", "0"], 1, CUDA, False),
     ("prune", "output-onnx", ["prune", "{C}", "-o", "out.onnx"], 1, "ONNX", True),
