@@ -115,6 +115,8 @@ def warmup_note(cfg: TrainConfig, nb: int) -> str | None:
     if used >= asked:
         return None
     total = cfg.epochs * nb
+    if used == 0:
+        return f"no warm-up: this run has {total} iterations, too few for a warm-up of {asked}"
     return (
         f"warm-up cut from {asked} to {used} iterations, a third of this run's {total}, so that the "
         f"learning rate reaches the schedule from --lr0 {cfg.lr0:g}"

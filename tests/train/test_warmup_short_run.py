@@ -55,3 +55,11 @@ def test_two_epoch_run_on_a_small_set_reaches_its_learning_rate(tmp_path, tiny_d
 def test_warmup_is_at_most_a_third_of_the_run(epochs, nb, warmup_epochs, expected):
     cfg = TrainConfig(model="x", epochs=epochs, warmup_epochs=warmup_epochs)
     assert warmup_iterations(cfg, nb) == expected
+
+
+def test_the_note_says_what_was_cut():
+    from optkit.train.optim import warmup_note
+
+    assert warmup_note(TrainConfig(model="x", epochs=100), 5) is None  # nothing cut
+    assert "cut from 300 to 200 iterations" in warmup_note(TrainConfig(model="x", epochs=2), 300)
+    assert warmup_note(TrainConfig(model="x", epochs=1), 2).startswith("no warm-up: this run has 2 it")
