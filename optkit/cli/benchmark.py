@@ -14,8 +14,15 @@ def benchmark(
     data: Annotated[str | None, typer.Option("--data", help="Dataset for top-1 (val split).")] = None,
     imgsz: o.Imgsz = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per timed run.")] = 1,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 10,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs (median reported).")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each artifact first.")] = 10,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs of each artifact per round.")] = 10,
+    rounds: Annotated[
+        int, typer.Option("--rounds", help="Interleaved rounds (artifacts take turns, order rotated).")
+    ] = 5,
+    latency_imgsz: Annotated[
+        int | None,
+        typer.Option("--latency-imgsz", help="Time at this input size (accuracy stays at --imgsz)."),
+    ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for both backends.")] = None,
     csv_path: Annotated[
         str | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
@@ -24,13 +31,16 @@ def benchmark(
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
-    """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact."""
+    """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact
+    (the median of per-round ratios; rows whose rounds disagree are marked)."""
     from optkit.cli.outputs import check_outputs
     from optkit.report.benchmark import print_benchmark, write_csv, write_plot
     from optkit.report.console import emit_json
     from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
 
-    request = BenchmarkRequest(artifacts, data, imgsz, batch_size, warmup, runs, threads)
+    request = BenchmarkRequest(
+        artifacts, data, imgsz, batch_size, warmup, runs, threads, rounds, latency_imgsz
+    )
     check_outputs({"--csv": csv_path, "--plot": plot})  # before any timing
     result = run_benchmark(request)
     if csv_path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from optkit.errors import ConfigError
@@ -125,3 +125,85 @@ def _tensors(output: object) -> list:
     if isinstance(output, (list, tuple)):
         return [t for item in output for t in _tensors(item)]
     return [output] if hasattr(output, "backward") else []
+
+
+# --- several models on a machine whose load changes: interleaved rounds, paired ratios -------------
+
+BatchTimer = Callable[[int, int], list[float]]  # (untimed runs, timed runs) -> ms per timed run
+
+
+def time_interleaved(
+    timers: Sequence[BatchTimer], rounds: int, runs: int, warmup: int = 0, round_warmup: int = 0
+) -> list[list[list[float]]]:
+    """Time several models so that load which comes and goes lands on all of them alike.
+
+    Each model is warmed up once (`warmup` untimed runs, in the given order); then every one of `rounds`
+    rounds times each model's batch of `runs` runs, after min(`round_warmup`, `warmup`) untimed runs that
+    let the previous model's threads settle and bring this one's weights back into cache. The order turns
+    by one each round, so no model always follows the same one. Returns times[model][round] = ms per run.
+    """
+    round_warmup = min(round_warmup, warmup)
+    for timer in timers:
+        timer(warmup, 0)
+    times: list[list[list[float]]] = [[] for _ in timers]
+    for r in range(rounds):
+        for k in range(len(timers)):
+            i = (r + k) % len(timers)  # round r starts with model r (mod n)
+            times[i].append(timers[i](round_warmup, runs))
+    return times
+
+
+def speedup_stats(base_round_ms: list[float], round_ms: list[float]) -> dict:
+    """Speed-up of a model over a base model timed in the same rounds: the median of the per-round ratios
+    base / model (each round's pair saw the same load), their quartiles, range, and spread.
+
+    `speedup_spread` is the interquartile range of the ratios over their median (0.1: the middle half of
+    the rounds disagree by 10%); None with a single round, which has no spread to judge."""
+    ratios = [b / m for b, m in zip(base_round_ms, round_ms, strict=True)]
+    median = statistics.median(ratios)
+    if len(ratios) > 1:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        spread = (q3 - q1) / median
+    else:
+        q1 = q3 = median
+        spread = None
+    return {
+        "speedup": median,
+        "speedup_q1": q1,
+        "speedup_q3": q3,
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "speedup_spread": spread,
+        "round_speedups": ratios,
+    }
+
+
+def torch_batch_timer(model: nn.Module, imgsz: int, batch: int = 1, threads: int | None = None) -> BatchTimer:
+    """A BatchTimer for eager forward passes of one random batch x 3 x imgsz x imgsz input (made once, on
+    the model's device and dtype). Each call sets eval mode, inference_mode and `threads` and restores the
+    training flag and torch's thread count afterwards, so several models can take turns."""
+    import torch
+
+    check_counts(batch, 0, 1, threads)
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    x = torch.randn(batch, 3, imgsz, imgsz, device=device, dtype=dtype)
+
+    def sync() -> None:  # CUDA runs asynchronously: wait for the work before reading the clock
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def timer(warmup: int, runs: int) -> list[float]:
+        was_training, prev_threads = model.training, torch.get_num_threads()
+        try:
+            model.eval()
+            if threads is not None:
+                torch.set_num_threads(threads)
+            with torch.inference_mode():
+                return time_calls(lambda: model(x), warmup, runs, sync)
+        finally:
+            torch.set_num_threads(prev_threads)
+            model.train(was_training)
+
+    return timer

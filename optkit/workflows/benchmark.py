@@ -1,28 +1,40 @@
 """The `optkit benchmark` flow: measure several artifacts (.pt and .onnx) the same way, one row each.
 
-Every artifact runs at the same input size (--imgsz, else the first artifact's) and batch, with the
-same warm-up and timed runs; speed-up is relative to the first artifact's median latency.
+Accuracy runs at one input size (--imgsz, else the first artifact's trained size); latency at
+--latency-imgsz (default: the same), so a model trained small can be timed at its deployment size.
+Every artifact runs at the same batch and is timed in interleaved rounds (optkit.measure.latency.
+time_interleaved): each is prepared and warmed up once, then every round times each artifact's batch of
+--runs runs, the order turned by one per round. Load that comes and goes on a shared machine then lands
+on all rows alike: a row's speed-up is the median over rounds of (first artifact's latency / its
+latency in the same round), and a row whose per-round ratios spread more than SPREAD_LIMIT is flagged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from optkit.errors import ConfigError
 
 MAX_ARTIFACTS = 64
+ROUND_WARMUP = 2  # untimed runs before each round's batch: the previous artifact's threads settle
+SPREAD_LIMIT = 0.10  # flag a row when the IQR of its per-round speed-ups exceeds 10% of their median
+FAKE_QUANT_NOTE = "fake quantization: runs in float, not a deployment format"
+NO_GAIN_NOTE = "does not pay off"  # + " at N px: ...", for a speed-up below 1
 
 
 @dataclass
 class BenchmarkRequest:
     artifacts: list[str]
     data: str | None = None
-    imgsz: int | None = None
+    imgsz: int | None = None  # accuracy (and, without latency_imgsz, latency) input size
     batch: int = 1
-    warmup: int = 10
-    runs: int = 50
+    warmup: int = 10  # untimed runs per artifact before the first round
+    runs: int = 10  # timed runs per artifact in each round
     threads: int | None = None
+    rounds: int = 5
+    latency_imgsz: int | None = None  # input size for latency; None: imgsz
 
     def validate(self) -> BenchmarkRequest:
         if not 1 <= len(self.artifacts) <= MAX_ARTIFACTS:
@@ -31,8 +43,12 @@ class BenchmarkRequest:
             raise ConfigError(f"--batch-size must be in [1, 1024], got {self.batch}")
         if not 1 <= self.runs <= 100_000 or not 0 <= self.warmup <= 100_000:
             raise ConfigError("--runs must be >= 1 and --warmup >= 0")
+        if not 1 <= self.rounds <= 1000:
+            raise ConfigError(f"--rounds must be in [1, 1000], got {self.rounds}")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.latency_imgsz is not None:
+            _check_latency_imgsz(self.latency_imgsz)
         return self
 
 
@@ -51,31 +67,148 @@ class Loaded:
     count_gflops: object  # callable(imgsz) -> GFLOPs of one image, or None
 
 
-def run_benchmark(req: BenchmarkRequest) -> dict:
+TimerFactory = Callable[[Loaded, int, BenchmarkRequest], Callable[[int, int], list[float]]]
+
+
+def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None) -> dict:
+    """Measure every artifact; `make_timer(item, latency_imgsz, req)` builds each one's BatchTimer
+    (default_timer; tests pass fakes)."""
+    from optkit.measure.latency import time_interleaved
     from optkit.models.imgsz import check_imgsz
 
     req.validate()
-    loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any timing
+    loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any work
     imgsz = check_imgsz(req.imgsz or loaded[0].imgsz)
+    latency_imgsz = req.latency_imgsz or imgsz
     spec = _dataset(req.data, loaded)
-    rows = [_measure(item, imgsz, spec, req) for item in loaded]
-    base = rows[0]["latency_ms"]
-    for row in rows:
-        row["speedup"] = base / row["latency_ms"]
+    for item in loaded:
+        _check_shapes(item, imgsz if spec is not None else None, latency_imgsz, req)
+    timers = [(make_timer or default_timer)(item, latency_imgsz, req) for item in loaded]
+    rows = [_describe(item, imgsz, latency_imgsz, spec) for item in loaded]
+    times = time_interleaved(timers, req.rounds, req.runs, req.warmup, ROUND_WARMUP)
+    _add_latency(rows, times, req.batch, latency_imgsz)
+    for row, label in zip(rows, short_labels(req.artifacts), strict=True):
+        row["label"] = label
     return {
         "imgsz": imgsz,
+        "latency_imgsz": latency_imgsz,
         "batch": req.batch,
         "data": req.data,
         "warmup": req.warmup,
+        "rounds": req.rounds,
         "runs": req.runs,
+        "round_warmup": min(ROUND_WARMUP, req.warmup),
+        "spread_limit": SPREAD_LIMIT,
         "threads": req.threads,
         "rows": rows,
     }
 
 
+def _check_latency_imgsz(size: int) -> None:
+    from optkit.models.imgsz import MAX_IMGSZ
+
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= MAX_IMGSZ or size % 32:
+        raise ConfigError(f"--latency-imgsz must be a multiple of 32 between 32 and {MAX_IMGSZ}, got {size}")
+
+
+def _check_shapes(
+    item: Loaded, accuracy_imgsz: int | None, latency_imgsz: int, req: BenchmarkRequest
+) -> None:
+    """Refuse, before any work, an ONNX file that cannot take the batch or an input size asked for."""
+    if not item.format.startswith("onnx"):
+        return
+    model = item.model
+    if model.fixed_batch is not None and model.fixed_batch != req.batch:
+        raise ConfigError(
+            f"{model.path} was exported with a fixed batch of {model.fixed_batch}; use --batch-size "
+            f"{model.fixed_batch} or export with --dynamic"
+        )
+    if accuracy_imgsz is not None or req.latency_imgsz is None:
+        model.check_input_size(accuracy_imgsz or latency_imgsz)  # names --imgsz
+    size = model.fixed_size()
+    if size is not None and size != (latency_imgsz, latency_imgsz):
+        raise ConfigError(
+            f"{model.path} takes a fixed {size[0]}x{size[1]} input, not {latency_imgsz}x{latency_imgsz} "
+            f"(--latency-imgsz): export it with --dynamic, or time it at {size[0]}"
+        )
+
+
+def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec) -> dict:
+    """The row's file facts (GFLOPs at the timed size) and, with a dataset, its accuracy at `imgsz`."""
+    from optkit.measure.validate import accuracy_on
+
+    row = {
+        "path": str(item.path),
+        "format": item.format,
+        "file_bytes": item.path.stat().st_size,
+        "params": item.params,
+        "gflops": item.count_gflops(latency_imgsz),
+        "gflops_at_imgsz": item.count_gflops(imgsz),
+        "top1": None,
+        "top5": None,
+    }
+    if spec is not None:
+        acc = accuracy_on(item.model, item.names, spec, imgsz)
+        row.update(top1=acc["top1"], top5=acc["top5"])
+    return row
+
+
+def _add_latency(rows: list[dict], times: list[list[list[float]]], batch: int, latency_imgsz: int) -> None:
+    """Median/p90 over all timed runs, and the paired per-round speed-up against the first artifact."""
+    import statistics
+
+    from optkit.measure.latency import latency_stats, speedup_stats
+
+    round_ms = [[statistics.median(batch_ms) for batch_ms in artifact] for artifact in times]
+    for i, (row, artifact) in enumerate(zip(rows, times, strict=True)):
+        stats = latency_stats([ms for batch_ms in artifact for ms in batch_ms], batch)
+        speed = speedup_stats(round_ms[0], round_ms[i])
+        spread = speed["speedup_spread"]
+        row.update(
+            latency_ms=stats["median_ms"], p90_ms=stats["p90_ms"], round_latency_ms=round_ms[i], **speed
+        )
+        row["unstable"] = spread is not None and spread > SPREAD_LIMIT
+        row["notes"] = row_notes(row, latency_imgsz, first=i == 0)
+
+
+def row_notes(row: dict, latency_imgsz: int, first: bool) -> list[str]:
+    """Why a row's figure should not be read as a deployment speed-up."""
+    notes = []
+    if row["format"] == "pytorch int8":
+        notes.append(FAKE_QUANT_NOTE)
+    if not first and row["speedup"] < 1:
+        notes.append(f"{NO_GAIN_NOTE} at {latency_imgsz} px: slower than the first artifact at this size")
+    return notes
+
+
+def short_labels(paths: list[str]) -> list[str]:
+    """Each path's shortest suffix (file name, then parent/file, ...) that no other path ends with; the
+    same path given twice gets ' (2)', ' (3)', ..."""
+    parts = [Path(p).parts for p in paths]
+    labels = []
+    for i, mine in enumerate(parts):
+        others = [theirs for j, theirs in enumerate(parts) if j != i and theirs != mine]
+        k = next((k for k in range(1, len(mine) + 1) if all(o[-k:] != mine[-k:] for o in others)), len(mine))
+        label = str(Path(*mine[-k:])) if mine else str(paths[i])
+        copies = sum(1 for earlier in parts[:i] if earlier == mine)
+        labels.append(f"{label} ({copies + 1})" if copies else label)
+    return labels
+
+
+def default_timer(item: Loaded, imgsz: int, req: BenchmarkRequest) -> Callable[[int, int], list[float]]:
+    """A BatchTimer for one artifact: eager PyTorch, or `InferenceSession.run` on one fixed numpy batch."""
+    if item.format.startswith("onnx"):
+        return _onnx_timer(item.model, imgsz, req.batch)
+    from optkit.measure.latency import torch_batch_timer
+
+    return torch_batch_timer(item.model, imgsz, batch=req.batch, threads=req.threads)
+
+
 def _load(path: str, threads: int | None) -> Loaded:
+    from optkit.inputs import model_format
+
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return _load_onnx(path, threads)
     from optkit.checkpoint import build_model, load_checkpoint
     from optkit.measure.flops import count_flops
@@ -134,46 +267,12 @@ def _dataset(data: str | None, loaded: list[Loaded]):
     return spec
 
 
-def _measure(item: Loaded, imgsz: int, spec, req: BenchmarkRequest) -> dict:
-    from optkit.measure.latency import measure_latency
-    from optkit.measure.validate import accuracy_on
-
-    if item.format.startswith("onnx"):
-        latency = _onnx_latency(item.model, imgsz, req)
-    else:
-        latency = measure_latency(
-            item.model, imgsz, batch=req.batch, warmup=req.warmup, runs=req.runs, threads=req.threads
-        )
-    row = {
-        "path": str(item.path),
-        "format": item.format,
-        "file_bytes": item.path.stat().st_size,
-        "params": item.params,
-        "gflops": item.count_gflops(imgsz),
-        "latency_ms": latency["median_ms"],
-        "p90_ms": latency["p90_ms"],
-        "top1": None,
-        "top5": None,
-    }
-    if spec is not None:
-        acc = accuracy_on(item.model, item.names, spec, imgsz)
-        row.update(top1=acc["top1"], top5=acc["top5"])
-    return row
-
-
-def _onnx_latency(model, imgsz: int, req: BenchmarkRequest) -> dict:
-    """`InferenceSession.run` on one fixed numpy batch: ms per run (threads were set on the session)."""
+def _onnx_timer(model, imgsz: int, batch: int) -> Callable[[int, int], list[float]]:
+    """ms per `InferenceSession.run` of one fixed random batch (threads were set on the session)."""
     import numpy as np
 
-    from optkit.measure.latency import latency_stats, time_calls
+    from optkit.measure.latency import time_calls
 
-    if model.fixed_batch is not None and model.fixed_batch != req.batch:
-        raise ConfigError(
-            f"{model.path} was exported with a fixed batch of {model.fixed_batch}; use --batch-size "
-            f"{model.fixed_batch} or export with --dynamic"
-        )
-    model.check_input_size(imgsz)
-    x = np.random.default_rng(0).standard_normal((req.batch, 3, imgsz, imgsz)).astype(model.input_dtype)
+    x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz)).astype(model.input_dtype)
     feed = {model.input_name: x}
-    times = time_calls(lambda: model.session.run([model.output_name], feed), req.warmup, req.runs)
-    return latency_stats(times, req.batch)
+    return lambda warmup, runs: time_calls(lambda: model.session.run([model.output_name], feed), warmup, runs)

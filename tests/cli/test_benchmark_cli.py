@@ -74,3 +74,159 @@ def test_benchmark_refusals(cli, artifacts, tmp_path, monkeypatch, extra, fragme
     r = cli("benchmark", pt, onnx_path, *extra, "--plot", tmp_path / "p.png")
     assert r.code == 1 and fragment in r.err and r.err.count("\n") == 1, r.err
     assert not (tmp_path / "p.png").exists()
+
+
+# --- interleaved rounds, paired speed-ups, flags, labels, --latency-imgsz --------------------------
+
+
+def _schedule_timer(schedule, log):
+    """make_timer for run_benchmark: artifact i's k-th timed batch takes schedule[i][k] ms per run."""
+    from optkit.workflows.benchmark import BenchmarkRequest
+
+    def make(item, size, req: BenchmarkRequest):
+        index = len(log)
+        log.append((str(item.path), size))
+        calls = []
+
+        def timer(warmup, runs):
+            if not runs:
+                return []
+            calls.append(runs)
+            return [schedule[index][len(calls) - 1]] * runs
+
+        return timer
+
+    return make
+
+
+def _copy(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_benchmark_speedup_is_median_of_paired_rounds(artifacts, tmp_path):
+    from optkit.workflows.benchmark import SPREAD_LIMIT, BenchmarkRequest, run_benchmark
+
+    pt, _ = artifacts
+    steady, jumpy = _copy(pt, tmp_path / "s.pt"), _copy(pt, tmp_path / "j.pt")
+    schedule = [
+        [10.0, 10.0, 40.0, 40.0, 40.0],  # the first artifact: load in rounds 3-5
+        [5.0, 5.0, 20.0, 20.0, 20.0],  # steadily twice as fast
+        [5.0, 6.0, 20.0, 38.0, 44.0],  # the load hit it harder in some rounds
+    ]
+    log = []
+    req = BenchmarkRequest([str(pt), str(steady), str(jumpy)], rounds=5, runs=3, warmup=0)
+    r = run_benchmark(req, make_timer=_schedule_timer(schedule, log))
+    base, two, three = r["rows"]
+    assert r["rounds"] == 5 and [path for path, _ in log] == req.artifacts
+    assert base["speedup"] == 1.0 and base["speedup_spread"] == 0 and not base["unstable"]
+    assert two["speedup"] == pytest.approx(2.0) and not two["unstable"]
+    assert three["speedup"] == pytest.approx(10 / 6)  # median of the paired ratios, not 40 / 20
+    ratios = [b / t for b, t in zip(schedule[0], schedule[2], strict=True)]
+    assert three["round_speedups"] == pytest.approx(ratios)
+    assert three["speedup_spread"] > SPREAD_LIMIT and three["unstable"]
+    assert three["latency_ms"] == 20.0 and base["latency_ms"] == 40.0  # median of all 15 runs each
+
+
+def test_benchmark_table_marks_wide_spread_and_states_threshold(artifacts, tmp_path, capsys):
+    from optkit.report.benchmark import print_benchmark
+    from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
+
+    pt, _ = artifacts
+    other = _copy(pt, tmp_path / "other.pt")
+    schedule = [[10.0, 10.0, 10.0], [5.0, 9.0, 20.0]]  # ratios 2, 1.1, 0.5
+    req = BenchmarkRequest([str(pt), str(other)], rounds=3, runs=1, warmup=0)
+    r = run_benchmark(req, make_timer=_schedule_timer(schedule, []))
+    capsys.readouterr()
+    print_benchmark(r)
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if "other.pt" in line)
+    assert "1.11x†" in row  # the median ratio, marked
+    assert "† " in text and "10%" in text  # the footnote states the threshold
+
+
+def test_benchmark_notes_for_no_gain_and_fake_quant():
+    from optkit.workflows.benchmark import row_notes
+
+    assert row_notes({"format": "onnx int8", "speedup": 0.9}, 224, first=False) == [
+        "does not pay off at 224 px: slower than the first artifact at this size"
+    ]
+    assert row_notes({"format": "onnx", "speedup": 0.9}, 224, first=True) == []
+    fake = row_notes({"format": "pytorch int8", "speedup": 0.3}, 64, first=False)
+    assert "fake quantization: runs in float, not a deployment format" in fake
+
+
+def test_benchmark_labels_tell_same_named_files_apart(cli, artifacts, tmp_path):
+    pt, onnx_path = artifacts
+    a = _copy(pt, tmp_path / "runs" / "train" / "weights" / "best.pt")
+    b = _copy(pt, tmp_path / "runs" / "qat" / "weights" / "best.pt")
+    r = cli("benchmark", a, b, onnx_path, "--runs", "1", "--rounds", "2", "--warmup", "0", "--json")
+    assert r.code == 0, r.err
+    labels = [row["label"] for row in r.json()["rows"]]
+    assert labels == ["train/weights/best.pt", "qat/weights/best.pt", "m.onnx"]
+    table = cli("benchmark", a, b, "--runs", "1", "--rounds", "2", "--warmup", "0")
+    assert "train/weights/best.pt" in table.out and "qat/weights/best.pt" in table.out
+
+
+def test_short_labels_shortest_distinguishing_suffix():
+    from optkit.workflows.benchmark import short_labels
+
+    paths = ["a/x/best.pt", "b/x/best.pt", "c/last.pt"]
+    assert short_labels(paths) == ["a/x/best.pt", "b/x/best.pt", "last.pt"]
+    assert short_labels(["m.pt", "m.pt"]) == ["m.pt", "m.pt (2)"]  # the same file twice
+
+
+def test_latency_imgsz_times_at_n_and_measures_accuracy_at_trained_size(artifacts, tiny_data):
+    from optkit.workflows.benchmark import BenchmarkRequest, default_timer, run_benchmark
+
+    pt, _ = artifacts
+    shapes = []
+
+    def spy(item, size, req):
+        item.model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+        return default_timer(item, size, req)
+
+    req = BenchmarkRequest([str(pt)], data=str(tiny_data), latency_imgsz=64, rounds=2, runs=3, warmup=1)
+    r = run_benchmark(req, make_timer=spy)
+    assert r["imgsz"] == 32 and r["latency_imgsz"] == 64
+    timed = [s for s in shapes if s[2:] == (64, 64)]
+    assert timed == [(1, 3, 64, 64)] * (1 + 2 * (1 + 3))  # warm-up, then 2 rounds of 1 untimed + 3 timed
+    assert {s[2:] for s in shapes} == {(32, 32), (64, 64)}  # accuracy at the trained 32 px
+    assert r["rows"][0]["gflops"] == pytest.approx(4 * r["rows"][0]["gflops_at_imgsz"], rel=0.05)
+
+
+def test_latency_imgsz_on_onnx(cli, artifacts, tiny_data, tmp_path):
+    pt, fixed = artifacts
+    r = cli("benchmark", pt, fixed, "--latency-imgsz", "64", "--plot", tmp_path / "p.png")
+    assert r.code == 1 and "--dynamic" in r.err and "64x64" in r.err and r.err.count("\n") == 1, r.err
+    assert not (tmp_path / "p.png").exists()
+    dyn = tmp_path / "d.onnx"
+    assert cli("export", pt, "-o", dyn, "--dynamic", "--json").code == 0
+    r = cli("benchmark", pt, dyn, "--data", tiny_data, "--latency-imgsz", "64", "--runs", "2", "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["imgsz"] == 32 and out["latency_imgsz"] == 64
+    first, second = out["rows"]
+    assert abs(first["top1"] - second["top1"]) <= 1 / 18 and second["latency_ms"] > 0
+
+
+def test_benchmark_plot_is_readable(artifacts, tmp_path):
+    from optkit.report.benchmark import benchmark_figure, pareto_front
+
+    rows = [
+        {"label": "train/weights/best.pt", "format": "pytorch", "latency_ms": 3.0, "top1": 0.97},
+        {"label": "pruned.pt", "format": "pytorch", "latency_ms": 2.0, "top1": 0.90},
+        {"label": "qat/weights/best.pt", "format": "pytorch int8", "latency_ms": 300.0, "top1": 0.96},
+        {"label": "model-int8.onnx", "format": "onnx int8", "latency_ms": 1.0, "top1": 0.96},
+    ]
+    for row in rows:
+        row.update(file_bytes=1_000_000, speedup=3.0 / row["latency_ms"], unstable=False)
+    assert pareto_front([(r["latency_ms"], r["top1"]) for r in rows]) == [3, 0]
+    fig = benchmark_figure({"rows": rows, "batch": 1, "imgsz": 64, "latency_imgsz": 224})
+    scatter = fig.axes[0]
+    assert scatter.get_xscale() == "log" and scatter.get_legend() is not None
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts} | {
+        t.get_text() for ax in fig.axes for t in ax.get_yticklabels()
+    }
+    assert {"train/weights/best.pt", "qat/weights/best.pt"} <= {t.split("  ")[-1] for t in texts}

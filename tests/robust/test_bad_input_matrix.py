@@ -209,6 +209,9 @@ OPTION_ROWS = [
     ("benchmark", "runs-0", ["benchmark", "{C}", "--runs", "0"], 1, "--runs", True),
     ("benchmark", "warmup-negative", ["benchmark", "{C}", "--warmup", "-1"], 1, "--warmup", True),
     ("benchmark", "threads-0", [*BENCH, "--threads", "0"], 1, "--threads", True),
+    ("benchmark", "rounds-0", [*BENCH, "--rounds", "0"], 1, "--rounds", True),
+    ("benchmark", "latency-imgsz-stride", [*BENCH, "--latency-imgsz", "50"], 1, "--latency-imgsz", True),
+    ("benchmark", "latency-imgsz-huge", [*BENCH, "--latency-imgsz", "100000"], 1, "--latency-imgsz", True),
     ("benchmark", "class-mismatch", [*BENCH, "--data", "{D2}"], 1, "classes", False),
     ("benchmark", "data-no-images", [*BENCH, "--data", "{E}"], 1, "no images", False),
     # ptq-calibrate
