@@ -43,6 +43,7 @@ class Int8Plan:
     layers: dict  # layer name -> LayerQuant
     ranges: dict  # tensor name -> (min, max)
     silu_form: str = "auto"  # onnxruntime: the int8 form of SiLU (optkit.quant.silu_form)
+    parity: object = None  # onnxruntime: a silu_form.ParityCheck the SiLU form must pass (None: unchecked)
     report: dict = field(default_factory=dict)  # filled by rewrite()
 
     def rewrite(self, proto):
@@ -53,7 +54,7 @@ class Int8Plan:
             return build_qdq(proto, self.layers, self.ranges, self.target, silu_unit=silu_unit)
 
         if self.target == "onnxruntime":
-            qdq, report = silu_form.choose(build, self.silu_form)
+            qdq, report = silu_form.choose(build, self.silu_form, self.parity)
         else:
             qdq, report = build(False)
         self.report = report.as_dict()

@@ -111,6 +111,9 @@ class QdqReport:
     silu_form: str | None = None  # quickgelu or qlinear where the graph has SiLU (optkit.quant.silu_form)
     silu_count: int = 0  # SiLUs in the graph, in whichever form
     silu_timing_ms: dict = field(default_factory=dict)  # form -> median ms, when both were timed
+    silu_qlinear_speedup: float | None = None  # median paired quickgelu ms / qlinear ms, when timed
+    silu_parity: dict = field(default_factory=dict)  # form -> worst max |Δ| / output scale, when checked
+    silu_reason: str | None = None  # why silu_form was chosen (optkit.quant.silu_form.choose)
     unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
 
     def as_dict(self) -> dict:

@@ -56,7 +56,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
         ("ORT float ops", _ops(cov["float_ops"]) or "none"),
     ]
     if q.get("silu_form"):
-        rows.append(("SiLU", _silu_row(q)))
+        rows += [("SiLU", _silu_row(q)), ("SiLU choice", _silu_choice(q))]
     if cov["float_layer_names"]:
         rows.append(("ORT float layers", ", ".join(cov["float_layer_names"][:8])))
     if q.get("unranged_tensors"):
@@ -79,10 +79,18 @@ def _silu_row(q: dict) -> str:
         "quickgelu": "one float QuickGelu between Q/DQ",
         "qlinear": "QLinearSigmoid + QLinearMul (uint8)",
     }[q["silu_form"]]
-    timing = q.get("silu_timing_ms") or {}
-    measured = ", ".join(f"{name} {ms:.3f} ms" for name, ms in timing.items())
-    how = f" (timed here: {measured}; the faster kept)" if timing else " (as asked)"
-    return f"{q['silu_count']} SiLUs as {form}{how}"
+    return f"{q['silu_count']} SiLUs as {q['silu_form']}: {form}"
+
+
+def _silu_choice(q: dict) -> str:
+    """Why the form was chosen (optkit.quant.silu_form.choose), with the figures measured for it."""
+    measured = []
+    if q.get("silu_parity"):
+        measured.append("parity " + ", ".join(f"{f} {v:.3g}" for f, v in q["silu_parity"].items()))
+    if q.get("silu_timing_ms"):
+        measured.append(", ".join(f"{f} {ms:.3f} ms" for f, ms in q["silu_timing_ms"].items()))
+    reason = q.get("silu_reason") or "as asked"
+    return reason + (f" ({'; '.join(measured)})" if measured else "")
 
 
 def _ops(counts: dict) -> str:
