@@ -1,4 +1,9 @@
-"""results.csv (one row per epoch) and the run folder layout."""
+"""results.csv (one row per epoch) and the run folder layout.
+
+last.pt carries the rows too (`train_state["results"]`), and the trainer writes last.pt before
+results.csv: results.csv is never ahead of last.pt, and where its write failed (a full disk) a resume
+takes the rows from last.pt and writes results.csv again (`restore_results`).
+"""
 
 from __future__ import annotations
 
@@ -47,3 +52,27 @@ def next_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
     while (Path(project) / f"{name}{n}").exists():
         n += 1
     return Path(project) / f"{name}{n}"
+
+
+def carried_rows(train_state: dict | None, epochs_done: int) -> list[dict] | None:
+    """The rows a last.pt carries for its epochs 1..epochs_done, or None where it carries none (a
+    last.pt of an older optkit) or they are not whole and well formed (file data: checked here)."""
+    rows = (train_state or {}).get("results")
+    if not isinstance(rows, list) or len(rows) != epochs_done:
+        return None
+    for epoch, row in enumerate(rows, start=1):
+        well_formed = isinstance(row, dict) and set(row) == set(COLUMNS)
+        if not well_formed or not all(isinstance(v, str) for v in row.values()) or row["epoch"] != str(epoch):
+            return None
+    return [dict(row) for row in rows]
+
+
+def restore_results(path: Path, train_state: dict | None, epochs_done: int) -> list[dict]:
+    """The rows of the epochs last.pt holds, for a run that continues: last.pt's own (results.csv is
+    written again from them when it lacks any, e.g. after its write failed), else results.csv's."""
+    rows = carried_rows(train_state, epochs_done)
+    if rows is None:
+        return read_results(path, up_to_epoch=epochs_done)
+    if read_results(path, up_to_epoch=epochs_done) != rows:
+        write_results(path, rows)
+    return rows

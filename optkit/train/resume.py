@@ -33,18 +33,21 @@ def run_folder_of(last: str | Path) -> Path:
     return path.parent.parent
 
 
-def check_run_folder(run: Path, epochs_done: int, best_epoch: int) -> None:
+def check_run_folder(run: Path, epochs_done: int, best_epoch: int, rows_carried: bool = False) -> None:
     """Refuse a run folder that lacks what exact resume keeps. `epochs_done`: epochs last.pt holds;
-    `best_epoch`: the best so far (1-based; 0 = none)."""
+    `best_epoch`: the best so far (1-based; 0 = none); `rows_carried`: last.pt carries the results rows
+    itself (optkit.train.results.carried_rows): results.csv may then lack the last epoch's row, whose
+    write failed after last.pt was saved (a full disk); the resume writes it again from last.pt."""
     results = run / "results.csv"
     moved = "move the whole run folder, not last.pt alone"
-    if not results.is_file():
+    late = {epochs_done} if rows_carried else set()  # the one row results.csv may lack
+    if not results.is_file() and not (rows_carried and epochs_done == 1):  # epoch 1's write failed
         raise CheckpointError(
             f"{results} is missing: it holds epochs 1-{epochs_done} of this run, which a resume keeps; "
             + moved
         )
     have = {int(r["epoch"]) for r in read_results(results, up_to_epoch=epochs_done)}
-    missing = [e for e in range(1, epochs_done + 1) if e not in have]
+    missing = [e for e in range(1, epochs_done + 1) if e not in have | late]
     if missing:
         raise CheckpointError(
             f"{results} lacks the rows of {_epochs_text(missing)} (last.pt holds {epochs_done} epochs): "

@@ -29,11 +29,11 @@ from optkit.checkpoint import (
     state_dict_cpu,
 )
 from optkit.errors import CheckpointError, ConfigError, Interrupted
-from optkit.io import atomic_write_text
+from optkit.io import WriteError, atomic_write_text
 from optkit.models.imgsz import check_imgsz
 from optkit.train import distributed, interrupt, resume
 from optkit.train.config import TrainConfig
-from optkit.train.results import format_row, next_run_dir, read_results, write_results
+from optkit.train.results import carried_rows, format_row, next_run_dir, restore_results, write_results
 
 log = logging.getLogger("optkit")
 
@@ -128,7 +128,8 @@ class Trainer:
         self.resume_dir = resume.run_folder_of(path)  # <run>/weights/last.pt, wherever <run> now is
         if self.dist.is_main:  # rank 0 alone reads and writes the run folder
             best_epoch = (ckpt.train_state or {}).get("best_epoch", -1) + 1
-            resume.check_run_folder(self.resume_dir, ckpt.epoch + 1, best_epoch)
+            carried = carried_rows(ckpt.train_state, ckpt.epoch + 1) is not None
+            resume.check_run_folder(self.resume_dir, ckpt.epoch + 1, best_epoch, carried)
         saved.device = self.cfg.device or saved.device  # the machine may differ
         saved.workers = self.cfg.workers if self.cfg.workers is not None else saved.workers
         saved.stop_after = self.cfg.stop_after
@@ -322,7 +323,8 @@ class Trainer:
             atomic_write_text(
                 self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False)
             )
-            self.rows = read_results(self.save_dir / "results.csv", up_to_epoch=self.start_epoch)
+            state = self.resume_ckpt.train_state if self.resume_ckpt is not None else None
+            self.rows = restore_results(self.save_dir / "results.csv", state, self.start_epoch)
         self._emit("start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes)
         t_run = time.perf_counter()
         images = train_seconds = 0.0
@@ -347,6 +349,8 @@ class Trainer:
                         break
         except KeyboardInterrupt:
             raise Interrupted(self._interrupted_message(wdir, self.saved_epoch)) from None
+        except WriteError as e:  # a full disk: also what last.pt holds, and how to continue
+            raise WriteError(f"{e}; {self._interrupted_message(wdir, self.saved_epoch)}") from None
         return TrainResult(
             save_dir=self.save_dir,
             best=wdir / "best.pt",
@@ -384,8 +388,8 @@ class Trainer:
         }
         if self.dist.is_main:
             self.rows.append(format_row(row))
-            write_results(self.save_dir / "results.csv", self.rows)
-            self._save(wdir, epoch, metrics, improved)
+            self._save(wdir, epoch, metrics, improved)  # last.pt (carrying the rows) first: results.csv
+            write_results(self.save_dir / "results.csv", self.rows)  # is never ahead of it
         self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
         return metrics, n_images, t_train
 
@@ -505,7 +509,7 @@ class Trainer:
             ckpt.optimizer = self.optimizer.state_dict()
             ckpt.scaler = self.scaler.state_dict() if self.amp else None
             ckpt.train_args = self.cfg.to_dict()
-            ckpt.train_state = self.stopper.state()
+            ckpt.train_state = {**self.stopper.state(), "results": list(self.rows)}  # optkit.train.results
         ckpt.add_lineage("train", self._args_record(), {**ckpt.metrics, "epoch": epoch + 1})
         return ckpt
 
