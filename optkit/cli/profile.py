@@ -51,8 +51,9 @@ def profile(
     """Profile a model: params, GFLOPs, latency (median/p90/min), img/s, memory; optionally per layer."""
     from optkit.measure.profile import ProfileConfig, parse_batch_sizes
     from optkit.measure.profile import profile as run_profile
-    from optkit.report.console import emit_json, err
+    from optkit.report.console import emit_json
     from optkit.report.profile import print_profile
+    from optkit.report.progress import StepDisplay
 
     config = ProfileConfig(
         source=model,
@@ -72,5 +73,6 @@ def profile(
         code_dir=code_dir,
         model_name=model_name,
     )
-    result = run_profile(config, progress=lambda line: err().print(line, style="dim", highlight=False))
+    with StepDisplay() as progress:  # steps on stderr
+        result = run_profile(config, progress=progress)
     emit_json(result) if json_out else print_profile(result)

@@ -47,6 +47,7 @@ def prune(
     """Prune: writes <stem>-pruned.pt (or -o); reports achieved sparsity per layer and overall."""
     from optkit.report.console import emit_json
     from optkit.report.stages import print_prune
+    from optkit.report.train import TrainDisplay
     from optkit.workflows.prune import PruneRequest, run_prune
 
     request = PruneRequest(
@@ -67,5 +68,6 @@ def prune(
         code_dir=code_dir,
         model_name=model_name,
     )
-    result = run_prune(request)
+    with TrainDisplay() as progress:  # steps and fine-tuning epochs on stderr
+        result = run_prune(request, progress=progress)
     emit_json(result) if json_out else print_prune(result)

@@ -71,6 +71,7 @@ def ptq_calibrate(
     from optkit.quant.config import QuantConfig
     from optkit.quant.ptq import PtqRequest, run_ptq
     from optkit.report.console import emit_json
+    from optkit.report.progress import StepDisplay
     from optkit.report.quant import print_ptq
     from optkit.threads import set_cpu_threads
 
@@ -93,5 +94,6 @@ def ptq_calibrate(
         batch_size=batch_size,
         output=output,
     )
-    result = run_ptq(request)
+    with StepDisplay() as progress:  # steps on stderr
+        result = run_ptq(request, progress=progress)
     emit_json(result) if json_out else print_ptq(result)

@@ -13,7 +13,6 @@ that is what makes a checkpoint, its fused checkpoint and its ONNX export report
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,9 +169,12 @@ def open_target(source: Source, config: ProfileConfig):
     return TorchTarget(model, device, config.threads), arch, classes, imgsz
 
 
-def profile(config: ProfileConfig, progress: Callable[[str], None] | None = None) -> dict:
-    """Measure one model; `progress` (optional) receives a line before each slow step."""
-    say = progress or (lambda line: None)
+def profile(config: ProfileConfig, progress=None) -> dict:
+    """Measure one model. `progress`: an optkit.report.progress display (default: quiet) that shows
+    each measurement as a step (one per batch size of the sweep)."""
+    from optkit.report.progress import Quiet
+
+    progress = progress or Quiet()
     check_config(config)
     source = resolve_source(config.source, Path(config.cwd or Path.cwd()))
     target, arch, num_classes, default_imgsz = open_target(source, config)
@@ -183,28 +185,33 @@ def profile(config: ProfileConfig, progress: Callable[[str], None] | None = None
         target.check_batches([batch, *sweep_sizes])
     notes: list[str] = []  # the profile's own; the target's (fuse, FLOPs) are added at the end
 
-    say(f"profiling {source.ref} at {imgsz} px, batch {batch} ({target.backend}, {target.device_label})")
-    counts = target.counts(imgsz, batch)
+    progress.line(
+        f"profiling {source.ref} at {imgsz} px, batch {batch} ({target.backend}, {target.device_label})"
+    )
+    with progress.step("counting params and FLOPs"):
+        counts = target.counts(imgsz, batch)
     gflops, check = counts["gflops"], counts["gflops_check"]
     note = flops_note(gflops, check, counts["gflops_counter"])
     per_image = gflops / batch if gflops is not None else None
 
-    say(f"timing {config.warmup} warm-up + {config.runs} runs")
-    timing, memory = target.run(imgsz, batch, config.warmup, config.runs)
+    with progress.step(f"timing {config.warmup} warm-up + {config.runs} runs"):
+        timing, memory = target.run(imgsz, batch, config.warmup, config.runs)
     timing["gflops_per_s"] = _achieved(gflops, timing["median_ms"])
 
     backward = None
     if config.backward:
         if target.backend == "pytorch":
-            say("timing forward + backward")
-            backward = target.run_backward(imgsz, batch, config.warmup, config.runs)
+            with progress.step("timing forward + backward"):
+                backward = target.run_backward(imgsz, batch, config.warmup, config.runs)
         else:
             notes.append("--backward needs a PyTorch model; an ONNX Runtime session only runs forward")
 
     per_layer = None
     if config.per_layer:
-        say("timing per layer")
-        total_ms, layers = target.per_layer(imgsz, batch, config.warmup, config.runs, counts["layer_gflops"])
+        with progress.step("timing per layer"):
+            total_ms, layers = target.per_layer(
+                imgsz, batch, config.warmup, config.runs, counts["layer_gflops"]
+            )
         from optkit.measure.per_layer import breakdown
 
         per_layer = breakdown(layers, total_ms, config.top)
@@ -212,18 +219,18 @@ def profile(config: ProfileConfig, progress: Callable[[str], None] | None = None
     sweep = None
     if sweep_sizes:
         sweep = []
-        for b in sweep_sizes:
-            if b == batch:
+        for i, b in enumerate(sweep_sizes, 1):
+            if b == batch:  # measured above
                 row_timing, row_memory = timing, memory
             else:
-                say(f"sweep: batch {b}")
-                row_timing, row_memory = target.run(imgsz, b, config.warmup, config.runs)
+                with progress.step(f"sweep {i}/{len(sweep_sizes)}: batch {b}, timing {config.runs} runs"):
+                    row_timing, row_memory = target.run(imgsz, b, config.warmup, config.runs)
             sweep.append(_sweep_row(b, row_timing, row_memory, per_image))
 
     auto, auto_note = None, None
     if config.autobatch:
-        say("autobatch")
-        auto, auto_note = target.autobatch(imgsz, config.fraction)
+        with progress.step("autobatch: the batch that fills the free CUDA memory"):
+            auto, auto_note = target.autobatch(imgsz, config.fraction)
 
     return {
         "optkit_version": __version__,

@@ -20,6 +20,12 @@ from optkit.errors import ConfigError
 from optkit.quant.config import QuantConfig, check_num_images
 
 SENSITIVITY_IMAGES = 128  # calibration images the per-layer SQNR is measured on (enough to rank layers)
+# Calibrating on fewer images than this gets a warning. An activation's calibrated range is about the
+# largest value seen over the calibration images, and a new image exceeds the largest of n exchangeable
+# ones with probability 1/(n+1): under 32 images, more than 3% of the images met in use (with 1 image,
+# half of them) push some activation past its range and are clipped; the histogram methods (percentile,
+# entropy, mse) also see too little of the tails to place a clipping point. 32 is one default batch.
+FEW_CALIBRATION_IMAGES = 32
 
 
 @dataclass
@@ -59,12 +65,16 @@ class PtqRequest:
         return self
 
 
-def run_ptq(req: PtqRequest) -> dict:
-    from optkit.checkpoint import save_checkpoint
+def run_ptq(req: PtqRequest, progress=None) -> dict:
+    """`progress`: an optkit.report.progress display (default: quiet). Every input is checked (the
+    file, the data, --act, --skip, ModelOpt installed) before the first step that prints a line."""
+    from optkit.checkpoint import build_model, save_checkpoint
     from optkit.cli.outputs import file_size, stage_output
     from optkit.inputs import open_model
-    from optkit.quant.quantizers import quantized_layers
+    from optkit.quant.quantizers import insert_quantizers, quantized_layers
+    from optkit.report.progress import Quiet
 
+    progress = progress or Quiet()
     req.validate()
     target = stage_output(req.weights, "int8", req.output)
     src = open_model(
@@ -74,17 +84,24 @@ def run_ptq(req: PtqRequest) -> dict:
         code_dir=req.code_dir,
         model_name=req.model_name,
     )
-    images = _images(src, req)
+    data = _dataset(src, req)
     result: dict = {"source": req.weights, "output": str(target), "method": req.quant.method, "act": req.act}
-    model, ckpt = _float_model(src, req, images, result)
-    fused, fuse_transform = _fused(model, src.imgsz, foreign=src.foreign is not None)
-    qmodel, result["calibration_s"] = _calibrated(fused, req.quant, images.calib)
+    with progress.step("building the model and inserting INT8 quantizers (ModelOpt)", line=False):
+        model, ckpt, original = _float_model(src, req)
+        fused, fuse_transform = _fused(model, src.imgsz, foreign=src.foreign is not None)
+        qmodel = insert_quantizers(copy.deepcopy(fused), req.quant)  # checks --skip
+    images = _images(data, req, progress)
     result["num_images"] = sum(len(b) for b in images.calib)
+    _warn_few_images(result, data.train_images, req, progress)
+    if original is not None:
+        with progress.step(f"top-1 before --act {req.act} on {data.val_images} val images"):
+            result["original_top1"] = _top1(build_model(original), images.val)
+    result["calibration_s"] = _calibrate(qmodel, req.quant, images.calib, progress)
     if req.sensitivity or req.auto_skip is not None:
-        _sensitivity(qmodel, images, req, result)
-    result.update(
-        _compare(fused, qmodel, images), skipped=list(req.quant.skip) + result.get("auto_skipped", [])
-    )
+        _sensitivity(qmodel, images, req, result, progress)
+    with progress.step(f"comparing float and INT8 on {data.val_images} val images"):
+        compared = _compare(fused, qmodel, images)
+    result.update(compared, skipped=list(req.quant.skip) + result.get("auto_skipped", []))
     final_config = QuantConfig(**{**req.quant.as_dict(), "skip": result["skipped"]})
     qmodel = _with_config(fused, qmodel, final_config)
     metrics = {k: result[k] for k in ("float_top1", "int8_top1", "top1_agreement", "sqnr_db")}
@@ -92,7 +109,8 @@ def run_ptq(req: PtqRequest) -> dict:
         _save_foreign(src, fused, qmodel, target, _args(req), metrics)
     else:
         t0 = time.perf_counter()
-        ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib)
+        with progress.step(f"measuring ONNX activation ranges on {result['num_images']} images"):
+            ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib)
         result["ranges_s"] = time.perf_counter() - t0
         new = _checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
         new.add_lineage("ptq-calibrate", {**_args(req), "source": req.weights}, metrics)
@@ -126,16 +144,29 @@ def _save_foreign(src, fused, qmodel, target, args: dict, metrics: dict) -> None
 
 
 @dataclass
+class _Data:
+    """The dataset, its two splits scanned (so a split without images is refused before any work)."""
+
+    spec: object  # optkit.data.DataSpec
+    names: list[str]  # the class folders to read
+    preprocess: dict  # {"mean", "std"} the model expects
+    imgsz: int
+    classify: bool  # labels mean the model's classes (top-1 is measured)
+    train_images: int  # in the train split (calibration images are taken from it)
+    val_images: int  # compared on: the val split, or --val-images of it
+
+
+@dataclass
 class _Images:
     calib: list  # image batches from the train split
     val: list  # (images, labels) batches of the whole val split
     classify: bool  # labels mean the model's classes (top-1 is measured)
 
 
-def _images(src, req: PtqRequest) -> _Images:
-    """Calibration and val images, preprocessed as the model expects. A model that is not a classifier
-    (a foreign detection model) is calibrated and compared on the images alone (no top-1)."""
-    from optkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_data
+def _dataset(src, req: PtqRequest) -> _Data:
+    """The data, checked against the model. A model that is not a classifier (a foreign detection
+    model) is calibrated and compared on the images alone (no top-1)."""
+    from optkit.data import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, resolve_data
     from optkit.measure.validate import check_classes
 
     spec = resolve_data(req.data)
@@ -151,16 +182,42 @@ def _images(src, req: PtqRequest) -> _Images:
         )
     names = list(src.names) if classify else list(spec.names)  # the folders to read
     pre = src.preprocess or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    calib = _calibration_batches(spec, names, src.imgsz, pre, req)
-    return _Images(calib, _val_batches(spec, names, src.imgsz, pre, req.val_images), classify)
+    # scanned now (file names only) so that a split without images is refused before any work
+    train = len(ImageFolder(spec.train_dir, None, classes=names))
+    val = len(ImageFolder(spec.val_dir, None, classes=names))
+    return _Data(spec, names, pre, src.imgsz, classify, train, min(val, req.val_images or val))
 
 
-def _float_model(src, req: PtqRequest, images: _Images, result: dict):
-    """(the float model to quantize, the optkit checkpoint it comes from or None for a foreign module)."""
+def _images(data: _Data, req: PtqRequest, progress) -> _Images:
+    """The calibration and val images, preprocessed as the model expects, decoded once (they are run
+    many times)."""
+    args = (data.spec, data.names, data.imgsz, data.preprocess)
+    calib = _calibration_batches(*args, req, progress)
+    return _Images(calib, _val_batches(*args, req.val_images, progress), data.classify)
+
+
+def _warn_few_images(result: dict, available: int, req: PtqRequest, progress) -> None:
+    """A warning (stderr, and `notes` in the result) when calibration rests on too few images."""
+    n = result["num_images"]
+    if n >= FEW_CALIBRATION_IMAGES:
+        return
+    why = f"--num-images {req.num_images}" if n == req.num_images else f"the train split has only {available}"
+    message = (
+        f"calibrating on {n} image{'s' if n > 1 else ''} ({why}): ranges from fewer than "
+        f"{FEW_CALIBRATION_IMAGES} images clip many other images' activations; use a few hundred "
+        "(default 512)"
+    )
+    result.setdefault("notes", []).append(message)
+    progress.warn(message)
+
+
+def _float_model(src, req: PtqRequest):
+    """(the float model to quantize, the optkit checkpoint it comes from or None for a foreign module,
+    the checkpoint before --act swapped its activations or None)."""
     from optkit.checkpoint import build_model
     from optkit.quant.quantizers import is_quantized, quantize_entry
 
-    ckpt = src.ckpt
+    ckpt, original = src.ckpt, None
     if ckpt is not None and quantize_entry(ckpt.transforms) is not None:
         raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float checkpoint)")
     if req.act:
@@ -168,12 +225,11 @@ def _float_model(src, req: PtqRequest, images: _Images, result: dict):
             raise ConfigError(
                 "--act rebuilds the architecture with another activation: it needs an optkit checkpoint"
             )
-        result["original_top1"] = _top1(build_model(ckpt), images.val)
-        ckpt = _with_activation(ckpt, req.act)
+        original, ckpt = ckpt, _with_activation(ckpt, req.act)
     model = build_model(ckpt) if ckpt is not None else src.model()
     if ckpt is None and is_quantized(model):
         raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float model)")
-    return model, ckpt
+    return model, ckpt, original
 
 
 def _with_activation(ckpt, act: str):
@@ -205,50 +261,67 @@ def _fused(model, imgsz: int, foreign: bool = False):
     return fused, ({"kind": "fuse", "fused": report.fused} if report.fused else None)
 
 
-def _calibration_batches(spec, names: list[str], imgsz: int, preprocess: dict, req: PtqRequest) -> list:
-    from optkit.data.subset import split_batches
+def _calibration_batches(spec, names: list[str], imgsz: int, preprocess: dict, req: PtqRequest, progress):
+    """`num_images` images spread evenly over the train split, in batches."""
+    from optkit.data import ImageFolder
+    from optkit.data.subset import evenly_spaced, image_batches
 
-    batches = split_batches(spec.train_dir, names, imgsz, preprocess, req.num_images, req.batch_size)
-    if not batches:
-        from optkit.errors import DatasetError
-
-        raise DatasetError(f"{spec.train_dir} has no images to calibrate on")
+    dataset = ImageFolder(spec.train_dir, _val_transform(imgsz, preprocess), classes=names)
+    indices = evenly_spaced(len(dataset), req.num_images)
+    batches = []
+    with progress.step(f"reading {len(indices)} calibration images", total=len(indices)) as step:
+        for x in image_batches(dataset, indices, req.batch_size):
+            batches.append(x)
+            step.advance(len(x))
     return batches
 
 
-def _val_batches(spec, names: list[str], imgsz: int, preprocess: dict, limit: int | None) -> list:
+def _val_batches(spec, names: list[str], imgsz: int, preprocess: dict, limit: int | None, progress=None):
     """The val split (or `limit` images spread evenly over it, so every class of the class-sorted
-    folder is in) as (images, labels) batches, decoded once (they are run many times)."""
+    folder is in) as (images, labels) batches."""
     import torch
 
-    from optkit.data import ImageFolder, ValTransform
+    from optkit.data import ImageFolder
     from optkit.data.subset import evenly_spaced
+    from optkit.report.progress import Quiet
 
-    transform = ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"])
-    dataset = ImageFolder(spec.val_dir, transform, classes=names)
+    dataset = ImageFolder(spec.val_dir, _val_transform(imgsz, preprocess), classes=names)
     indices = evenly_spaced(len(dataset), limit or len(dataset))
     batches = []
-    for i in range(0, len(indices), 128):
-        items = [dataset[j] for j in indices[i : i + 128]]
-        batches.append((torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])))
+    with (progress or Quiet()).step(f"reading {len(indices)} val images", total=len(indices)) as step:
+        for i in range(0, len(indices), 128):
+            items = [dataset[j] for j in indices[i : i + 128]]
+            batches.append((torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])))
+            step.advance(len(items))
     return batches
 
 
-def _calibrated(fused, config: QuantConfig, calib: list):
-    from optkit.quant.quantizers import calibrate, insert_quantizers
+def _val_transform(imgsz: int, preprocess: dict):
+    from optkit.data import ValTransform
 
-    qmodel = insert_quantizers(copy.deepcopy(fused), config)
+    return ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"])
+
+
+def _calibrate(qmodel, config: QuantConfig, calib: list, progress) -> float:
+    """Calibrate qmodel's quantizers in place on the batches; returns the seconds it took."""
+    from optkit.quant.quantizers import calibrate
+
+    n = sum(len(x) for x in calib)
     t0 = time.perf_counter()
+    with progress.step(f"calibrating ({config.method}) on {n} images", total=n) as step:
 
-    def forward_loop(model):
-        for x in calib:
-            model(x)
+        def forward_loop(model):
+            for x in calib:
+                model(x)
+                step.advance(len(x))
 
-    calibrate(qmodel, forward_loop, config.method, config.percentile)
-    return qmodel.eval(), time.perf_counter() - t0
+        calibrate(qmodel, forward_loop, config.method, config.percentile)
+    qmodel.eval()
+    return time.perf_counter() - t0
 
 
-def _sensitivity(qmodel, images: _Images, req: PtqRequest, result: dict) -> None:
+def _sensitivity(qmodel, images: _Images, req: PtqRequest, result: dict, progress) -> None:
+    from optkit.quant.quantizers import quantized_layers
     from optkit.quant.sensitivity import auto_skip, sensitivity
 
     def top1_of(model):
@@ -261,15 +334,18 @@ def _sensitivity(qmodel, images: _Images, req: PtqRequest, result: dict) -> None
         if n >= SENSITIVITY_IMAGES:
             break
     t0 = time.perf_counter()
-    ranked = sensitivity(qmodel, few, req.sensitivity_metric, top1_of)
+    layers = len(quantized_layers(qmodel))
+    with progress.step(f"per-layer sensitivity ({req.sensitivity_metric}) of {layers} layers"):
+        ranked = sensitivity(qmodel, few, req.sensitivity_metric, top1_of)
     result["sensitivity"] = [r.as_dict() for r in ranked]
     result["sensitivity_s"] = time.perf_counter() - t0
     if req.auto_skip is not None:
         from optkit.quant.quantizers import quantization_off
 
-        with quantization_off(qmodel):
-            float_top1 = top1_of(qmodel)
-        skipped, _ = auto_skip(qmodel, ranked, float_top1, req.auto_skip, top1_of)
+        with progress.step(f"--auto-skip: keeping layers float until top-1 drops <= {req.auto_skip} pp"):
+            with quantization_off(qmodel):
+                float_top1 = top1_of(qmodel)
+            skipped, _ = auto_skip(qmodel, ranked, float_top1, req.auto_skip, top1_of)
         result["auto_skipped"] = skipped
 
 

@@ -66,12 +66,16 @@ class QatTrainer(Trainer):
 
 
 def run_qat(req: QatRequest, progress=None) -> dict:
+    """`progress`: an optkit.report.progress display (default: quiet), a TrainDisplay to also show the
+    epochs. Every input is checked before the first step that prints a line."""
     from optkit.checkpoint import load_checkpoint
-    from optkit.data import resolve_data
+    from optkit.data import ImageFolder, resolve_data
     from optkit.measure.validate import check_classes
     from optkit.quant.quantizers import quantize_entry
+    from optkit.report.progress import Quiet
     from optkit.train.config import TrainConfig
 
+    progress = progress or Quiet()
     req.validate()
     ckpt = load_checkpoint(req.weights, reader="qat")
     entry = quantize_entry(ckpt.transforms)
@@ -83,11 +87,17 @@ def run_qat(req: QatRequest, progress=None) -> dict:
     cfg = TrainConfig(**{**req.train, "weights": req.weights}).validate()
     spec = resolve_data(cfg.data)
     check_classes(spec, ckpt.names)
-    before = _top1_float_and_ptq(ckpt, spec)
+    for split in (spec.train_dir, spec.val_dir):  # refused now rather than after the first steps
+        ImageFolder(split, None, classes=list(ckpt.names))  # scans the folder, decodes nothing
     trainer = QatTrainer(cfg, progress=progress, distill=req.distill, temperature=req.temperature)
+    trainer.prepare()  # the device and the options, checked before any step
+    before = _top1_float_and_ptq(ckpt, spec, progress)
+    if req.distill:
+        progress.note(f"distilling from the float model (quantization off), temperature {req.temperature}")
     result = trainer.run()
     n = req.num_images or _ptq_images(ckpt)
-    ranges_s = _refresh_ranges(result.best, spec, n)
+    with progress.step(f"re-measuring the ONNX activation ranges of {result.best} on {n} images"):
+        ranges_s = _refresh_ranges(result.best, spec, n)
     notes = []
     if result.best_top1 < before["ptq_top1"]:
         notes.append(
@@ -105,15 +115,17 @@ def run_qat(req: QatRequest, progress=None) -> dict:
     }
 
 
-def _top1_float_and_ptq(ckpt, spec) -> dict:
+def _top1_float_and_ptq(ckpt, spec, progress) -> dict:
     from optkit.checkpoint import build_model
     from optkit.measure.validate import accuracy_on
     from optkit.quant.quantizers import quantization_off
 
-    model = build_model(ckpt)
-    ptq = accuracy_on(model, ckpt.names, spec, ckpt.imgsz, device="cpu")["top1"]
-    with quantization_off(model):
-        fp = accuracy_on(model, ckpt.names, spec, ckpt.imgsz, device="cpu")["top1"]
+    with progress.step(f"top-1 of the PTQ model (fake-quant INT8) on {spec.val_dir}"):
+        model = build_model(ckpt)
+        ptq = accuracy_on(model, ckpt.names, spec, ckpt.imgsz, device="cpu")["top1"]
+    with progress.step(f"top-1 of the float model (quantization off) on {spec.val_dir}"):
+        with quantization_off(model):
+            fp = accuracy_on(model, ckpt.names, spec, ckpt.imgsz, device="cpu")["top1"]
     return {"float_top1": fp, "ptq_top1": ptq}
 
 

@@ -5,56 +5,37 @@ from __future__ import annotations
 import time
 
 from optkit.report.console import err, out, pct
+from optkit.report.progress import StepDisplay
 
 
-class TrainDisplay:
-    """A progress callback for the Trainer: `display(event, **info)`."""
+class TrainDisplay(StepDisplay):
+    """A StepDisplay that also shows the Trainer's events (`display(event, **info)`): a bar per epoch on
+    a terminal, and a line per epoch everywhere."""
 
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=err(),
-            transient=True,
-        )
-        self.progress.__enter__()
-        self.task = None
-        self.epochs = 0
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-        return False
+    epoch_step = None  # the bar of the epoch being trained
 
     def __call__(self, event: str, **info) -> None:
         getattr(self, f"_on_{event}")(**info)
 
     def _on_start(self, save_dir, start_epoch: int, notes: list[str]) -> None:
         for note in notes:
-            err().print(f"note: {note}")
+            self.note(note)
         resumed = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
-        err().print(f"training -> {save_dir}{resumed}")
+        self.line(f"training -> {save_dir}{resumed}")
 
     def _on_batch(self, epoch: int, i: int, nb: int, loss: float, seen: int, lr: float) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task(f"epoch {epoch + 1}", total=nb, info="")
+        if self.epoch_step is None:  # a bar only: the epoch line below follows
+            self.epoch_step = self.step(f"epoch {epoch + 1}", total=nb, line=False)
             self.t0 = time.perf_counter()
         speed = seen / max(time.perf_counter() - self.t0, 1e-9)  # images per second this epoch
-        self.progress.update(
-            self.task, completed=i + 1, info=f"loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} img/s"
-        )
+        self.epoch_step.advance(info=f"loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} img/s")
 
     def _on_epoch(self, row: dict, improved: bool, images_per_s: float) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
+        if self.epoch_step is not None:
+            self.epoch_step.close()
+            self.epoch_step = None
         star = " *" if improved else ""
-        err().print(
+        self.line(
             f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
             f"top1 {pct(row['top1'])}  top5 {pct(row['top5'])}  lr {row['lr_weights']:.2e}  "
             f"{images_per_s:,.0f} img/s  {row['time']:.1f}s{star}"

@@ -47,12 +47,16 @@ class PruneRequest:
         return self
 
 
-def run_prune(req: PruneRequest) -> dict:
+def run_prune(req: PruneRequest, progress=None) -> dict:
+    """`progress`: an optkit.report.progress display (default: quiet); a TrainDisplay also shows the
+    fine-tuning epochs. Every input is checked before the first step that prints a line."""
     from optkit.checkpoint import save_checkpoint
     from optkit.cli.outputs import check_run_folder, file_size, stage_output
     from optkit.inputs import open_model
     from optkit.models import count_params
+    from optkit.report.progress import Quiet
 
+    progress = progress or Quiet()
     req.validate()
     target = stage_output(req.weights, "pruned", req.output)
     if req.finetune_epochs:
@@ -71,16 +75,17 @@ def run_prune(req: PruneRequest) -> dict:
     result: dict = {"source": req.weights, "output": str(target), "amount": req.amount}
     if keep:
         result["kept_output_layers"] = keep  # a detection head keeps its output layout
-    if spec is not None:
-        result["top1_before"] = _top1(model, src, spec, req)
+    # pruning first (a copy): what it refuses (--ignore, an --amount that removes nothing) is bad input,
+    # refused before any step line; the accuracy before is measured on the untouched `model` after it
     prune_step = _structured if req.structured else _unstructured
-    pruned, transform, facts = prune_step(model, src.imgsz, req, req.ignore + keep)
+    pruned, transform, facts = prune_step(model, src.imgsz, req, req.ignore + keep, progress)
     result.update(facts, params_before=count_params(model), params_after=count_params(pruned))
     if spec is not None:
-        result["top1_pruned"] = _top1(pruned, src, spec, req)
+        result["top1_before"] = _top1(model, src, spec, req, progress, "before pruning")
+        result["top1_pruned"] = _top1(pruned, src, spec, req, progress, "after pruning")
     if req.finetune_epochs:
         new = src.stage_checkpoint(pruned, "prune", _args(req), _lineage_metrics(result), transform)
-        new, result["top1_finetuned"], result["finetune_run"] = _finetune(new, req)
+        new, result["top1_finetuned"], result["finetune_run"] = _finetune(new, req, progress)
         save_checkpoint(new, target)
     else:
         src.save_stage_output(pruned, target, "prune", _args(req), _lineage_metrics(result), transform)
@@ -97,28 +102,44 @@ def _resolve(req: PruneRequest, src):
     require_classifier(src, "--data (top-1 before/after pruning)")
     spec = resolve_data(req.data)
     check_classes(spec, src.names)
+    _check_before_work(spec, src.names, req)
     return spec
 
 
-def _top1(model, src, spec, req: PruneRequest) -> float:
+def _check_before_work(spec, names: list[str], req: PruneRequest) -> None:
+    """What the evaluations and the fine-tuning would refuse later, refused now: the device, and a
+    split without images."""
+    from optkit.data import ImageFolder
+    from optkit.device import select_device
+
+    select_device(req.device)
+    ImageFolder(spec.val_dir, None, classes=list(names))  # scans the folder, decodes nothing
+    if req.finetune_epochs:
+        ImageFolder(spec.train_dir, None, classes=list(names))
+
+
+def _top1(model, src, spec, req: PruneRequest, progress, when: str) -> float:
     from optkit.measure.validate import accuracy_on
 
-    result = accuracy_on(
-        model, src.names, spec, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
-    )
+    with progress.step(f"top-1 {when} on {spec.val_dir}"):
+        result = accuracy_on(
+            model, src.names, spec, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
+        )
     return result["top1"]
 
 
-def _unstructured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
+def _unstructured(model, imgsz: int, req: PruneRequest, ignore: list[str], progress):
     from optkit.stages.prune import PruneConfig, prune_unstructured, sparsity_transform
 
     config = PruneConfig(amount=req.amount, scope=req.scope, ignore=ignore)
-    pruned, report = prune_unstructured(model, config)
+    # line=False: a bar on a terminal only; what pruning refuses is bad input (one error line)
+    with progress.step(f"zeroing {req.amount:.0%} of the weights (L1, {req.scope})", line=False):
+        pruned, report = prune_unstructured(model, config)
     facts = {"method": f"unstructured L1, {req.scope}", "achieved": report.overall, "layers": report.layers}
     return pruned, sparsity_transform(report), facts
 
 
-def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
+def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str], progress):
     from optkit.measure.flops import count_flops
     from optkit.measure.latency import measure_latency
     from optkit.stages.prune_structured import StructuredPruneConfig, prunable_weight_count, prune_structured
@@ -130,10 +151,12 @@ def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
         ignore=ignore,
         imgsz=imgsz,
     )
-    pruned, transform = prune_structured(model, config)
+    with progress.step(f"removing channels ({req.importance}, --amount {req.amount})", line=False):
+        pruned, transform = prune_structured(model, config)
     before, after = prunable_weight_count(model), prunable_weight_count(pruned)
-    lat_before = measure_latency(model, imgsz)["median_ms"]
-    lat_after = measure_latency(pruned, imgsz)["median_ms"]
+    with progress.step("timing latency before and after pruning"):
+        lat_before = measure_latency(model, imgsz)["median_ms"]
+        lat_after = measure_latency(pruned, imgsz)["median_ms"]
     facts = {
         "method": f"structured channels, {req.importance}, round to {req.round_to}",
         "channels_removed": transform["achieved"]["channel_reduction"],
@@ -146,8 +169,9 @@ def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str]):
     return pruned, transform, facts
 
 
-def _finetune(ckpt, req: PruneRequest):
-    """Fine-tune with the embedded trainer; pruned weights stay zero (the trainer applies the masks)."""
+def _finetune(ckpt, req: PruneRequest, progress):
+    """Fine-tune with the embedded trainer; pruned weights stay zero (the trainer applies the masks).
+    The trainer's events go to `progress` (TrainDisplay: the run folder, a bar and a line per epoch)."""
     from optkit.checkpoint import load_checkpoint, save_checkpoint
     from optkit.train.config import TrainConfig
     from optkit.train.trainer import Trainer
@@ -167,7 +191,7 @@ def _finetune(ckpt, req: PruneRequest):
             lr0=FINETUNE_LR0,
             cos_lr=True,
         )
-        result = Trainer(cfg).run()
+        result = Trainer(cfg, progress=progress).run()
     return load_checkpoint(result.best), result.best_top1, str(result.save_dir)
 
 
