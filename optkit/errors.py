@@ -30,3 +30,11 @@ class Interrupted(OptkitError):
     """The user pressed Ctrl-C (SIGINT); the message says what was kept. Exit code 130, as shells use."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (`kill`, `timeout`, `docker stop`, a CI job cancelled). A KeyboardInterrupt, so it
+    takes Ctrl-C's path and its cleanup (atomic writes remove their temp files); the CLI installs the
+    handler (optkit.train.interrupt.sigterm_raises) and exits with 143 = 128 + 15, as shells report it."""
+
+    exit_code = 143

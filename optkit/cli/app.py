@@ -1,7 +1,8 @@
 """The root `optkit` command: registers one module per command and maps errors to exit codes.
 
 Exit codes: 0 success; 1 an error the user can fix (`error: <message>` on stderr); 2 a usage
-error (unknown option, bad value); 130 interrupted. Tracebacks only with --debug.
+error (unknown option, bad value); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, handled like
+Ctrl-C). Tracebacks only with --debug.
 """
 
 from __future__ import annotations
@@ -86,22 +87,31 @@ def run() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code instead of raising (tests call this in-process)."""
-    from optkit.errors import OptkitError
+    """Run the CLI; return the exit code instead of raising (tests call this in-process).
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    While it runs, SIGTERM raises Terminated, a KeyboardInterrupt: the same cleanup as Ctrl-C, one line
+    (`error: terminated`, or train's message naming the saved epoch) and exit code 143."""
+    from optkit.train.interrupt import sigterm_raises
+
+    with sigterm_raises() as sigterm:
+        return _run_app(list(sys.argv[1:] if argv is None else argv), sigterm)
+
+
+def _run_app(argv: list[str], sigterm) -> int:
+    from optkit.errors import Interrupted, OptkitError, Terminated
+
     debug = "--debug" in argv
     try:
         code = app(args=argv, prog_name="optkit", standalone_mode=False)
-        if code == 130:  # Typer turns Ctrl-C into a silent exit code 130; commands return None
-            return _fail("interrupted", 130)
+        if code == 130:  # Typer turns Ctrl-C (and Terminated) into a silent 130; commands return None
+            return _interrupted(terminated=sigterm.received)
         return code if isinstance(code, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
         return _fail("aborted", 130)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+    except KeyboardInterrupt as e:
+        return _interrupted(terminated=sigterm.received or isinstance(e, Terminated))
     except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
         if debug:
             traceback.print_exc()
@@ -109,12 +119,36 @@ def main(argv: list[str] | None = None) -> int:
     except OptkitError as e:
         if debug:
             traceback.print_exc()
+        if isinstance(e, Interrupted):  # train's message (the saved epoch); 143 when SIGTERM stopped it
+            terminated = sigterm.received or isinstance(_interrupt_behind(e), Terminated)
+            return _fail(str(e), Terminated.exit_code if terminated else e.exit_code)
         return _fail(str(e), getattr(e, "exit_code", 1))
     except Exception as e:  # a bug, not the user's fault: say so in one line
         if debug:
             traceback.print_exc()
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None:  # raised while stopping for Ctrl-C or SIGTERM: that is what happened
+            return _interrupted(terminated=sigterm.received or isinstance(interrupt, Terminated))
+        if debug:
             return _fail(f"{type(e).__name__}: {e}", 1)
         return _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+def _interrupted(terminated: bool) -> int:
+    from optkit.errors import Terminated
+
+    return _fail("terminated", Terminated.exit_code) if terminated else _fail("interrupted", 130)
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C) or Terminated (SIGTERM) that `error` was raised while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _usage_message(e: Exception, argv: list[str]) -> str:

@@ -9,17 +9,25 @@ noise. Shapes are drawn on a 4x canvas and box-downsampled, which anti-aliases t
 
 The folder is written atomically: generated into a temp folder beside the target, marked complete with
 `.complete` (JSON of the generator version and parameters), then renamed into place.
+
+A killed build never blocks the next one: the generation workers die with the process that started them,
+the build lock is one the kernel drops when its holder dies (however it dies), a process that waits for
+the lock says for whom, and the next build removes the temp folders of killed ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -200,6 +208,7 @@ def _write_chunk(job: tuple[str, str, int, int, int, int]) -> None:
     folder, split, start, stop, imgsz, seed = job
     split_id = SPLITS.index(split)
     for i in range(start, stop):
+        _exit_if_orphaned()
         name = CLASSES[i % len(CLASSES)]
         rng = np.random.default_rng([seed, split_id, i])
         img = Image.fromarray(render(name, imgsz, rng))
@@ -229,8 +238,83 @@ def _write_images(folder: Path, sizes: dict[str, int], imgsz: int, seed: int) ->
         for job in _jobs(folder, sizes, imgsz, seed, chunk=max(total, 1)):
             _write_chunk(job)
         return
-    with ProcessPoolExecutor(procs) as pool:
-        list(pool.map(_write_chunk, _jobs(folder, sizes, imgsz, seed, chunk=256)))
+    _run_in_pool(_jobs(folder, sizes, imgsz, seed, chunk=256), procs)
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the signal a process gets when its parent dies
+_parent_pid: int | None = None  # set in a generation worker: the process it must not outlive
+
+
+def _run_in_pool(jobs: list, procs: int) -> None:
+    """Run `_write_chunk` over `jobs` in `procs` worker processes. Whatever stops the build (Ctrl-C,
+    SIGTERM, a failed chunk) kills the workers at once: none keeps writing, or holds the caller's
+    stdout/stderr, after the build has ended."""
+    pool = ProcessPoolExecutor(procs, initializer=_init_worker, initargs=(os.getpid(),))
+    try:
+        for _ in pool.map(_write_chunk, jobs):
+            pass
+    except BaseException:
+        _kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's workers. ProcessPoolExecutor's shutdown() would first let the running chunks
+    finish (seconds each); Python 3.14 has kill_workers(), older versions only the private _processes."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+
+
+def _init_worker(builder_pid: int) -> None:
+    """First thing in each generation worker: make it die with the process that builds the dataset.
+
+    The builder alone decides when a build stops, and then kills its workers (_run_in_pool): Ctrl-C
+    reaches the whole process group, so workers ignore SIGINT; SIGTERM gets its default action back in
+    place of the CLI's handler that fork copied. If the builder dies without cleaning up (SIGKILL, a
+    crash), Linux kills the worker (PR_SET_PDEATHSIG); elsewhere, or if the builder died before that
+    was set, the worker finds its parent changed before its next image (_exit_if_orphaned) and exits."""
+    global _parent_pid
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    _parent_pid = os.getppid()  # the builder, or the fork server that started this worker for it
+    if not _pid_alive(builder_pid):  # it died before the line above: the parent seen is already a stranger
+        os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent ends. The kernel ties this to the thread that
+    forked the worker: ProcessPoolExecutor forks its workers from the thread that first submits work,
+    the builder's own thread, which lives until the build has ended."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: _exit_if_orphaned remains
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _exit_if_orphaned() -> None:
+    """In a generation worker whose parent has gone (it was re-parented): exit at once, writing nothing."""
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but belongs to someone else
+    return True
 
 
 def _params(imgsz: int, n_train: int, n_val: int, seed: int) -> dict:
@@ -330,21 +414,54 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "optkit"
 
 
+_in_process_lock = threading.Lock()  # POSIX record locks do not exclude threads of one process
+
+
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so concurrent processes (e.g. torchrun ranks) generate a dataset only once."""
+def _build_lock(path: Path, waiting: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Exclusive lock so that concurrent processes (e.g. torchrun ranks) build a dataset only once.
+
+    A POSIX record lock (lockf), not flock: it belongs to this process alone, so the generation workers
+    it forks do not hold it (forked children share a flock), and the kernel drops it when this process
+    ends, however it ends: a killed build never blocks the next one. The holder writes its pid into the
+    file; a process that has to wait logs `waiting` with that pid, then waits.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: no lock; the atomic rename still keeps folders whole
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with _in_process_lock:
+        # opened once and closed only at the end: closing any descriptor of the file drops a POSIX lock
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN):  # not "someone else holds it"
+                    raise
+                log(waiting.format(holder=_holder(fd)))
+                fcntl.lockf(fd, fcntl.LOCK_EX)  # Ctrl-C and SIGTERM interrupt the wait
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """'pid N' of the process that holds the build lock (its pid is in the file), or '' if unknown."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Remove the temp and trash folders of builds of `root` that were killed. Call with the build lock
+    held: then no build of `root` is under way, and every such folder is a leftover."""
+    for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*"):
+        for leftover in root.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def builtin_root(
@@ -352,7 +469,8 @@ def builtin_root(
 ) -> Path:
     """Folder of builtin dataset `name` at `imgsz` px, generated on first use and reused afterwards.
 
-    The one-line "generating ..." message goes to `log` when given, else to this module's logger (INFO).
+    The one-line "generating ..." (or "waiting for ...") message goes to `log` when given, else to this
+    module's logger (INFO).
     """
     if name not in BUILTINS:
         known = ", ".join(f"builtin:{n}" for n in BUILTINS)
@@ -362,11 +480,25 @@ def builtin_root(
     params = _params(imgsz, spec.n_train, spec.n_val, spec.seed)
     if is_complete(root, params):
         return root
-    with _file_lock(root.parent / f".{root.name}.lock"):
-        if not is_complete(root, params):  # another process may have finished while we waited
-            message = (
-                f"generating builtin:{name} ({spec.n_train} train / {spec.n_val} val, {imgsz} px) in {root}"
-            )
-            (log or logger.info)(message)
-            spec.generate(root, imgsz=imgsz, n_train=spec.n_train, n_val=spec.n_val, seed=spec.seed)
+    log = log or logger.info
+    waiting = f"waiting for another optkit process{{holder}} that is generating builtin:{name} in {root}"
+    generating = f"generating builtin:{name} ({spec.n_train} train / {spec.n_val} val, {imgsz} px) in {root}"
+    try:
+        with _build_lock(root.parent / f".{root.name}.lock", waiting, log):
+            if not is_complete(root, params):  # another process may have finished while we waited
+                _remove_leftovers(root)
+                log(generating)
+                spec.generate(root, imgsz=imgsz, n_train=spec.n_train, n_val=spec.n_val, seed=spec.seed)
+    except OSError as e:  # read-only, full, or not a folder: say which setting chose the place
+        raise ConfigError(_unwritable_cache(name, root, e, cache_dir)) from None
     return root
+
+
+def _unwritable_cache(name: str, root: Path, e: OSError, cache_dir: Path | None) -> str:
+    reason = e.strerror or str(e)
+    if cache_dir is None and os.environ.get("OPTKIT_CACHE"):
+        return (
+            f"OPTKIT_CACHE={os.environ['OPTKIT_CACHE']}: cannot write builtin:{name} to {root} ({reason}); "
+            "point OPTKIT_CACHE at a writable folder"
+        )
+    return f"cannot write builtin:{name} to {root} ({reason}); set OPTKIT_CACHE to a writable folder"
