@@ -180,8 +180,12 @@ def _check_readable_file(path: Path) -> None:
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; expected a .pt checkpoint file")
-    if path.suffix.lower() == ".onnx":
-        raise CheckpointError(f"{path} is an ONNX model; this command needs a .pt checkpoint")
+    from optkit.inputs import model_format
+
+    if model_format(path) == "onnx":  # by content: a name can lie
+        raise CheckpointError(
+            f"{path} is an ONNX model, not a PyTorch checkpoint; this command needs a .pt checkpoint"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes)")
 

@@ -37,8 +37,13 @@ def check_onnx_path(path: str | os.PathLike) -> Path:
         raise OnnxFileError(f"{path}: no such file")
     if path.is_dir():
         raise OnnxFileError(f"{path} is a directory; expected an .onnx file")
-    if path.suffix.lower() in (".pt", ".pth"):
-        raise OnnxFileError(f"{path} is a PyTorch checkpoint; this needs an .onnx model (see optkit export)")
+    from optkit.inputs import model_format
+
+    if model_format(path) == "torch":  # by content: a name can lie
+        raise OnnxFileError(
+            f"{path} is a PyTorch checkpoint, not an ONNX model; this needs an .onnx model "
+            "(see optkit export)"
+        )
     if path.stat().st_size == 0:
         raise OnnxFileError(f"{path} is empty (0 bytes)")
     return path

@@ -105,7 +105,9 @@ def resolve_source(arg: str | None, cwd: Path) -> Source:
     path = Path(arg)
     if path.is_dir():
         raise CheckpointError(f"{arg} is a directory; expected a .pt checkpoint, .onnx file or model name")
-    if path.suffix.lower() == ".onnx":
+    from optkit.inputs import model_format
+
+    if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return Source("onnx", arg, "named on the command line")
     if path.exists() or path.suffix or "/" in arg or os.sep in arg:
         return Source("checkpoint", arg, "named on the command line")

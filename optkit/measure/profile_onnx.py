@@ -117,6 +117,7 @@ class OnnxTarget:
         self.notes: list[str] = []
         self.bn_folded: int | None = None
         self.node_macs: dict[str, int] = {}  # set by counts(): MACs per node at the profiled shape
+        _require_one_input(self.path, self.proto)
         value = graph_input(self.proto)
         self.input_name = value.name
         dims = value.type.tensor_type.shape.dim
@@ -262,6 +263,19 @@ class OnnxTarget:
 
     def autobatch(self, imgsz: int, fraction: float) -> tuple[int | None, str]:
         return None, "autobatch needs a PyTorch model on CUDA (this is an ONNX Runtime profile)"
+
+
+def _require_one_input(path: Path, proto: onnx.ModelProto) -> None:
+    """profile feeds one random image batch: a graph with other inputs (a second image, a mask, a size)
+    would need values optkit cannot invent, so it is refused in one line, naming them."""
+    inits = {t.name for t in proto.graph.initializer}  # old IR versions list initializers as inputs
+    names = [i.name for i in proto.graph.input if i.name not in inits]
+    if len(names) > 1:
+        listed = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+        raise ModelError(
+            f"{path} has {len(names)} inputs ({listed}); optkit profile measures models with one image "
+            "input (N, C, H, W)"
+        )
 
 
 def _providers(device: str) -> list[str]:

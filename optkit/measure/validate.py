@@ -22,12 +22,12 @@ def validate_checkpoint(
     """Accuracy of a model file: an optkit checkpoint, a trusted foreign classifier, a state_dict with
     `model_name`, or an .onnx from optkit export."""
     from optkit.data import resolve_data
-    from optkit.inputs import open_model
+    from optkit.inputs import model_format, open_model
     from optkit.models.imgsz import check_imgsz
 
     if not 1 <= batch_size <= 65536:
         raise ConfigError(f"--batch-size must be in [1, 65536], got {batch_size}")
-    if Path(weights).suffix.lower() == ".onnx":
+    if model_format(weights) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return validate_onnx(weights, data, imgsz, batch_size, workers, device)
     src = open_model(weights, command="val", trust=trust, code_dir=code_dir, model_name=model_name)
     require_classifier(src)

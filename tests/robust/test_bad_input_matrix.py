@@ -62,10 +62,33 @@ def _make_file(kind: str, folder: Path) -> Path:
     elif kind == "onnx-for-pt":  # an ONNX file where a .pt is needed
         path = folder / "model.onnx"
         path.write_bytes(b"\x08\x07\x12\x06pytorch")
-    elif kind == "pt-named-onnx":  # a .pt checkpoint where an ONNX file is needed
-        path = _real_ckpt(folder / "model.onnx")
+    elif kind == "onnx-named-pt":  # ONNX bytes named .pt: read by content, so still ONNX, never "truncated"
+        path.write_bytes(b"\x08\x07\x12\x06pytorch")
+    elif kind == "onnx-two-inputs":  # an ONNX classifier with a second input optkit cannot feed
+        path = _two_input_onnx(folder / "two.onnx")
     else:
         raise ValueError(kind)
+    return path
+
+
+def _two_input_onnx(path: Path) -> Path:
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    images = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 32, 32]) for n in ("a", "b")]
+    logits = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("ReduceMean", ["s"], ["y"], axes=[2, 3], keepdims=0),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "two", images, [logits]), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": json.dumps(NAMES), "imgsz": "32"})
+    onnx.save(model, path)
     return path
 
 
@@ -79,7 +102,8 @@ FILE_ROWS = {  # kind -> what the one line must say
     "jpeg": "not a PyTorch checkpoint",
     "foreign": "--trust",  # the commands without --trust say which commands take it
     "onnx-for-pt": "ONNX",
-    "pt-named-onnx": "ONNX",
+    "onnx-named-pt": "ONNX",  # non-ONNX readers: "is an ONNX model"; ONNX readers: "not a valid ONNX model"
+    "onnx-two-inputs": "2 inputs",
 }
 
 # how each command takes the file; {F} is the bad file, {D} the tiny dataset
@@ -97,7 +121,7 @@ FILE_COMMANDS = {
     "ptq-calibrate": ["ptq-calibrate", "{F}", "--data", "{D}", "--num-images", "8"],
     "qat": ["qat", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
 }
-ONNX_READERS = {"val", "profile", "benchmark"}  # take .onnx files too: a .pt named .onnx is the bad row
+ONNX_READERS = {"val", "profile", "benchmark"}  # take ONNX files too (told by content, not by name)
 
 
 def _file_cases():
@@ -105,8 +129,8 @@ def _file_cases():
         for kind in FILE_ROWS:
             if kind == "onnx-for-pt" and command in ONNX_READERS:
                 continue  # an .onnx file is a valid input there
-            if kind == "pt-named-onnx" and command not in ONNX_READERS:
-                continue  # the .onnx suffix is refused as onnx-for-pt there
+            if kind == "onnx-two-inputs" and command not in ONNX_READERS:
+                continue  # any ONNX file is refused there (onnx-for-pt)
             yield pytest.param(command, kind, id=f"{command}-{kind}".replace(" --", "-"))
 
 
