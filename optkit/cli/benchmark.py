@@ -36,13 +36,15 @@ def benchmark(
     from optkit.cli.outputs import check_outputs
     from optkit.report.benchmark import print_benchmark, write_csv, write_plot
     from optkit.report.console import emit_json
+    from optkit.report.progress import StepDisplay
     from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
 
     request = BenchmarkRequest(
         artifacts, data, imgsz, batch_size, warmup, runs, threads, rounds, latency_imgsz
     )
     check_outputs({"--csv": csv_path, "--plot": plot})  # before any timing
-    result = run_benchmark(request)
+    with StepDisplay() as progress:
+        result = run_benchmark(request, progress=progress)
     if csv_path:
         write_csv(result, csv_path)
     if plot:

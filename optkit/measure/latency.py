@@ -133,7 +133,12 @@ BatchTimer = Callable[[int, int], list[float]]  # (untimed runs, timed runs) -> 
 
 
 def time_interleaved(
-    timers: Sequence[BatchTimer], rounds: int, runs: int, warmup: int = 0, round_warmup: int = 0
+    timers: Sequence[BatchTimer],
+    rounds: int,
+    runs: int,
+    warmup: int = 0,
+    round_warmup: int = 0,
+    on_round: Callable[[int], None] | None = None,
 ) -> list[list[list[float]]]:
     """Time several models so that load which comes and goes lands on all of them alike.
 
@@ -141,15 +146,19 @@ def time_interleaved(
     rounds times each model's batch of `runs` runs, after min(`round_warmup`, `warmup`) untimed runs that
     let the previous model's threads settle and bring this one's weights back into cache. The order turns
     by one each round, so no model always follows the same one. Returns times[model][round] = ms per run.
+    `on_round(r)` is called after the warm-up (r = 0) and after each round r = 1..rounds (progress).
     """
     round_warmup = min(round_warmup, warmup)
     for timer in timers:
         timer(warmup, 0)
+    report = on_round or (lambda r: None)
+    report(0)
     times: list[list[list[float]]] = [[] for _ in timers]
     for r in range(rounds):
         for k in range(len(timers)):
             i = (r + k) % len(timers)  # round r starts with model r (mod n)
             times[i].append(timers[i](round_warmup, runs))
+        report(r + 1)
     return times
 
 

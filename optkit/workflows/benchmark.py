@@ -70,11 +70,15 @@ class Loaded:
 TimerFactory = Callable[[Loaded, int, BenchmarkRequest], Callable[[int, int], list[float]]]
 
 
-def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None) -> dict:
+def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None, progress=None) -> dict:
     """Measure every artifact; `make_timer(item, latency_imgsz, req)` builds each one's BatchTimer
-    (default_timer; tests pass fakes)."""
+    (default_timer; tests pass fakes). `progress`: optkit.report.progress (a step per accuracy run, one
+    for the timing rounds)."""
     from optkit.measure.latency import time_interleaved
     from optkit.models.imgsz import check_imgsz
+    from optkit.report.progress import Quiet
+
+    progress = progress or Quiet()
 
     req.validate()
     loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any work
@@ -84,8 +88,12 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None)
     for item in loaded:
         _check_shapes(item, imgsz if spec is not None else None, latency_imgsz, req)
     timers = [(make_timer or default_timer)(item, latency_imgsz, req) for item in loaded]
-    rows = [_describe(item, imgsz, latency_imgsz, spec) for item in loaded]
-    times = time_interleaved(timers, req.rounds, req.runs, req.warmup, ROUND_WARMUP)
+    rows = [_describe(item, imgsz, latency_imgsz, spec, progress) for item in loaded]
+    timing = f"timing {len(loaded)} artifacts at {latency_imgsz} px: warm-up, then {req.rounds} rounds"
+    with progress.step(timing, total=req.rounds) as step:
+        times = time_interleaved(
+            timers, req.rounds, req.runs, req.warmup, ROUND_WARMUP, on_round=lambda r: step.advance(r > 0)
+        )
     _add_latency(rows, times, req.batch, latency_imgsz)
     for row, label in zip(rows, short_labels(req.artifacts), strict=True):
         row["label"] = label
@@ -133,7 +141,7 @@ def _check_shapes(
         )
 
 
-def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec) -> dict:
+def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec, progress) -> dict:
     """The row's file facts (GFLOPs at the timed size) and, with a dataset, its accuracy at `imgsz`."""
     from optkit.measure.validate import accuracy_on
 
@@ -148,7 +156,8 @@ def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec) -> dict:
         "top5": None,
     }
     if spec is not None:
-        acc = accuracy_on(item.model, item.names, spec, imgsz)
+        with progress.step(f"top-1 of {item.path} at {imgsz} px"):
+            acc = accuracy_on(item.model, item.names, spec, imgsz)
         row.update(top1=acc["top1"], top5=acc["top5"])
     return row
 

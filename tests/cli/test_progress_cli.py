@@ -177,3 +177,15 @@ def test_profile_on_a_terminal_shows_bars(cli, tmp_path, terminal):
     assert r.code == 0, r.err
     assert json.loads(r.out)["batch_size"] == 1
     assert "sweep 2/2: batch 2" in r.err and ELAPSED.search(r.err)
+
+
+def test_benchmark_shows_each_accuracy_run_and_the_timing_rounds(cli, tmp_path, tiny_data):
+    a, b = _ckpt(tmp_path / "a.pt", "test-tiny"), _ckpt(tmp_path / "b.pt", "test-concat")
+    args = ("--data", tiny_data, "--rounds", "2", "--runs", "1", "--warmup", "1", "--json")
+    r = cli("benchmark", a, b, *args)
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["rows"]) == 2
+    lines = _lines(r.err)
+    steps = [f"top-1 of {a}", f"top-1 of {b}", "timing 2 artifacts"]
+    order = [_index(lines, step) for step in steps]
+    assert order == sorted(order)
