@@ -27,7 +27,8 @@ class DeviceError(OptkitError):
 
 
 class Interrupted(OptkitError):
-    """The user pressed Ctrl-C (SIGINT); the message says what was kept. Exit code 130, as shells use."""
+    """The user pressed Ctrl-C (SIGINT); the message says what was kept. Exit code 130, as shells use
+    (143 when a SIGTERM, a Terminated, was the interrupt: optkit.cli.app)."""
 
     exit_code = 130
 
