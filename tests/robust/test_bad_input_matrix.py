@@ -254,6 +254,16 @@ OPTION_ROWS = [
     ("qat", "batch-0", [*QAT, "--batch-size", "0"], 1, "--batch-size", True),
     ("qat", "workers-negative", [*QAT, "--workers", "-1"], 1, "--workers", True),
     ("qat", "num-images-negative", [*QAT, "--num-images", "-5"], 1, "--num-images", True),
+    # outputs that cannot be written ({C}/x: under a regular file): refused before any work
+    ("fuse", "output-under-a-file", ["fuse", "{C}", "-o", "{C}/x.pt"], 1, "cannot write -o", True),
+    ("strip", "output-under-a-file", ["strip", "{C}", "-o", "{C}/x.pt"], 1, "cannot write -o", True),
+    ("prune", "output-under-a-file", ["prune", "{C}", "-o", "{C}/x.pt"], 1, "cannot write -o", True),
+    ("export", "output-under-a-file", ["export", "{C}", "-o", "{C}/x.onnx"], 1, "cannot write -o", True),
+    ("ptq-calibrate", "output-under-a-file", [*PTQ, "-o", "{C}/x.pt"], 1, "cannot write -o", True),
+    ("benchmark", "csv-under-a-file", [*BENCH, "--csv", "{C}/b.csv"], 1, "cannot write --csv", True),
+    ("benchmark", "plot-under-a-file", [*BENCH, "--plot", "{C}/b.png"], 1, "cannot write --plot", True),
+    ("train", "project-under-a-file", [*TRAIN, "--project", "{C}/runs"], 1, "cannot write --project", True),
+    ("qat", "project-under-a-file", [*QAT, "--project", "{C}/runs"], 1, "cannot write --project", True),
 ]
 
 
