@@ -38,8 +38,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".torchscript")
 
 
 def model_format(path: str | os.PathLike) -> str | None:
-    """"torch" or "onnx" by the file's content; by its suffix only where the content tells neither
-    (missing, empty, unreadable or other bytes); None when neither tells."""
+    """The kind of model file at `path`, "torch" or "onnx", by its content; by its suffix only where
+    the content tells neither (missing, empty, unreadable or other bytes); None when neither tells."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
