@@ -125,6 +125,8 @@ class Classify(nn.Module):
     Adaptive pooling makes the head work for any input size.
     """
 
+    output_layers = ("linear",)  # its outputs are the model's (optkit.models.parts)
+
     def __init__(
         self, c1: int, c2: int, c_: int | None = 1280, dropout: float = 0.0, act: str = "silu"
     ) -> None:

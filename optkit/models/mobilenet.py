@@ -15,6 +15,7 @@ from torch import nn
 from optkit.models.activations import check_act
 from optkit.models.blocks import Classify, Conv
 from optkit.models.options import check_dropout, check_positive
+from optkit.models.parts import HeadedSequential
 from optkit.models.registry import register_model
 from optkit.models.weight_init import init_torchvision_style
 
@@ -60,7 +61,7 @@ def _stage(c1: int, c2: int, n: int, s: int, t: int, act: str) -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(HeadedSequential):
     stride = 32  # pixels: stem 2x, then four stride-2 stages
 
     def __init__(
@@ -85,9 +86,6 @@ class MobileNetV2(nn.Module):
         # torchvision: classifier weights N(0, 0.01), zero bias.
         nn.init.normal_(self.model[-1].linear.weight, 0, 0.01)
         nn.init.zeros_(self.model[-1].linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 @register_model(

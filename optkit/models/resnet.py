@@ -14,6 +14,7 @@ from torch import nn
 from optkit.models.activations import check_act, make_act
 from optkit.models.blocks import Classify, Conv
 from optkit.models.options import check_bool, check_dropout
+from optkit.models.parts import HeadedSequential
 from optkit.models.registry import register_model
 from optkit.models.weight_init import init_torchvision_style
 
@@ -51,7 +52,7 @@ def _layer(c1: int, c2: int, n: int, s: int, act: str) -> nn.Sequential:
     return nn.Sequential(*(BasicBlock(c1 if j == 0 else c2, c2, s if j == 0 else 1, act) for j in range(n)))
 
 
-class ResNet(nn.Module):
+class ResNet(HeadedSequential):
     stride = 32  # pixels: stem 4x, then layer2..layer4 2x each
 
     def __init__(
@@ -79,9 +80,6 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.cv2.bn.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 @register_model(

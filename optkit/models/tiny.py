@@ -16,6 +16,7 @@ from torch import nn
 from optkit.models.activations import check_act
 from optkit.models.blocks import C3, SPPF, Classify, Conv
 from optkit.models.options import check_dropout
+from optkit.models.parts import HeadedSequential
 from optkit.models.registry import register_model
 from optkit.models.resnet import BasicBlock, Stem
 
@@ -32,7 +33,7 @@ class ConcatBranches(nn.Module):
         return torch.cat((self.cv1(x), self.cv2(x)), dim=1)
 
 
-class TinyNet(nn.Module):
+class TinyNet(HeadedSequential):
     """`model = Sequential(*layers)`; the last layer must be a Classify."""
 
     stride = 32  # pixels: five stride-2 layers in every tiny model
@@ -40,9 +41,6 @@ class TinyNet(nn.Module):
     def __init__(self, layers: list[nn.Module]) -> None:
         super().__init__()
         self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 @register_model("test-tiny", default_imgsz=32, description="tiny Conv/C3 classifier for tests", is_test=True)

@@ -12,12 +12,12 @@ Layer table (channels before width scaling, repeats before depth scaling), as in
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from optkit.models.activations import check_act
 from optkit.models.blocks import C3, Classify, Conv, make_divisible
 from optkit.models.options import check_dropout, check_positive
+from optkit.models.parts import HeadedSequential
 from optkit.models.registry import register_model
 
 # (output channels, C3 repeats after the stride-2 conv); stage 0 is the k6 stem without a C3.
@@ -25,7 +25,7 @@ _STAGES = ((64, 0), (128, 3), (256, 6), (512, 9), (1024, 3))
 _HEAD_CHANNELS = 1280  # Classify's 1x1 conv width, not scaled (as in YOLOv5)
 
 
-class YoloCls(nn.Module):
+class YoloCls(HeadedSequential):
     stride = 32  # pixels: five stride-2 convs
 
     def __init__(
@@ -52,9 +52,6 @@ class YoloCls(nn.Module):
             c1 = c2
         layers.append(Classify(c1, num_classes, _HEAD_CHANNELS, check_dropout(dropout), act=act))
         self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 @register_model("yolo-cls-n", default_imgsz=224, description="YOLOv5n-cls style classifier (2.5M params)")

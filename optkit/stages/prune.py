@@ -1,9 +1,10 @@
 """Unstructured L1 pruning: zero the smallest-magnitude weights, permanently (DESIGN §4, prune).
 
 Which tensors count ("prunable weights"): the `.weight` of every Conv1d/2d/3d, ConvTranspose1d/2d/3d and
-Linear module, except the classifier head (the Linear that makes the logits) and the modules the user
-names in `ignore`. Biases and norm layers are never pruned and never counted, so the reported sparsity
-is the fraction of zeros among the prunable weights, on the same basis as `--amount`.
+Linear module, except the model's output layers (the classifier's Linear that makes the logits, as the
+model declares it: optkit.models.parts) and the modules the user names in `ignore`. Biases and norm
+layers are never pruned and never counted, so the reported sparsity is the fraction of zeros among the
+prunable weights, on the same basis as `--amount`.
 
 The zeros are plain values in plain tensors (no `torch.nn.utils.prune` masks or hooks are left), so the
 model saves and loads like any other. Nothing changes structurally: FLOPs and latency stay the same
@@ -79,18 +80,8 @@ class SparsityReport:
         }
 
 
-def find_head(model: nn.Module) -> nn.Linear | None:
-    """The Linear that makes the logits: in `model.model[-1]` (the zoo's Classify head), the one with
-    `out_features == model.num_classes`; failing that, the last Linear in the model; None if there is none.
-    """
-    blocks = getattr(model, "model", None)
-    num_classes = getattr(model, "num_classes", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks) and num_classes is not None:
-        for m in blocks[-1].modules():
-            if isinstance(m, nn.Linear) and m.out_features == num_classes:
-                return m
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+def _is_any(module: nn.Module, modules: list[nn.Module]) -> bool:
+    return any(module is m for m in modules)
 
 
 def _matches(module_name: str, pattern: str) -> bool:
@@ -105,11 +96,13 @@ def prunable_weights(
 ) -> dict[str, nn.Parameter]:
     """Weights that unstructured pruning may zero, by parameter name (e.g. "model.0.conv.weight")."""
     ignore = [ignore] if isinstance(ignore, str) else list(ignore)
-    head = None if include_head else find_head(model)
+    from optkit.models.parts import output_layers
+
+    heads = [] if include_head else output_layers(model)
     out: dict[str, nn.Parameter] = {}
     seen: set[int] = set()  # a weight shared by two modules counts once
     for name, m in model.named_modules():
-        if not isinstance(m, PRUNABLE_TYPES) or m is head or any(_matches(name, p) for p in ignore):
+        if not isinstance(m, PRUNABLE_TYPES) or _is_any(m, heads) or any(_matches(name, p) for p in ignore):
             continue
         w = m.weight
         if isinstance(w, nn.parameter.UninitializedParameter) or id(w) in seen:

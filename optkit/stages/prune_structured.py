@@ -12,8 +12,9 @@ them as one group. Policy lives here:
   reduction never falls (see `kept_channels`). The achieved channel reduction and the achieved reduction
   of prunable weights (conv and linear weights, classifier head excluded, see `prunable_weight_count`)
   are reported in the transform entry's `achieved` dict.
-- The classifier head (`nn.Linear` with `num_classes` outputs in the model's last block) and the modules
-  named in `ignore` keep all their output channels; the head loses input features with its producer.
+- The model's output layers (the classifier's Linear; a foreign detection head block whole, see
+  optkit.models.parts) and the modules named in `ignore` keep all their output channels; the output
+  layer loses input features with its producer.
 - Importance (`importance`): "l1" / "l2" = group magnitude (the L1/L2 norm of each channel's weights in
   every coupled layer, averaged over the group); "bn-scale" = |gamma| of the group's BatchNorms
   (network slimming); groups without a BatchNorm are then left alone.
@@ -80,15 +81,14 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
     check_imgsz(config.imgsz, model_stride(model))
     pruned = copy.deepcopy(model).eval()
     _to_normal_tensors(pruned)
-    head = find_head(pruned)
+    heads = _kept_layers(pruned)
     ignored = _modules_named(pruned, config.ignore)
-    if head is None and not ignored:
+    if not heads and not ignored:
         raise OptkitError(
-            "cannot find the classifier head (an nn.Linear in the model's last block); "
-            "name the output layer in --ignore so its outputs are kept"
+            "cannot tell the model's output layer (it declares no head, and has no nn.Linear with "
+            "num_classes outputs); name the output layer in --ignore so its outputs are kept"
         )
-    if head is not None:
-        ignored.append(head)
+    ignored.extend(heads)
 
     weights_before, channels_before = prunable_weight_count(pruned), _channel_count(pruned)
     params_before = sum(p.numel() for p in pruned.parameters())
@@ -166,18 +166,13 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     return model
 
 
-def find_head(model: nn.Module) -> nn.Module | None:
-    """The classifier `nn.Linear`: in `model.model[-1]` (optkit and YOLO layout), with `num_classes` outputs
-    when the model states it; the last such Linear, or None."""
-    from torch import nn
+def _kept_layers(model: nn.Module) -> list[nn.Module]:
+    """Modules whose output channels stay: the model's output layers, and a head block whose output
+    layers cannot be told (a foreign detection head), as optkit.models.parts declares them."""
+    from optkit.models.parts import kept_whole, output_layers
 
-    blocks = getattr(model, "model", None)
-    last = blocks[-1] if isinstance(blocks, nn.Sequential) and len(blocks) else model
-    linears = [m for m in last.modules() if isinstance(m, nn.Linear)]
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None:
-        linears = [m for m in linears if m.out_features == num_classes]
-    return linears[-1] if linears else None
+    modules = dict(model.named_modules())
+    return output_layers(model) + [modules[name] for name in kept_whole(model)]
 
 
 def prunable_weight_count(model: nn.Module) -> int:
@@ -189,9 +184,11 @@ def prunable_weight_count(model: nn.Module) -> int:
 def _prunable_layers(model: nn.Module) -> list[nn.Module]:
     from torch import nn
 
-    head = find_head(model)
+    from optkit.models.parts import output_layers
+
+    heads = output_layers(model)
     kinds = (nn.modules.conv._ConvNd, nn.Linear)
-    return [m for m in model.modules() if isinstance(m, kinds) and m is not head]
+    return [m for m in model.modules() if isinstance(m, kinds) and not any(m is h for h in heads)]
 
 
 def _channel_count(model: nn.Module) -> int:

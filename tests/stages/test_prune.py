@@ -18,10 +18,10 @@ from optkit.checkpoint import (
 )
 from optkit.errors import CheckpointError, ConfigError, OptkitError
 from optkit.models import create_model
+from optkit.models.parts import output_layers
 from optkit.stages.prune import (
     PruneConfig,
     apply_masks_,
-    find_head,
     measure_sparsity,
     prunable_weights,
     prune_unstructured,
@@ -54,7 +54,7 @@ def test_prunable_weights_are_conv_and_linear_weights_without_the_head(original)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     assert sorted(weights) == sorted(f"{n}.weight" for n in convs)  # every conv, no BN, no bias
     assert HEADS[name] in prunable_weights(model, include_head=True)
-    assert find_head(model) is model.model[-1].linear
+    assert output_layers(model) == [model.model[-1].linear]
 
 
 @pytest.mark.parametrize("amount", [0.3, 0.5, 0.8])

@@ -13,9 +13,9 @@ from optkit.checkpoint import build_model, checkpoint_from_model, load_checkpoin
 from optkit.errors import ConfigError, OptkitError
 from optkit.measure.flops import count_flops, count_params
 from optkit.models import create_model
+from optkit.models.parts import output_layers
 from optkit.stages.prune_structured import (
     StructuredPruneConfig,
-    find_head,
     prunable_weight_count,
     prune_structured,
     replay,
@@ -56,7 +56,8 @@ def test_pruned_model_is_smaller_and_keeps_its_head(pruned_case):
         assert pruned(x).shape == (2, NUM_CLASSES)
     assert count_params(pruned) < count_params(model)
     assert count_flops(pruned, imgsz) < count_flops(model, imgsz)
-    assert find_head(pruned).out_features == NUM_CLASSES
+    (head,) = output_layers(pruned)
+    assert head.out_features == NUM_CLASSES
     before, after = _convs(model), _convs(pruned)
     changed = [n for n in before if after[n] != before[n]]
     assert changed, name
