@@ -24,13 +24,14 @@ class DataSpec:
     val_dir: Path
 
 
-def resolve_data(spec: str, cache_dir: Path | None = None) -> DataSpec:
-    """`builtin:NAME` (generated once, then cached) or a folder with train/ and val/ class folders."""
+def resolve_data(spec: str, cache_dir: Path | None = None, log=None) -> DataSpec:
+    """`builtin:NAME` (generated once, then cached) or a folder with train/ and val/ class folders.
+    `log(line)` receives the generation's progress lines (default: stderr)."""
     from optkit.data.folder import scan_classes
     from optkit.data.shapes import builtin_root
 
     if spec.startswith("builtin:"):
-        root = builtin_root(spec.split(":", 1)[1], cache_dir=cache_dir, log=_log)
+        root = builtin_root(spec.split(":", 1)[1], cache_dir=cache_dir, log=log or _log)
     else:
         root = Path(spec).expanduser()
         if not root.exists():

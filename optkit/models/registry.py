@@ -27,13 +27,14 @@ class ModelSpec:
     default_imgsz: int  # pixels, square side the model was designed for
     description: str
     is_test: bool = False  # tiny models for tests; hidden from list_models() by default
+    task: str = "classify"  # what the model does (optkit.tasks): its data, loss and metrics
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, default_imgsz: int, description: str, is_test: bool = False
+    name: str, *, default_imgsz: int, description: str, is_test: bool = False, task: str = "classify"
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register `fn(num_classes=10, **options) -> nn.Module` under `name`.
 
@@ -44,7 +45,7 @@ def register_model(
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ModelError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, fn, default_imgsz, description, is_test)
+        _REGISTRY[name] = ModelSpec(name, fn, default_imgsz, description, is_test, task)
         return fn
 
     return decorate

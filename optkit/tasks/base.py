@@ -1,0 +1,113 @@
+"""What differs between tasks (classify today, detect next), in one object per task.
+
+The flows (optkit.workflows, the trainer, quantization) ask the task of a model or a checkpoint for
+its data, loss, evaluation and outputs, and never test the task's name: a new task is a new `Task`
+subclass registered with `register_task`, and no flow changes (docs/architecture.md, "The task seam").
+
+Everything a task returns is plain: loaders yield `(images, targets)` batches (images a float tensor
+[N, 3, H, W] normalised as the model expects; targets whatever the task's loss and evaluation read),
+metrics are dicts of floats, and one of them, `fitness_key`, is the single number that picks `best.pt`
+and in which accuracy budgets (`--auto-skip`) are measured. Higher is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure a task reports: its key in metric dicts, a short label, and how to show it."""
+
+    key: str
+    label: str
+    percent: bool = False  # a fraction in [0, 1] shown as a percentage
+
+
+class Task:
+    """The interface; `optkit.tasks.classify.Classify` is the reference implementation."""
+
+    name: str = ""
+    metrics: tuple[Metric, ...] = ()  # what evaluate() returns, in report order (plus "loss", "images")
+    fitness_key: str = ""  # the metric that picks best.pt; higher is better
+    output_names: tuple[str, ...] = ()  # names of an exported graph's outputs
+
+    # ---- data -------------------------------------------------------------------------------
+    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None) -> Any:
+        """`--data` to a dataset description with `.names` (class names) and `.root`; raises
+        DatasetError naming what is wrong. `log` receives progress lines (dataset generation)."""
+        raise NotImplementedError
+
+    def check_classes(self, names: list[str], root) -> None:
+        """Refuse a class list this task cannot learn or measure (e.g. one class for a classifier)."""
+
+    def train_loader(self, data, names: list[str], imgsz: int, batch: int, workers: int, seed: int,
+                     fraction: float = 1.0, rank: int = 0, world: int = 1, cache: bool = False):  # fmt: skip
+        """(DataLoader, sampler with set_epoch) over the train split with augmentation that is a pure
+        function of (seed, epoch, index), so resume is exact."""
+        raise NotImplementedError
+
+    def val_loader(self, data, names: list[str], imgsz: int, batch: int, workers: int,
+                   preprocess: dict | None = None):  # fmt: skip
+        """A DataLoader over the val split without augmentation; `preprocess`: {"mean", "std"}."""
+        raise NotImplementedError
+
+    def image_dataset(self, data, names: list[str], imgsz: int, split: str, preprocess: dict | None = None):
+        """The split's images as the model sees them at validation (no augmentation), indexable:
+        dataset[i] -> (image, target). Calibration and fidelity read images from it."""
+        raise NotImplementedError
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, options: dict) -> Callable:
+        """`loss(outputs, targets) -> scalar tensor` for a training batch; `options` are the train
+        config's task options (e.g. label_smoothing)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, loader, device, amp: bool = False) -> dict:
+        """Metrics of `model` on `loader`: every key of `metrics`, plus "loss" and "images"."""
+        raise NotImplementedError
+
+    def fitness(self, metrics: dict) -> float:
+        return float(metrics[self.fitness_key])
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def read_outputs(self, output, num_classes: int):
+        """The tensor the task's metrics read from what a model returns (a foreign model may wrap it)."""
+        return output
+
+    def agreement(self, reference, output) -> float | None:
+        """Label-free: the fraction of images on which two models' outputs give the same answer
+        (None when the task has no single answer per image)."""
+        return None
+
+    def new_head_(self, model, num_classes: int) -> list[str]:
+        """Re-initialise the model's head for `num_classes` classes in place; returns the names of the
+        re-initialised parameters (the model declares its head: see optkit.models.parts)."""
+        raise NotImplementedError
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if not task.name or task.name in _TASKS:
+        from optkit.errors import ConfigError
+
+        raise ConfigError(f"task {task.name!r} has no name or is registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name` (a checkpoint's `task` field, a zoo model's task)."""
+    from optkit.tasks import load_builtin_tasks
+
+    load_builtin_tasks()
+    if name not in _TASKS:
+        from optkit.errors import CheckpointError
+
+        known = ", ".join(sorted(_TASKS))
+        raise CheckpointError(f"unknown task {name!r}; this optkit knows: {known}")
+    return _TASKS[name]

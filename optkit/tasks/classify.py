@@ -1,0 +1,68 @@
+"""Image classification: ImageFolder data, cross-entropy, top-1 / top-5 (docs/architecture.md, "The task
+seam"). The reference task: what every flow asks a task, answered for classifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from optkit.tasks.base import Metric, Task, register_task
+
+
+class Classify(Task):
+    name = "classify"
+    metrics = (Metric("top1", "top-1", percent=True), Metric("top5", "top-5", percent=True))
+    fitness_key = "top1"
+    output_names = ("logits",)
+
+    # ---- data -------------------------------------------------------------------------------
+    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None):
+        from optkit.data.loader import resolve_data
+
+        return resolve_data(spec, log=log)
+
+    def check_classes(self, names: list[str], root) -> None:
+        from optkit.data.loader import require_two_classes
+
+        require_two_classes(list(names), root)
+
+    def train_loader(self, data, names, imgsz, batch, workers, seed, fraction=1.0, rank=0, world=1,
+                     cache=False):  # fmt: skip
+        from optkit.data import ImageFolder, TrainTransform, build_train_loader
+
+        dataset = ImageFolder(data.train_dir, TrainTransform(imgsz), classes=list(names), cache=cache)
+        return build_train_loader(dataset, batch, workers, seed, fraction=fraction, rank=rank, world=world)
+
+    def val_loader(self, data, names, imgsz, batch, workers, preprocess=None):
+        from optkit.data import build_val_loader
+
+        return build_val_loader(self.image_dataset(data, names, imgsz, "val", preprocess), batch, workers)
+
+    def image_dataset(self, data, names, imgsz, split, preprocess=None):
+        from optkit.data import ImageFolder, ValTransform
+
+        norm = {"mean": preprocess["mean"], "std": preprocess["std"]} if preprocess else {}
+        folder = {"train": data.train_dir, "val": data.val_dir}[split]
+        return ImageFolder(folder, ValTransform(imgsz, **norm), classes=list(names))
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, options: dict) -> Callable:
+        import torch
+
+        return torch.nn.CrossEntropyLoss(label_smoothing=options.get("label_smoothing", 0.0))
+
+    def evaluate(self, model, loader, device, amp: bool = False) -> dict:
+        from optkit.measure.evaluate import evaluate
+
+        return evaluate(model, loader, device, amp=amp).as_dict()
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def read_outputs(self, output, num_classes: int):
+        from optkit.measure.validate import class_logits
+
+        return class_logits(output, num_classes)
+
+    def agreement(self, reference, output) -> float:
+        return (reference.argmax(1) == output.argmax(1)).float().mean().item()
+
+
+CLASSIFY = register_task(Classify())
