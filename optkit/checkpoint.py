@@ -180,7 +180,7 @@ def _check_readable_file(path: Path) -> None:
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; expected a .pt checkpoint file")
-    from optkit.inputs import model_format
+    from optkit.formats import model_format
 
     if model_format(path) == "onnx":  # by content: a name can lie
         raise CheckpointError(

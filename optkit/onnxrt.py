@@ -37,7 +37,7 @@ def check_onnx_path(path: str | os.PathLike) -> Path:
         raise OnnxFileError(f"{path}: no such file")
     if path.is_dir():
         raise OnnxFileError(f"{path} is a directory; expected an .onnx file")
-    from optkit.inputs import model_format
+    from optkit.formats import model_format
 
     if model_format(path) == "torch":  # by content: a name can lie
         raise OnnxFileError(

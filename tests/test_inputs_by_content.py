@@ -1,4 +1,4 @@
-"""A model file is what its bytes say, not what its name says (optkit.inputs.model_format): a checkpoint
+"""A model file is what its bytes say, not what its name says (optkit.formats.model_format): a checkpoint
 renamed .onnx is read as a checkpoint, an ONNX model renamed .pt as ONNX, by every command that reads
 model files; what a command cannot use is refused with a message that says what the file really is."""
 
@@ -40,7 +40,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_model_format_reads_the_bytes(files, tmp_path):
-    from optkit.inputs import model_format
+    from optkit.formats import model_format
 
     assert model_format(files["ckpt"]) == model_format(files["ckpt-named.onnx"]) == "torch"
     assert model_format(files["onnx"]) == model_format(files["onnx-named.pt"]) == "onnx"

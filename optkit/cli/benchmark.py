@@ -33,11 +33,11 @@ def benchmark(
 ) -> None:
     """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact
     (the median of per-round ratios; rows whose rounds disagree are marked)."""
-    from optkit.cli.outputs import check_outputs
     from optkit.report.benchmark import print_benchmark, write_csv, write_plot
     from optkit.report.console import emit_json
     from optkit.report.progress import StepDisplay
     from optkit.workflows.benchmark import BenchmarkRequest, run_benchmark
+    from optkit.workflows.outputs import check_outputs
 
     request = BenchmarkRequest(
         artifacts, data, imgsz, batch_size, warmup, runs, threads, rounds, latency_imgsz

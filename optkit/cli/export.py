@@ -65,7 +65,6 @@ def export(
     """Export to ONNX: writes <stem>.onnx (or -o) with class names and input size in its metadata, after
     comparing ONNX Runtime's output with PyTorch's (max |Δ|, top-1 agreement)."""
     from optkit.errors import ConfigError
-    from optkit.inputs import open_model
     from optkit.models.imgsz import check_imgsz
     from optkit.report.console import emit_json
     from optkit.report.export import print_export
@@ -76,6 +75,7 @@ def export(
         parity_images,
         preprocess_of,
     )
+    from optkit.workflows.inputs import open_model
 
     config = ExportConfig(
         imgsz=imgsz,
@@ -112,9 +112,9 @@ def export(
 def onnx_output(source: str | Path, output: str | None) -> Path:
     """`<stem>.onnx` beside the source, or -o (a .onnx file path; missing folders are created),
     checked writable."""
-    from optkit.cli.outputs import DEFAULT_HINT
     from optkit.errors import ConfigError
     from optkit.io import check_writable
+    from optkit.workflows.outputs import DEFAULT_HINT
 
     source = Path(source)
     if output is None:

@@ -23,14 +23,14 @@ def fuse(
     debug: o.Debug = False,
 ) -> None:
     """Fuse Conv+BN: writes <stem>-fused.pt (or -o); prints the measured max |Δ| vs the input model."""
-    from optkit.cli.outputs import stage_output
     from optkit.errors import ConfigError
-    from optkit.inputs import open_model
     from optkit.models import count_params
     from optkit.report.console import emit_json
     from optkit.report.stages import print_fuse
     from optkit.stages.fuse import FuseConfig
     from optkit.stages.fuse import fuse as fuse_stage
+    from optkit.workflows.inputs import open_model
+    from optkit.workflows.outputs import stage_output
 
     if not atol > 0:
         raise ConfigError(f"--atol must be > 0, got {atol}")

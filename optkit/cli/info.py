@@ -18,10 +18,10 @@ def info(
     debug: o.Debug = False,
 ) -> None:
     """Describe a checkpoint: arch, classes, imgsz, metrics, params, precision, contents, lineage."""
-    from optkit.inputs import open_model
     from optkit.measure.describe import describe_input
     from optkit.report.console import emit_json
     from optkit.report.info import print_info
+    from optkit.workflows.inputs import open_model
 
     src = open_model(weights, command="info", trust=trust, code_dir=code_dir, model_name=model_name)
     result = describe_input(src)

@@ -26,7 +26,7 @@ Output = Annotated[
     str | None, typer.Option("--output", "-o", help="Output file (default: <stem>-<stage>.pt).")
 ]
 
-# Model files optkit did not write (optkit.inputs.open_model)
+# Model files optkit did not write (optkit.workflows.inputs.open_model)
 Trust = Annotated[
     bool,
     typer.Option(

@@ -53,12 +53,12 @@ def qat(
 ) -> None:
     """QAT: fine-tune with fake quantization in the loop; writes runs/qat/exp*/weights/best.pt (quantized,
     exports to INT8 ONNX) and prints float / PTQ / QAT top-1."""
-    from optkit.cli.outputs import check_run_folder
     from optkit.quant.qat import QatRequest, run_qat
     from optkit.report.console import emit_json
     from optkit.report.quant import print_qat
     from optkit.report.train import TrainDisplay
     from optkit.threads import set_cpu_threads
+    from optkit.workflows.outputs import check_run_folder
 
     set_cpu_threads(threads)
 

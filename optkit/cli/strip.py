@@ -20,10 +20,10 @@ def strip(
     debug: o.Debug = False,
 ) -> None:
     """Strip training state: writes <stem>-stripped.pt (or -o), prints the size before -> after."""
-    from optkit.cli.outputs import file_size, stage_output
-    from optkit.inputs import open_model
     from optkit.report.console import emit_json
     from optkit.report.stages import print_strip
+    from optkit.workflows.inputs import open_model
+    from optkit.workflows.outputs import file_size, stage_output
 
     target = stage_output(weights, "stripped", output)
     src = open_model(weights, command="strip", trust=trust, code_dir=code_dir, model_name=model_name)

@@ -14,8 +14,8 @@ from optkit.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from optkit.inputs import ModelInput
     from optkit.stages.export import ExportConfig, ExportReport
+    from optkit.workflows.inputs import ModelInput
 
 
 def export_input(

@@ -6,13 +6,13 @@ from pathlib import Path
 
 
 def describe_checkpoint(path: str | Path) -> dict:
-    from optkit.inputs import open_model
+    from optkit.workflows.inputs import open_model
 
     return describe_input(open_model(path, command="info"))
 
 
 def describe_input(src) -> dict:
-    """`src`: an `optkit.inputs.ModelInput` (optkit checkpoint, state_dict with --model, foreign file)."""
+    """`src`: a `optkit.workflows.inputs.ModelInput` (optkit checkpoint, state_dict, foreign file)."""
     if src.foreign is not None:
         return _describe_foreign(src)
     from optkit.models import count_params

@@ -105,7 +105,7 @@ def resolve_source(arg: str | None, cwd: Path) -> Source:
     path = Path(arg)
     if path.is_dir():
         raise CheckpointError(f"{arg} is a directory; expected a .pt checkpoint, .onnx file or model name")
-    from optkit.inputs import model_format
+    from optkit.formats import model_format
 
     if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return Source("onnx", arg, "named on the command line")
@@ -143,7 +143,7 @@ def open_target(source: Source, config: ProfileConfig):
 
     device = select_device(config.device)
     if source.kind == "checkpoint":
-        from optkit.inputs import open_model
+        from optkit.workflows.inputs import open_model
 
         src = open_model(
             source.ref,

@@ -22,8 +22,9 @@ def validate_checkpoint(
     """Accuracy of a model file: an optkit checkpoint, a trusted foreign classifier, a state_dict with
     `model_name`, or an .onnx from optkit export."""
     from optkit.data import resolve_data
-    from optkit.inputs import model_format, open_model
+    from optkit.formats import model_format
     from optkit.models.imgsz import check_imgsz
+    from optkit.workflows.inputs import open_model
 
     if not 1 <= batch_size <= 65536:
         raise ConfigError(f"--batch-size must be in [1, 65536], got {batch_size}")

@@ -41,7 +41,7 @@ class PtqRequest:
     act: str | None = None  # swap the architecture's activation (e.g. silu -> relu) before quantizing
     batch_size: int = 32
     output: str | None = None
-    trust: bool = False  # foreign pickled checkpoints (optkit.inputs.open_model)
+    trust: bool = False  # foreign pickled checkpoints (optkit.workflows.inputs.open_model)
     code_dir: str | None = None
     model_name: str | None = None  # a plain state_dict file: the zoo model it belongs to
 
@@ -69,10 +69,10 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     """`progress`: an optkit.report.progress display (default: quiet). Every input is checked (the
     file, the data, --act, --skip, ModelOpt installed) before the first step that prints a line."""
     from optkit.checkpoint import build_model, save_checkpoint
-    from optkit.cli.outputs import file_size, stage_output
-    from optkit.inputs import open_model
     from optkit.quant.quantizers import insert_quantizers, quantized_layers
     from optkit.report.progress import Quiet
+    from optkit.workflows.inputs import open_model
+    from optkit.workflows.outputs import file_size, stage_output
 
     progress = progress or Quiet()
     req.validate()

@@ -214,7 +214,7 @@ def default_timer(item: Loaded, imgsz: int, req: BenchmarkRequest) -> Callable[[
 
 
 def _load(path: str, threads: int | None) -> Loaded:
-    from optkit.inputs import model_format
+    from optkit.formats import model_format
 
     path = Path(path)
     if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
