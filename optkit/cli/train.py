@@ -19,7 +19,14 @@ def train(
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue an interrupted run from its last.pt.")
     ] = None,
-    data: o.Data = "builtin:shapes",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="builtin:shapes (the default) or a folder with train/ and val/ class folders; with "
+            "--resume: where the run's dataset is now (default: the path last.pt was trained on).",
+        ),
+    ] = None,  # None: builtin:shapes, or on --resume the saved path (TrainConfig.data)
     epochs: o.Epochs = 10,
     imgsz: o.Imgsz = None,
     batch_size: Annotated[

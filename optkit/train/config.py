@@ -10,6 +10,8 @@ OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSProp")
 NOMINAL_BATCH = 64  # gradients are accumulated up to this many images per optimizer step
 MAX_IMGSZ = 4096  # pixels; bigger inputs are refused before allocating anything
 MAX_BATCH = 65536
+DEFAULT_DATA = "builtin:shapes"  # --data of a new run when none is given
+MIN_BATCH_NORM_BATCH = 2  # images per process: BatchNorm cannot train on one ("Expected more than 1 value")
 
 
 @dataclass
@@ -17,7 +19,9 @@ class TrainConfig:
     model: str | None = None  # registry name (train from scratch)
     model_options: dict = field(default_factory=dict)  # e.g. {"act": "relu", "dropout": 0.1}
     weights: str | None = None  # checkpoint to fine-tune from
-    data: str = "builtin:shapes"
+    # None: DEFAULT_DATA for a new run; with resume_from, the dataset last.pt was trained on (a path given
+    # here replaces it: the dataset moved)
+    data: str | None = None
     epochs: int = 10
     imgsz: int | None = None  # None: the checkpoint's, else the builtin data's, else the model's default
     batch_size: int = 64  # per optimizer micro-step, all torchrun processes together; -1 = autobatch
@@ -47,6 +51,8 @@ class TrainConfig:
     resume_from: str | None = None  # a last.pt to continue
 
     def validate(self) -> TrainConfig:
+        if self.data is None:  # a new run (a resume has taken its saved dataset by now)
+            self.data = DEFAULT_DATA
         if not self.model and not self.weights:
             raise ConfigError("give --model NAME (train from scratch) or --weights CKPT (fine-tune)")
         if self.model and self.weights:
@@ -85,6 +91,29 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def has_batch_norm(model) -> bool:
+    from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones
+
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def require_batch_norm_batch(model, batch_size: int, world: int = 1) -> None:
+    """Refuse a batch that leaves fewer than 2 images per process (`batch_size` is the global batch of
+    `world` processes) when the model has BatchNorm layers: in training mode BatchNorm normalises each
+    channel over the batch, which one image cannot do. A model without BatchNorm trains at any batch."""
+    per_process = batch_size // world
+    if per_process >= MIN_BATCH_NORM_BATCH or not has_batch_norm(model):
+        return
+    least = MIN_BATCH_NORM_BATCH * world
+    what = f"--batch-size {batch_size}"
+    if world > 1:
+        what += f" leaves {per_process} image per process ({world} torchrun processes)"
+    raise ConfigError(
+        f"{what}: the model has BatchNorm layers, which need at least {MIN_BATCH_NORM_BATCH} images per "
+        f"process to train; use --batch-size {least} or more"
+    )
 
 
 def _check_range(flag: str, value: int, lo: int, hi: int, hint: str = "") -> None:

@@ -72,6 +72,19 @@ def check_same_classes(data_names: list[str], ckpt_names: list[str], root, last)
         )
 
 
+def check_saved_data(data: str, last) -> None:
+    """A resume without --data reads the dataset path saved in last.pt (a relative one from the current
+    folder); when nothing is there, say how to point to where the dataset is now."""
+    path = Path(data).expanduser()
+    if data.startswith("builtin:") or path.exists():
+        return
+    relative = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()})"
+    raise DatasetError(
+        f"{data}: the dataset {last} was trained on is not there{relative}; if it moved, pass "
+        "--data NEW_PATH (a dataset with the same classes)"
+    )
+
+
 def _epochs_text(epochs: list[int]) -> str:
     listed = ", ".join(str(e) for e in epochs[:5]) + (", ..." if len(epochs) > 5 else "")
     return ("epoch " if len(epochs) == 1 else "epochs ") + listed

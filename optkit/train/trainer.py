@@ -32,7 +32,7 @@ from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import WriteError, atomic_write_text
 from optkit.models.imgsz import check_imgsz
 from optkit.train import distributed, interrupt, resume
-from optkit.train.config import TrainConfig
+from optkit.train.config import MIN_BATCH_NORM_BATCH, TrainConfig, has_batch_norm, require_batch_norm_batch
 from optkit.train.results import carried_rows, format_row, next_run_dir, restore_results, write_results
 
 log = logging.getLogger("optkit")
@@ -83,7 +83,20 @@ class Trainer:
         cfg = self.cfg.validate()
         self.device = distributed.rank_device(cfg.device, self.dist)
         distributed.check_options(self.dist, cfg.batch_size, cfg.sync_bn, self.device)
+        if 0 < cfg.batch_size < MIN_BATCH_NORM_BATCH * self.dist.world_size:  # 1 image per process
+            require_batch_norm_batch(self._model_to_check(), cfg.batch_size, self.dist.world_size)
         self.prepared = True
+
+    def _model_to_check(self):
+        """The architecture this run will train, built before any data is read (its head's class count
+        may differ): for the checks made before any work."""
+        from optkit.models import create_model
+
+        if self.resume_ckpt is not None:
+            return build_model(self.resume_ckpt, weights="model")
+        if self.cfg.weights:
+            return build_model(load_checkpoint(self.cfg.weights, reader="train --weights"))
+        return create_model(self.cfg.model, num_classes=2, **self.cfg.model_options)
 
     def setup(self) -> None:
         """Data, model, optimizer and run folder; under torchrun, inside the process group."""
@@ -134,6 +147,10 @@ class Trainer:
         saved.workers = self.cfg.workers if self.cfg.workers is not None else saved.workers
         saved.stop_after = self.cfg.stop_after
         saved.resume_from = str(path)
+        if self.cfg.data is not None:  # --data given: where the dataset is now (its classes are checked)
+            saved.data = self.cfg.data
+        else:
+            resume.check_saved_data(saved.data, path)
         self.cfg = saved
         return ckpt
 
@@ -258,6 +275,9 @@ class Trainer:
         from optkit.train.autobatch import autobatch
 
         batch, message = autobatch(self.model.to(self.device), self.imgsz, self.device)
+        if batch < MIN_BATCH_NORM_BATCH and has_batch_norm(self.model):
+            batch = MIN_BATCH_NORM_BATCH
+            message += f"; using {batch}, the fewest images per process BatchNorm trains on"
         if self.dist.enabled:  # autobatch fits one device: the global batch is the smallest fit x world
             per_rank = distributed.all_min(batch, self.dist)
             batch = per_rank * self.dist.world_size

@@ -55,6 +55,7 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     from optkit.inputs import open_model
     from optkit.models import count_params
     from optkit.report.progress import Quiet
+    from optkit.train.config import require_batch_norm_batch
 
     progress = progress or Quiet()
     req.validate()
@@ -71,6 +72,8 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
         )
     spec = _resolve(req, src)
     model = src.model()
+    if req.finetune_epochs:  # the fine-tune's batch, refused now rather than after pruning
+        require_batch_norm_batch(model, req.batch_size)
     keep = [name for name in src.keep_layers() if name not in req.ignore]
     result: dict = {"source": req.weights, "output": str(target), "amount": req.amount}
     if keep:

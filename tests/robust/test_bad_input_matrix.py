@@ -148,6 +148,7 @@ BENCH = ["benchmark", "{C}", "--runs", "1", "--warmup", "0"]
 PTQ = ["ptq-calibrate", "{C}", "--data", "{D}", "--num-images", "8"]
 PRUNE_S = ["prune", "{C}", "--structured", "--amount"]
 QAT = ["qat", "{C}", "--data", "{D}", "--epochs", "1", "--workers", "0"]
+PRUNE_FT = ["prune", "{C}", "--amount", "0.3", "--data", "{D}", "--finetune-epochs", "1", "--workers", "0"]
 
 OPTION_ROWS = [
     # train
@@ -173,6 +174,11 @@ OPTION_ROWS = [
     ("train", "data-one-class", [*TRAIN_ON, "{O}"], 1, "at least 2 classes", False),
     ("train", "fraction-one-image", [*TRAIN, "--fraction", "0.01"], 1, "--fraction >= 0.084", False),
     ("train", "resume-lone-last-pt", ["train", "--resume", "{R}"], 1, "not in a run folder", False),
+    # issue 13 leftovers: one image per batch with BatchNorm; --resume of a run whose dataset is gone, or
+    # with a --data of other classes
+    ("train", "batch-1-batchnorm", [*TRAIN, "--batch-size", "1"], 1, "BatchNorm", False),
+    ("train", "resume-data-gone", ["train", "--resume", "{GONE}"], 1, "--data NEW_PATH", False),
+    ("train", "resume-other-classes", ["train", "--resume", "{RUN}", "--data", "{D2}"], 1, "classes", False),
     # val
     ("val", "imgsz-stride", [*VAL, "--imgsz", "50"], 1, "stride 32", False),
     ("val", "imgsz-huge", [*VAL, "--imgsz", "100000"], 1, "--imgsz", True),
@@ -205,6 +211,7 @@ OPTION_ROWS = [
     ("prune", "data-no-images", ["prune", "{C}", "--data", "{E}"], 1, "no images", False),
     ("prune", "cuda", ["prune", "{C}", "--data", "{D}", "--device", "0"], 1, CUDA, False),
     ("prune", "output-onnx", ["prune", "{C}", "-o", "out.onnx"], 1, "ONNX", True),
+    ("prune", "finetune-batch-1-batchnorm", [*PRUNE_FT, "--batch-size", "1"], 1, "BatchNorm", False),
     # export
     ("export", "imgsz-stride", ["export", "{C}", "--imgsz", "50"], 1, "stride 32", False),
     ("export", "imgsz-huge", ["export", "{C}", "--imgsz", "100000"], 1, "--imgsz", True),
@@ -349,12 +356,18 @@ def _problem_data(root: Path) -> dict[str, Path]:
     cfg.project = str(root / "runs")
     run = Trainer(cfg).run()
     lone = shutil.copy(run.last, root / "last.pt")
+    gone = write_image_folder(root / "gone", NAMES, per_class=4)  # a run whose dataset then went away
+    cfg.data, cfg.project = str(gone), str(root / "runs-gone")
+    run_gone = Trainer(cfg).run()
+    shutil.rmtree(gone)
     one_class_ckpt = checkpoint_from_model(create_model("test-tiny", num_classes=1), ["cat"], 32)
     return {
         "{EC}": empty_class,
         "{LOOP}": loop,
         "{O}": one,
         "{R}": Path(lone),
+        "{RUN}": run.last,
+        "{GONE}": run_gone.last,
         "{C1}": save_checkpoint(one_class_ckpt, root / "one-class.pt"),
     }
 
