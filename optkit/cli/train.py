@@ -79,13 +79,13 @@ def train(
     Under `torchrun --nproc_per_node N -m optkit train ...` each process trains on 1/N of every batch;
     rank 0 alone writes and prints.
     """
-    from optkit.cli.outputs import check_run_folder
     from optkit.report.console import emit_json
     from optkit.report.train import TrainDisplay, print_summary
     from optkit.threads import set_cpu_threads
     from optkit.train import distributed
     from optkit.train.config import TrainConfig
     from optkit.train.trainer import Trainer
+    from optkit.workflows.outputs import check_run_folder
 
     options = _model_options(act, dropout, model_opt or [])
     cfg = TrainConfig(
@@ -153,7 +153,7 @@ def _run_quietly(trainer, cfg, dist) -> None:
     """A torchrun rank other than 0: no progress, no summary. Option errors are the same on every rank
     and rank 0 reports them, as it reports a process that failed; anything else (a file missing on this
     node, a bug) names the rank."""
-    from optkit.errors import ConfigError, OptkitError
+    from optkit.errors import ConfigError, Interrupted, OptkitError
 
     try:
         if cfg.resume_from is None:
@@ -161,6 +161,8 @@ def _run_quietly(trainer, cfg, dist) -> None:
         _run(trainer, dist)
     except ConfigError:
         raise typer.Exit(1) from None
+    except Interrupted as e:  # rank 0 says what last.pt holds; this rank knows nothing of the saves
+        raise typer.Exit(e.exit_code) from None
     except OptkitError as e:
         if isinstance(e.__cause__, RuntimeError):  # the connection to a failed process
             raise typer.Exit(1) from None

@@ -51,11 +51,11 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     """`progress`: an optkit.report.progress display (default: quiet); a TrainDisplay also shows the
     fine-tuning epochs. Every input is checked before the first step that prints a line."""
     from optkit.checkpoint import save_checkpoint
-    from optkit.cli.outputs import check_run_folder, file_size, stage_output
-    from optkit.inputs import open_model
     from optkit.models import count_params
     from optkit.report.progress import Quiet
     from optkit.train.config import require_batch_norm_batch
+    from optkit.workflows.inputs import open_model
+    from optkit.workflows.outputs import check_run_folder, file_size, stage_output
 
     progress = progress or Quiet()
     req.validate()
