@@ -223,12 +223,11 @@ def _open_state_dict(path: Path, state: dict, name: str) -> ModelInput:
     """A zoo model built to the state_dict's class count, loaded strictly, as a fresh optkit checkpoint."""
     from optkit.checkpoint import checkpoint_from_model
     from optkit.models import create_model, get_spec
-    from optkit.stages.prune_structured import find_head
+    from optkit.models.parts import output_layer_names
 
     spec = get_spec(name)  # unknown names: a ModelError listing the known ones
     probe = create_model(name, num_classes=1)
-    head = find_head(probe)
-    head_name = next((n for n, m in probe.named_modules() if m is head), None)
+    head_name = next(iter(output_layer_names(probe)), None)  # the classifier Linear the model declares
     weight = state.get(f"{head_name}.weight") if head_name is not None else None
     if weight is None or getattr(weight, "ndim", 0) != 2:
         raise CheckpointError(
