@@ -73,8 +73,8 @@ def artifacts(folder: Path, pt: Path, args) -> dict:
     export report of optkit's int8."""
     from optkit.checkpoint import load_checkpoint
     from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
     from optkit.stages.export import ExportConfig, export_checkpoint
+    from optkit.workflows.ptq import PtqRequest, run_ptq
 
     stem = folder / pt.stem
     int8_pt = Path(f"{stem}-int8.pt")
@@ -187,9 +187,9 @@ def summarize(per_round: dict) -> dict:
 
 
 def accuracy(files: dict) -> dict:
-    from optkit.measure.validate import validate_onnx
+    from optkit.workflows.val import ValRequest, run_val
 
-    return {name: validate_onnx(path, DATA)["top1"] for name, path in files.items()}
+    return {name: run_val(ValRequest(str(path), DATA))["top1"] for name, path in files.items()}
 
 
 def measure(folder: Path, label: str, pt: Path, imgsz: int, args, with_accuracy: bool = False) -> dict:

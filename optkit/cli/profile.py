@@ -49,13 +49,12 @@ def profile(
     debug: o.Debug = False,
 ) -> None:
     """Profile a model: params, GFLOPs, latency (median/p90/min), img/s, memory; optionally per layer."""
-    from optkit.measure.profile import ProfileConfig, parse_batch_sizes
-    from optkit.measure.profile import profile as run_profile
     from optkit.report.console import emit_json
     from optkit.report.profile import print_profile
     from optkit.report.progress import StepDisplay
+    from optkit.workflows.profile import ProfileRequest, parse_batch_sizes, run_profile
 
-    config = ProfileConfig(
+    request = ProfileRequest(
         source=model,
         imgsz=imgsz,
         batch_size=batch_size,
@@ -74,5 +73,5 @@ def profile(
         model_name=model_name,
     )
     with StepDisplay() as progress:  # steps on stderr
-        result = run_profile(config, progress=progress)
+        result = run_profile(request, progress=progress)
     emit_json(result) if json_out else print_profile(result)

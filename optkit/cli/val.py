@@ -26,16 +26,15 @@ def val(
     debug: o.Debug = False,
 ) -> None:
     """Validate: accuracy and loss on the val split (the checkpoint's EMA weights if it has them)."""
-    from optkit.measure.validate import validate_checkpoint
     from optkit.report.console import emit_json
     from optkit.report.val import print_val
     from optkit.threads import set_cpu_threads
+    from optkit.workflows.val import ValRequest, run_val
 
     used_threads = set_cpu_threads(threads)
-
-    result = validate_checkpoint(
-        weights,
-        data,
+    request = ValRequest(
+        weights=weights,
+        data=data,
         imgsz=imgsz,
         batch_size=batch_size,
         workers=workers,
@@ -44,6 +43,7 @@ def val(
         code_dir=code_dir,
         model_name=model_name,
     )
+    result = run_val(request)
     if json_out:
         emit_json({**result, "threads": used_threads})
     else:

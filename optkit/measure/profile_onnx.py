@@ -1,11 +1,9 @@
-"""The ONNX Runtime side of `optkit profile`: an .onnx file's graph facts, counts, latency, memory and
-per-node time.
+"""The ONNX Runtime side of `optkit profile`: an ONNX graph's facts, counts, latency, memory and
+per-node time, measured on a session the caller opened (optkit.workflows.profile opens the file).
 
 The input shape comes from the graph (fixed dimensions must match what is asked for; dynamic ones take
---imgsz / --batch-size); the class count and default input size from the model's metadata when the
-exporter wrote them (`names`, `imgsz`, `stride`, `arch` keys), else from the graph. Sessions run on the
-CPUExecutionProvider (the CUDAExecutionProvider when a CUDA device is asked for and this onnxruntime has
-it), with `intra_op_num_threads` = --threads when given.
+the asked size and batch); the class count and default input size from the model's metadata when the
+exporter wrote them (`names`, `imgsz`, `stride`, `arch` keys), else from the graph.
 """
 
 from __future__ import annotations
@@ -15,10 +13,10 @@ import json
 import logging
 import os
 import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from optkit.errors import CheckpointError, DeviceError, ModelError
+from optkit.errors import ModelError
 from optkit.measure.latency import latency_stats, time_calls
 
 if TYPE_CHECKING:
@@ -28,45 +26,6 @@ log = logging.getLogger(__name__)
 
 # ONNX input element type -> numpy dtype name (image models take floats; quantized ones may take uint8)
 _DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8"}
-
-
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an .onnx file, refusing what is not one with a one-line reason."""
-    import onnx
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; expected an .onnx file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes)")
-    try:
-        model = onnx.load(str(path), load_external_data=False)  # shapes suffice; ORT reads the file
-    except Exception as e:  # protobuf DecodeError, external-data OSError, ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(f"{path} is not a valid ONNX model ({first})") from None
-    if not model.graph.node or not model.graph.input:  # protobuf parses many byte strings as an empty model
-        raise CheckpointError(f"{path} is not a valid ONNX model (no graph)")
-    return model
-
-
-def _session(path: Path, providers: list[str], threads: int | None, profile_prefix: str | None = None):
-    """An ONNX Runtime session (private helper; optkit.onnxrt will be the shared one)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: warnings would go to stderr on every load
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ModelError(f"ONNX Runtime cannot load {path}: {first}") from None
 
 
 def read_metadata(model: onnx.ModelProto) -> dict:
@@ -106,13 +65,27 @@ def _literal(text: str | None):
 
 class OnnxTarget:
     backend = "onnxruntime"
+    supports_backward = False  # a session only runs forward
+    supports_per_layer = True  # ONNX Runtime's profiler times each node
 
-    def __init__(self, path: str | os.PathLike, device: str = "", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        open_session: Callable[[str | None], Any],
+        label: str,
+        providers: list[str],
+        threads: int | None = None,
+    ) -> None:
+        """proto: the parsed graph (shapes, counts, metadata); open_session(profile_prefix): an ONNX Runtime
+        session of it on `providers` with `threads` intra-op threads (None: ONNX Runtime's default), its
+        profiler on and writing to `profile_prefix` unless that is None (per-node time); label: how messages
+        name the model (its path). The graph is checked before the first session is opened."""
         from optkit.measure.onnx_flops import graph_input
 
-        self.path = Path(path)
-        self.proto = load_onnx(self.path)
-        self.providers = _providers(device)
+        self.path = label
+        self.proto = proto
+        self.open_session = open_session
+        self.providers = providers
         self.threads = threads
         self.notes: list[str] = []
         self.bn_folded: int | None = None
@@ -134,7 +107,7 @@ class OnnxTarget:
             )
         self.dtype = _DTYPES[elem]
         self.metadata = read_metadata(self.proto)
-        self.session = _session(self.path, self.providers, threads)
+        self.session = open_session(None)
 
     # -- facts -------------------------------------------------------------------------------------
     @property
@@ -160,26 +133,24 @@ class OnnxTarget:
                 return dims[1].dim_value
         return None
 
-    def resolve_imgsz(self, imgsz: int | None) -> int:
-        """The input side to profile at: fixed by the graph, else --imgsz, else the metadata's."""
-        from optkit.models.imgsz import check_imgsz
+    @property
+    def stride(self) -> int:
+        """Pixels: input sides must be a multiple of it (the metadata's, else 32 as for optkit models)."""
+        return self.metadata["stride"] or 32
 
+    @property
+    def default_imgsz(self) -> int | None:
+        """The input side the metadata records (None: none recorded)."""
+        return self.metadata["imgsz"]
+
+    def fixed_side(self) -> int | None:
+        """The input side the graph fixes, or None when its height and width are dynamic."""
         h, w = self.dims[2], self.dims[3]
-        if h is not None or w is not None:
-            if h != w:
-                raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
-            if imgsz is not None and imgsz != h:
-                raise ModelError(
-                    f"--imgsz {imgsz}: {self.path} takes {h}x{w} inputs only (fixed in the graph)"
-                )
-            return h
-        if imgsz is None:
-            imgsz = self.metadata["imgsz"]
-            if imgsz is None:
-                raise ModelError(
-                    f"{self.path} has a dynamic input size and no imgsz in its metadata; give --imgsz"
-                )
-        return check_imgsz(imgsz, self.metadata["stride"] or 32)
+        if h is None and w is None:
+            return None
+        if h != w:
+            raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
+        return h
 
     def check_batches(self, batches: list[int]) -> None:
         fixed = self.dims[0]
@@ -245,7 +216,7 @@ class OnnxTarget:
 
         feed = self._feed(imgsz, batch)
         with tempfile.TemporaryDirectory(prefix="optkit-ort-") as folder:
-            session = _session(self.path, self.providers, self.threads, os.path.join(folder, "profile"))
+            session = self.open_session(os.path.join(folder, "profile"))
             for _ in range(warmup + runs):
                 session.run(None, feed)
             trace = session.end_profiling()
@@ -265,7 +236,7 @@ class OnnxTarget:
         return None, "autobatch needs a PyTorch model on CUDA (this is an ONNX Runtime profile)"
 
 
-def _require_one_input(path: Path, proto: onnx.ModelProto) -> None:
+def _require_one_input(path: str, proto: onnx.ModelProto) -> None:
     """profile feeds one random image batch: a graph with other inputs (a second image, a mask, a size)
     would need values optkit cannot invent, so it is refused in one line, naming them."""
     inits = {t.name for t in proto.graph.initializer}  # old IR versions list initializers as inputs
@@ -276,23 +247,6 @@ def _require_one_input(path: Path, proto: onnx.ModelProto) -> None:
             f"{path} has {len(names)} inputs ({listed}); optkit profile measures models with one image "
             "input (N, C, H, W)"
         )
-
-
-def _providers(device: str) -> list[str]:
-    """CPU unless a CUDA device is asked for; a CUDA request without CUDA is an error, not a fallback."""
-    spec = (device or "").strip().lower()
-    if spec in ("", "cpu", "auto"):
-        return ["CPUExecutionProvider"]
-    from optkit.device import select_device
-
-    select_device(spec)  # raises DeviceError where torch sees no CUDA
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise DeviceError(
-            f"--device {device}: this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)"
-        )
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def _node_keys(proto: onnx.ModelProto, node_macs: dict[str, int]) -> dict[str, tuple[int, float]]:

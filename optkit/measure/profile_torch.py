@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 class TorchTarget:
     backend = "pytorch"
+    supports_backward = True
 
     def __init__(
         self,
@@ -80,6 +81,14 @@ class TorchTarget:
             yield
         finally:
             torch.set_num_threads(before)
+
+    @property
+    def supports_per_layer(self) -> bool:
+        return self.hooks  # per-layer time is measured with forward hooks
+
+    def fixed_side(self) -> None:
+        """A module takes any input side that is a multiple of its stride."""
+        return None
 
     def input_shape(self, imgsz: int, batch: int) -> list[int]:
         return [batch, 3, imgsz, imgsz]
@@ -149,7 +158,7 @@ class TorchTarget:
         from optkit.measure.per_layer import time_torch_layers
 
         if not self.hooks:
-            raise ConfigError("--per-layer needs forward hooks, which a TorchScript module does not run")
+            raise ConfigError("per-layer time needs forward hooks, which a TorchScript module does not run")
         with self.thread_count():
             x = self._input(imgsz, batch)
             total_ms, layers = time_torch_layers(self.model, x, warmup, runs, self._sync)

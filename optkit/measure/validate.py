@@ -1,84 +1,50 @@
-"""Validate a checkpoint file on a dataset: the library side of `optkit val`."""
+"""A given model's metrics on a dataset's val split, read through its task (docs/architecture.md, "The
+task seam"): what `optkit val`, `benchmark --data` and `prune --data` measure. The flows open the files
+(optkit.workflows.val, ...); this module only measures the model it is handed."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from optkit.errors import ConfigError, DatasetError
 
 
-def validate_checkpoint(
-    weights: str | Path,
-    data: str,
-    imgsz: int | None = None,
+def measure_on_val(
+    model,
+    task,
+    data,
+    names: list[str],
+    imgsz: int,
     batch_size: int = 128,
     workers: int | None = None,
     device: str = "",
-    trust: bool = False,
-    code_dir: str | None = None,
-    model_name: str | None = None,
+    preprocess: dict | None = None,
 ) -> dict:
-    """Accuracy of a model file: an optkit checkpoint, a trusted foreign classifier, a state_dict with
-    `model_name`, or an .onnx from optkit export."""
-    from optkit.data import resolve_data
-    from optkit.formats import model_format
-    from optkit.models.imgsz import check_imgsz
-    from optkit.workflows.inputs import open_model
+    """The task's metrics of `model` (an nn.Module or optkit.onnxrt.OrtModel) on the val split of
+    `data` (what `task.resolve_data` returned), and how long the pass took.
 
-    if not 1 <= batch_size <= 65536:
-        raise ConfigError(f"--batch-size must be in [1, 65536], got {batch_size}")
-    if model_format(weights) == "onnx":  # by content: a checkpoint renamed .onnx is still one
-        return validate_onnx(weights, data, imgsz, batch_size, workers, device)
-    src = open_model(weights, command="val", trust=trust, code_dir=code_dir, model_name=model_name)
-    require_classifier(src)
-    imgsz = check_imgsz(imgsz or src.imgsz, src.stride)
-    spec = resolve_data(data)
-    names = src.names
-    if src.kind == "state_dict" and len(spec.names) == len(names):
-        names = list(spec.names)  # a state_dict records no class names: take the dataset's, in its order
-    check_classes(spec, names)
-    result = accuracy_on(src.model(), names, spec, imgsz, batch_size, workers, device, src.preprocess)
-    return {"weights": str(weights), "data": data, **result}
+    Returns {"split", "imgsz", "device", <task.evaluate's metrics, with "loss" and "images">, "seconds",
+    "images_per_s"}. names: the model's classes, in its output order; preprocess: {"mean", "std"} the
+    model expects (None: optkit's ImageNet normalisation). What the model returns is read by
+    `task.read_outputs` (a foreign classifier's probabilities or tuple, for example)."""
+    from optkit.data import default_workers
+    from optkit.device import select_device
 
-
-def require_classifier(src, what: str = "val") -> None:
-    """val measures classification accuracy: refuse a detection (or other) model in one line."""
-    if src.task != "classify":
-        raise ConfigError(
-            f"{what} measures classification accuracy (top-1/top-5) and needs a classification model; "
-            f"{src.path} is a {src.task} model ({src.arch})"
-        )
-
-
-def validate_onnx(
-    path: str | Path,
-    data: str,
-    imgsz: int | None = None,
-    batch_size: int = 128,
-    workers: int | None = None,
-    device: str = "",
-) -> dict:
-    """Accuracy of an .onnx exported by optkit, run by ONNX Runtime on the CPU; class names and input
-    size come from the file's metadata."""
-    from optkit.data import resolve_data
-    from optkit.errors import DeviceError
-    from optkit.models.imgsz import check_imgsz
-    from optkit.onnxrt import load_optkit_onnx
-
-    if device.strip().lower() not in ("", "auto", "cpu"):
-        raise DeviceError(f"{path} runs on ONNX Runtime's CPU provider; drop --device {device} or use cpu")
-    model, meta = load_optkit_onnx(path)
-    size = imgsz or meta.get("imgsz") or (model.fixed_size() or (None,))[0]
-    if not isinstance(size, int):
-        raise ConfigError(f"{path} records no input size in its metadata; give --imgsz")
-    size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32)
-    model.check_input_size(size)
-    spec = resolve_data(data)
-    check_classes(spec, meta["names"], "ONNX model")
-    pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
-    result = accuracy_on(model, meta["names"], spec, size, batch_size, workers, "cpu", pre)
-    return {"weights": str(path), "data": data, "runtime": "onnxruntime", **result}
+    task.check_classes(list(names), data.root)  # e.g. one class: top-1 is 100% whatever the model does
+    dev = select_device(device)
+    workers = workers if workers is not None else default_workers()
+    loader = task.val_loader(data, list(names), imgsz, batch_size, workers, preprocess)
+    t0 = time.perf_counter()
+    metrics = task.evaluate(OutputsOf(model, task, len(names)).to(dev), loader, dev)
+    seconds = time.perf_counter() - t0
+    return {
+        "split": "val",
+        "imgsz": imgsz,
+        "device": str(dev),
+        **metrics,
+        "seconds": seconds,
+        "images_per_s": metrics["images"] / seconds if seconds else None,
+    }
 
 
 def accuracy_on(
@@ -91,35 +57,16 @@ def accuracy_on(
     device: str = "",
     preprocess: dict | None = None,
 ) -> dict:
-    """top-1/top-5/loss of `model` on the val split of a resolved dataset (`resolve_data(...)`).
+    """`measure_on_val` of a classifier, for callers that do not ask their model's task yet
+    (quant/qat.py); it goes when they do (issue 12)."""
+    from optkit.tasks import get_task
 
-    preprocess: {"mean", "std"} the model expects (e.g. read from a foreign model's transforms); None:
-    optkit's ImageNet normalisation. A model whose output is not plain logits (probabilities, or a tuple
-    holding the class scores) is read through `class_logits`."""
-    from optkit.data import ImageFolder, ValTransform, build_val_loader, default_workers
-    from optkit.data.loader import require_two_classes
-    from optkit.device import select_device
-    from optkit.measure.evaluate import evaluate
-
-    require_two_classes(list(names), spec.root)  # one class: top-1 is 100% whatever the model does
-    dev = select_device(device)
-    norm = {"mean": preprocess["mean"], "std": preprocess["std"]} if preprocess else {}
-    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz, **norm), classes=list(names))
-    loader = build_val_loader(dataset, batch_size, workers if workers is not None else default_workers())
-    t0 = time.perf_counter()
-    acc = evaluate(_LogitsOf(model, len(names)).to(dev), loader, dev)
-    seconds = time.perf_counter() - t0
-    return {
-        "split": "val",
-        "imgsz": imgsz,
-        "device": str(dev),
-        **acc.as_dict(),
-        "seconds": seconds,
-        "images_per_s": acc.images / seconds if seconds else None,
-    }
+    classify = get_task("classify")
+    return measure_on_val(model, classify, spec, names, imgsz, batch_size, workers, device, preprocess)
 
 
 def check_classes(spec, names: list[str], what: str = "checkpoint") -> None:
+    """The dataset's classes are the model's, in the same order (its output index = the class id)."""
     if list(spec.names) != list(names):
         raise DatasetError(
             f"dataset classes do not match the {what}'s: data has {len(spec.names)} "
@@ -132,11 +79,12 @@ def _short(names: list[str], n: int = 4) -> str:
     return head + (", ..." if len(names) > n else "")
 
 
-class _LogitsOf:
-    """Calls `model` and returns (N, classes) logits from what it outputs (see `class_logits`)."""
+class OutputsOf:
+    """Calls `model` and returns what the task's metrics read from its output (`task.read_outputs`);
+    train/eval/to pass through to the model, so the task's evaluation can treat it as the model."""
 
-    def __init__(self, model, num_classes: int) -> None:
-        self.model, self.num_classes = model, num_classes
+    def __init__(self, model, task, num_classes: int) -> None:
+        self.model, self.task, self.num_classes = model, task, num_classes
 
     @property
     def training(self) -> bool:
@@ -154,14 +102,14 @@ class _LogitsOf:
         return self
 
     def __call__(self, x):
-        return class_logits(self.model(x), self.num_classes)
+        return self.task.read_outputs(self.model(x), self.num_classes)
 
 
 def class_logits(output, num_classes: int):
     """Logits from a classifier's output: a (N, C) tensor, or the (N, C) tensor in a tuple/list (the
     un-normalised one when there are several, as Ultralytics returns (probabilities, logits)). Rows of
     probabilities (Ultralytics' eval-mode softmax) become log-probabilities: same ranking, and
-    cross-entropy on them is the true loss."""
+    cross-entropy on them is the true loss. (optkit.tasks.classify reads outputs with it.)"""
     import torch
 
     items = list(output) if isinstance(output, (tuple, list)) else [output]

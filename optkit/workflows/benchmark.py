@@ -65,6 +65,7 @@ class Loaded:
     imgsz: int
     params: int  # inference form: BatchNorm folded into the conv before it
     count_gflops: object  # callable(imgsz) -> GFLOPs of one image, or None
+    task: str  # what the model does (optkit.tasks): how --data is read and measured
 
 
 TimerFactory = Callable[[Loaded, int, BenchmarkRequest], Callable[[int, int], list[float]]]
@@ -84,7 +85,7 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
     loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any work
     imgsz = check_imgsz(req.imgsz or loaded[0].imgsz)
     latency_imgsz = req.latency_imgsz or imgsz
-    spec = _dataset(req.data, loaded)
+    spec = _dataset(req.data, loaded, imgsz)
     for item in loaded:
         _check_shapes(item, imgsz if spec is not None else None, latency_imgsz, req)
     timers = [(make_timer or default_timer)(item, latency_imgsz, req) for item in loaded]
@@ -142,8 +143,9 @@ def _check_shapes(
 
 
 def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec, progress) -> dict:
-    """The row's file facts (GFLOPs at the timed size) and, with a dataset, its accuracy at `imgsz`."""
-    from optkit.measure.validate import accuracy_on
+    """The row's file facts (GFLOPs at the timed size) and, with a dataset, its accuracy at `imgsz`
+    (the metrics of the model's task: top-1 and top-5 for a classifier)."""
+    from optkit.measure.validate import measure_on_val
 
     row = {
         "path": str(item.path),
@@ -157,8 +159,9 @@ def _describe(item: Loaded, imgsz: int, latency_imgsz: int, spec, progress) -> d
     }
     if spec is not None:
         with progress.step(f"top-1 of {item.path} at {imgsz} px"):
-            acc = accuracy_on(item.model, item.names, spec, imgsz)
-        row.update(top1=acc["top1"], top5=acc["top5"])
+            task = _task(item)
+            metrics = measure_on_val(item.model, task, spec, item.names, imgsz)
+        row.update({m.key: metrics[m.key] for m in task.metrics})
     return row
 
 
@@ -235,6 +238,7 @@ def _load(path: str, threads: int | None) -> Loaded:
         ckpt.imgsz,
         count_params(counted),
         lambda imgsz: count_flops(counted, imgsz),
+        ckpt.task,
     )
 
 
@@ -248,6 +252,7 @@ def inference_form(model):
 def _load_onnx(path: Path, threads: int | None) -> Loaded:
     from optkit.measure.onnx_flops import count_graph
     from optkit.onnxrt import load_onnx, load_optkit_onnx
+    from optkit.workflows.val import onnx_task
 
     model, meta = load_optkit_onnx(path, threads)
     proto = load_onnx(path, check=False)
@@ -261,19 +266,35 @@ def _load_onnx(path: Path, threads: int | None) -> Loaded:
         int(meta.get("imgsz") or 0) or 224,
         params,
         lambda imgsz: count_graph(proto, [1, 3, imgsz, imgsz]).gflops,
+        onnx_task(meta),
     )
 
 
-def _dataset(data: str | None, loaded: list[Loaded]):
+def _dataset(data: str | None, loaded: list[Loaded], imgsz: int):
+    """The dataset every artifact is measured on, and what measuring it would refuse, refused before
+    any work: classes that are not the models', too few of them, a val split without images."""
     if not data:
         return None
-    from optkit.data import resolve_data
     from optkit.measure.validate import check_classes
 
-    spec = resolve_data(data)
+    tasks = sorted({item.task for item in loaded})
+    if len(tasks) > 1:
+        kinds = " and ".join(tasks)
+        raise ConfigError(f"--data measures every artifact on one dataset; these are {kinds} models")
+    task = _task(loaded[0])
+    spec = task.resolve_data(data)
     for item in loaded:
         check_classes(spec, item.names)
+    task.check_classes(list(spec.names), spec.root)
+    task.image_dataset(spec, list(spec.names), imgsz, "val")  # lists the split's images, decodes none
     return spec
+
+
+def _task(item: Loaded):
+    """The artifact's task, which reads the dataset and measures the model (docs/architecture.md)."""
+    from optkit.workflows.val import task_to_measure
+
+    return task_to_measure(item.task, item.path, item.format, command="benchmark --data")
 
 
 def _onnx_timer(model, imgsz: int, batch: int) -> Callable[[int, int], list[float]]:

@@ -99,11 +99,11 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
 def _resolve(req: PruneRequest, src):
     if not req.data:
         return None
-    from optkit.data import resolve_data
-    from optkit.measure.validate import check_classes, require_classifier
+    from optkit.measure.validate import check_classes
+    from optkit.workflows.val import task_to_measure
 
-    require_classifier(src, "--data (top-1 before/after pruning)")
-    spec = resolve_data(req.data)
+    task = task_to_measure(src.task, src.path, src.arch, command="prune --data (top-1 before/after)")
+    spec = task.resolve_data(req.data)
     check_classes(spec, src.names)
     _check_before_work(spec, src.names, req)
     return spec
@@ -122,13 +122,16 @@ def _check_before_work(spec, names: list[str], req: PruneRequest) -> None:
 
 
 def _top1(model, src, spec, req: PruneRequest, progress, when: str) -> float:
-    from optkit.measure.validate import accuracy_on
+    """The model's fitness on the val split (top-1 for a classifier), measured through its task."""
+    from optkit.measure.validate import measure_on_val
+    from optkit.tasks import get_task
 
+    task = get_task(src.task)  # known: _resolve refused an unknown task before any work
     with progress.step(f"top-1 {when} on {spec.val_dir}"):
-        result = accuracy_on(
-            model, src.names, spec, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
+        metrics = measure_on_val(
+            model, task, spec, src.names, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
         )
-    return result["top1"]
+    return task.fitness(metrics)
 
 
 def _unstructured(model, imgsz: int, req: PruneRequest, ignore: list[str], progress):

@@ -111,8 +111,8 @@ def test_one_class_dataset_is_refused_for_training(tmp_path):
 
 def test_one_class_checkpoint_is_refused_for_val(tmp_path):
     from optkit.checkpoint import checkpoint_from_model, save_checkpoint
-    from optkit.measure.validate import validate_checkpoint
     from optkit.models import create_model
+    from optkit.workflows.val import ValRequest, run_val
 
     for split in ("train", "val"):
         for i in range(4):
@@ -120,7 +120,7 @@ def test_one_class_checkpoint_is_refused_for_val(tmp_path):
     ckpt = checkpoint_from_model(create_model("test-tiny", num_classes=1), ["cat"], 32)
     path = save_checkpoint(ckpt, tmp_path / "one.pt")
     with pytest.raises(DatasetError, match="at least 2"):  # a one-output classifier scores 100% top-1
-        validate_checkpoint(path, str(tmp_path / "d"), workers=0)
+        run_val(ValRequest(str(path), str(tmp_path / "d"), workers=0))
 
 
 def test_fraction_leaving_one_image_is_refused_with_the_minimum(tmp_path):

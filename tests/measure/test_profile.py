@@ -20,10 +20,10 @@ from optkit.measure.latency import latency_stats, measure_latency, time_calls
 from optkit.measure.memory import RssPeak, activation_bytes
 from optkit.measure.onnx_flops import count_graph
 from optkit.measure.per_layer import breakdown, ort_trace_layers
-from optkit.measure.profile import flops_note, parse_batch_sizes, resolve_source
-from optkit.measure.profile_onnx import OnnxTarget
+from optkit.measure.profile import flops_note
 from optkit.measure.profile_torch import TorchTarget
 from optkit.models import count_params, create_model, list_models
+from optkit.workflows.profile import open_onnx_target, parse_batch_sizes, resolve_source
 
 CPU = torch.device("cpu")
 
@@ -183,7 +183,7 @@ def test_torch_per_layer_shares_sum_to_one_and_flops_to_total():
 
 
 def test_onnx_per_node_shares_sum_to_one(tmp_path):
-    target = OnnxTarget(export(create_model("test-tiny"), tmp_path / "m.onnx"), threads=1)
+    target = open_onnx_target(export(create_model("test-tiny"), tmp_path / "m.onnx"), threads=1)
     counts = target.counts(32, 1)
     total_ms, layers = target.per_layer(32, 1, 1, 3, counts["layer_gflops"])
     section = breakdown(layers, total_ms, top=3)

@@ -1,0 +1,112 @@
+"""The `optkit val` flow: open the model file, ask its task for the val split and the metrics, measure.
+
+A model file is an optkit checkpoint, a trusted foreign model (--trust), a plain state_dict (--model) or
+an .onnx from `optkit export` (run by ONNX Runtime on the CPU); which one is told by the file's bytes
+(optkit.formats.model_format), not its name. The measuring is optkit.measure.validate's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optkit.errors import CheckpointError, ConfigError
+
+MAX_BATCH = 65536  # images per val batch
+
+
+@dataclass
+class ValRequest:
+    weights: str  # the model file
+    data: str = "builtin:shapes"  # --data: builtin:NAME or a folder with train/ and val/
+    imgsz: int | None = None  # pixels; None: the model's own
+    batch_size: int = 128
+    workers: int | None = None  # loader processes; None: optkit.data.default_workers()
+    device: str = ""
+    trust: bool = False  # load a foreign pickled checkpoint (runs its code)
+    code_dir: str | None = None  # with trust: folder put on the import path
+    model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
+
+
+def run_val(req: ValRequest, progress=None) -> dict:
+    """{"weights", "data", ("runtime": "onnxruntime" for an ONNX file,) "split", "imgsz", "device",
+    <the task's metrics with "loss" and "images">, "seconds", "images_per_s", "task"}. `progress` is
+    taken for the flows' common shape; val shows no steps (one pass, then one table)."""
+    from optkit.formats import model_format
+
+    if model_format(req.weights) == "onnx":  # by content: a checkpoint renamed .onnx is still one
+        return _val_onnx(req)
+    return _val_torch(req)
+
+
+def _val_torch(req: ValRequest) -> dict:
+    from optkit.measure.validate import check_classes, measure_on_val
+    from optkit.models.imgsz import check_imgsz
+    from optkit.workflows.inputs import open_model
+
+    src = open_model(
+        req.weights, command="val", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
+    )
+    task = task_to_measure(src.task, src.path, src.arch)
+    imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride)
+    data = task.resolve_data(req.data)
+    names = src.names
+    if src.kind == "state_dict" and len(data.names) == len(names):
+        names = list(data.names)  # a state_dict records no class names: take the dataset's, in its order
+    check_classes(data, names)
+    result = measure_on_val(
+        src.model(), task, data, names, imgsz, req.batch_size, req.workers, req.device, src.preprocess
+    )
+    return {"weights": str(req.weights), "data": req.data, **result, "task": task.name}
+
+
+def _val_onnx(req: ValRequest) -> dict:
+    """An .onnx from optkit export, on ONNX Runtime's CPU provider: class names, input size, task and
+    preprocessing come from the file's metadata."""
+    from optkit.errors import DeviceError
+    from optkit.measure.validate import check_classes, measure_on_val
+    from optkit.models.imgsz import check_imgsz
+    from optkit.onnxrt import load_optkit_onnx
+
+    if req.device.strip().lower() not in ("", "auto", "cpu"):
+        raise DeviceError(
+            f"{req.weights} runs on ONNX Runtime's CPU provider; drop --device {req.device} or use cpu"
+        )
+    model, meta = load_optkit_onnx(req.weights)
+    task = task_to_measure(onnx_task(meta), req.weights, meta.get("arch") or "ONNX")
+    size = req.imgsz or meta.get("imgsz") or (model.fixed_size() or (None,))[0]
+    if not isinstance(size, int):
+        raise ConfigError(f"{req.weights} records no input size in its metadata; give --imgsz")
+    size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32)
+    model.check_input_size(size)
+    data = task.resolve_data(req.data)
+    check_classes(data, meta["names"], "ONNX model")
+    pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
+    result = measure_on_val(model, task, data, meta["names"], size, req.batch_size, req.workers, "cpu", pre)
+    facts = {"weights": str(req.weights), "data": req.data, "runtime": "onnxruntime"}
+    return {**facts, **result, "task": task.name}
+
+
+def task_to_measure(name: str, path, arch: str, command: str = "val"):
+    """The registered task of a model that `command` measures; a task this optkit does not know is
+    refused in one line, naming the command."""
+    from optkit.tasks import get_task
+
+    try:
+        return get_task(name)
+    except CheckpointError:
+        raise ConfigError(
+            f"{command}: {path} is a {name} model ({arch}); this optkit cannot measure {name} models yet "
+            "(it measures image classification: top-1/top-5)"
+        ) from None
+
+
+def onnx_task(meta: dict) -> str:
+    """The task an exported file names; files that name none are read as checkpoints that name none."""
+    from optkit.checkpoint import Checkpoint
+
+    task = meta.get("task")
+    return task if isinstance(task, str) and task else Checkpoint.task
