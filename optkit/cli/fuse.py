@@ -23,33 +23,18 @@ def fuse(
     debug: o.Debug = False,
 ) -> None:
     """Fuse Conv+BN: writes <stem>-fused.pt (or -o); prints the measured max |Δ| vs the input model."""
-    from optkit.errors import ConfigError
-    from optkit.models import count_params
     from optkit.report.console import emit_json
     from optkit.report.stages import print_fuse
-    from optkit.stages.fuse import FuseConfig
-    from optkit.stages.fuse import fuse as fuse_stage
-    from optkit.workflows.inputs import open_model
-    from optkit.workflows.outputs import stage_output
+    from optkit.workflows.fuse import FuseRequest, run_fuse
 
-    if not atol > 0:
-        raise ConfigError(f"--atol must be > 0, got {atol}")
-    target = stage_output(weights, "fused", output)
-    src = open_model(weights, command="fuse", trust=trust, code_dir=code_dir, model_name=model_name)
-    model = src.model()
-    fused, report = fuse_stage(model, FuseConfig(check=not no_check, atol=atol, imgsz=src.imgsz))
-    if src.foreign is not None:
-        from optkit.foreign.fuse import yolo_fused_layout_
-
-        yolo_fused_layout_(fused, report.fused)
-    transform = {"kind": "fuse", "fused": report.fused} if report.fused else None
-    args = {"atol": atol, "check": not no_check}
-    src.save_stage_output(fused, target, "fuse", args, report.as_dict(), transform)
-    result = {
-        "source": weights,
-        "output": str(target),
-        **report.as_dict(),
-        "params_before": count_params(model),
-        "params_after": count_params(fused),
-    }
+    request = FuseRequest(
+        weights=weights,
+        atol=atol,
+        check=not no_check,
+        output=output,
+        trust=trust,
+        code_dir=code_dir,
+        model_name=model_name,
+    )
+    result = run_fuse(request)
     emit_json(result) if json_out else print_fuse(result)

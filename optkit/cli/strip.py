@@ -22,18 +22,10 @@ def strip(
     """Strip training state: writes <stem>-stripped.pt (or -o), prints the size before -> after."""
     from optkit.report.console import emit_json
     from optkit.report.stages import print_strip
-    from optkit.workflows.inputs import open_model
-    from optkit.workflows.outputs import file_size, stage_output
+    from optkit.workflows.strip import StripRequest, run_strip
 
-    target = stage_output(weights, "stripped", output)
-    src = open_model(weights, command="strip", trust=trust, code_dir=code_dir, model_name=model_name)
-    _, dropped = src.save_stripped(target, half)
-    result = {
-        "source": weights,
-        "output": str(target),
-        "half": half,
-        "dropped": dropped,
-        "bytes_before": file_size(weights),
-        "bytes_after": file_size(target),
-    }
+    request = StripRequest(
+        weights=weights, half=half, output=output, trust=trust, code_dir=code_dir, model_name=model_name
+    )
+    result = run_strip(request)
     emit_json(result) if json_out else print_strip(result)
