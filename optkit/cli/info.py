@@ -18,14 +18,10 @@ def info(
     debug: o.Debug = False,
 ) -> None:
     """Describe a checkpoint: arch, classes, imgsz, metrics, params, precision, contents, lineage."""
-    from optkit.measure.describe import describe_input
     from optkit.report.console import emit_json
     from optkit.report.info import print_info
-    from optkit.workflows.inputs import open_model
+    from optkit.workflows.info import InfoRequest, run_info
 
-    src = open_model(weights, command="info", trust=trust, code_dir=code_dir, model_name=model_name)
-    result = describe_input(src)
-    if json_out:
-        emit_json(result)
-    else:
-        print_info(result)
+    request = InfoRequest(weights=weights, trust=trust, code_dir=code_dir, model_name=model_name)
+    result = run_info(request)
+    emit_json(result) if json_out else print_info(result)

@@ -1,18 +1,36 @@
-"""Facts about a model file, for `optkit info`."""
+"""The `optkit info` flow: open a model file and describe it (what it is, what it carries, how it was
+made). Opening proves the file loads; an optkit checkpoint is also rebuilt, which proves its transforms
+replay and its weights fit."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 
-def describe_checkpoint(path: str | Path) -> dict:
+@dataclass
+class InfoRequest:
+    weights: str  # the model file to describe
+    trust: bool = False  # load a foreign pickled checkpoint (runs its code)
+    code_dir: str | None = None  # with trust: folder put on the import path
+    model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
+
+
+def run_info(req: InfoRequest, progress=None) -> dict:
+    """The facts about `req.weights` as plain data (optkit.report.info prints them; --json emits them).
+    `progress`: an optkit.report.progress display (default: quiet)."""
+    from optkit.report.progress import Quiet
     from optkit.workflows.inputs import open_model
 
-    return describe_input(open_model(path, command="info"))
+    progress = progress or Quiet()
+    src = open_model(
+        req.weights, command="info", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
+    )
+    with progress.step(f"describing {src.path}", line=False):
+        return describe(src)
 
 
-def describe_input(src) -> dict:
-    """`src`: a `optkit.workflows.inputs.ModelInput` (optkit checkpoint, state_dict, foreign file)."""
+def describe(src) -> dict:
+    """`src`: an opened `optkit.workflows.inputs.ModelInput` (optkit checkpoint, state_dict, foreign file)."""
     if src.foreign is not None:
         return _describe_foreign(src)
     from optkit.models import count_params
@@ -85,5 +103,6 @@ def _describe_foreign(src) -> dict:
 
 
 def _precision(state: dict) -> str:
+    """The floating dtypes of the weights, e.g. "float32" or "float16/float32"; "n/a" when none."""
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in state.values() if v.dtype.is_floating_point})
     return "/".join(dtypes) or "n/a"
