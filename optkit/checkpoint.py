@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import importlib
 import os
 import pickle
 import re
@@ -20,17 +19,10 @@ from typing import Any
 from optkit import __version__
 from optkit.errors import CheckpointError
 from optkit.io import atomic_open
+from optkit.transforms import replay as replay_entry
+from optkit.transforms import valid_version
 
 FORMAT = "optkit-checkpoint/1"
-
-# Stages that change a model's structure register how to replay it here, as "module:function"
-# with the signature `replay(model, entry: dict) -> nn.Module`. Imported only when a checkpoint needs it.
-TRANSFORM_REPLAYERS: dict[str, str] = {
-    "fuse": "optkit.stages.fuse:replay",
-    "prune-structured": "optkit.stages.prune_structured:replay",
-    "sparsity": "optkit.stages.prune:replay",
-    "quantize": "optkit.quant.quantizers:replay",
-}
 
 
 @dataclass
@@ -263,6 +255,8 @@ def _check_fields(path: Path, ckpt: Checkpoint) -> None:
         size = t.get("imgsz", 1)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMGSZ:
             raise damaged(f"the '{t['kind']:.40}' transform has a bad imgsz {_short(size)}")
+        if not valid_version(t.get("version", 1)):  # none: written before versions (1)
+            raise damaged(f"the '{t['kind']:.40}' transform has a bad version {_short(t['version'])}")
     for name, kind in (("epoch", int), ("updates", int), ("task", str)):
         value = getattr(ckpt, name)
         if isinstance(value, bool) or not isinstance(value, kind):
@@ -331,17 +325,9 @@ def create_architecture(ckpt: Checkpoint):
 
 
 def replay_transform(model, entry: dict):
-    kind = entry.get("kind")
-    target = TRANSFORM_REPLAYERS.get(kind)
-    if target is None:
-        raise CheckpointError(f"checkpoint needs transform '{kind}', which this optkit does not know")
-    module_name, func_name = target.split(":")
-    replay = getattr(importlib.import_module(module_name), func_name)
-    try:
-        return replay(model, entry)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # fields of the wrong type
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(f"the checkpoint's '{kind}' transform is damaged ({first})") from None
+    """Give `model` the structure one transform entry records, through the registry of its owner
+    (optkit.transforms): unknown kinds and versions newer than this optkit's are refused."""
+    return replay_entry(model, entry)
 
 
 def checkpoint_from_model(model, names: list[str], imgsz: int, **extra) -> Checkpoint:

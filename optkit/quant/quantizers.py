@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
 from optkit.quant.config import QuantConfig
+from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
     from torch import nn
 
-KIND = "quantize"  # the transform kind in checkpoints
+KIND = "quantize"  # the checkpoint transform this module owns (optkit.transforms)
+VERSION = 1  # its entry layout: see transform_entry
 NUM_BITS = 8
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogram calibrator
 # entropy/mse try every SEARCH_STRIDE-th of the histogram's 2048 bins as the clipping point: ModelOpt's
@@ -191,6 +193,7 @@ def transform_entry(model: nn.Module, config: QuantConfig, ranges: dict | None =
     """The checkpoint's record of the quantization: config, amax shapes, and ONNX activation ranges."""
     return {
         "kind": KIND,
+        "version": VERSION,
         "config": config.as_dict(),
         "amax_shapes": {n: list(q.amax.shape) for n, q in quantizers(model).items()},
         "onnx_ranges": ranges or {},
@@ -218,6 +221,9 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     for name, q in active.items():
         q.amax = torch.ones(shapes[name])  # placeholder of the right shape; the state_dict sets it
     return model
+
+
+register_transform(KIND, VERSION, replay)
 
 
 def onnx_ranges(entry: dict) -> dict[str, tuple[float, float]]:

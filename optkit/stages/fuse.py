@@ -43,12 +43,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
     import torch
     from torch import fx, nn
 
 _ROOT = "<model>"  # how reports name the model itself (the root module)
+KIND = "fuse"  # the checkpoint transform this stage owns (optkit.transforms)
+VERSION = 1  # its entry layout: {"kind", "version", "fused": FuseReport.fused}
 
 
 class FuseError(OptkitError):
@@ -140,6 +143,12 @@ def fuse_(model: nn.Module) -> list[tuple[str, str]]:
     return plan.pairs
 
 
+def fuse_transform(fused: list[str]) -> dict | None:
+    """The checkpoint's record of a fuse: the folded pairs (`FuseReport.fused`); None when nothing was
+    folded (the structure did not change, so there is nothing to replay)."""
+    return {"kind": KIND, "version": VERSION, "fused": list(fused)} if fused else None
+
+
 def replay(model: nn.Module, entry: dict) -> nn.Module:
     """Checkpoint rebuild: make a fresh architecture's structure match a fused one (weights come after).
 
@@ -159,6 +168,9 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
                 f"extra: {extra[0]})"
             )
     return model
+
+
+register_transform(KIND, VERSION, replay)
 
 
 # --- what can be folded ---------------------------------------------------------------------------

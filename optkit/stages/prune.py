@@ -25,7 +25,10 @@ from torch import nn
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
 from optkit.models.layers import weight_layer_types
+from optkit.transforms import register_transform
 
+KIND = "sparsity"  # the checkpoint transform this stage owns (optkit.transforms)
+VERSION = 1  # its entry layout: {"kind", "version", "params", "amount", "scope"[, "sparsity"]}
 SCOPES = ("global", "layer")
 PRUNABLE_TYPES = weight_layer_types()
 
@@ -190,7 +193,7 @@ def sparsity_transform(
 
     From a report, `amount` and `scope` default to the report's, and the achieved sparsity is recorded too.
     """
-    entry: dict = {"kind": "sparsity"}
+    entry: dict = {"kind": KIND, "version": VERSION}
     if isinstance(report_or_names, SparsityReport):
         entry["params"] = list(report_or_names.layers)
         amount = report_or_names.amount if amount is None else amount
@@ -216,6 +219,14 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     for name in _entry_params(entry):
         _get_weight(model, name, CheckpointError)
     return model
+
+
+register_transform(KIND, VERSION, replay)
+
+
+def sparsity_entries(transforms: list[dict]) -> list[dict]:
+    """The sparsity entries of a checkpoint's transform list (the weights fine-tuning keeps at zero)."""
+    return [t for t in transforms if t.get("kind") == KIND]
 
 
 @torch.no_grad()

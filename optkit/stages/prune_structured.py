@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
     from torch import nn
 
-KIND = "prune-structured"
+KIND = "prune-structured"  # the checkpoint transform this stage owns (optkit.transforms)
+VERSION = 1  # its entry layout: see structured_transform
 IMPORTANCES = ("l1", "l2", "bn-scale")
 
 
@@ -113,8 +115,27 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
     del pruner  # it holds the dependency graph (and references to every module)
 
     weights_after, channels_after = prunable_weight_count(pruned), _channel_count(pruned)
-    entry = {
+    achieved = {
+        "channels_before": channels_before,  # output channels of prunable layers (head excluded)
+        "channels_after": channels_after,
+        "channel_reduction": 1 - channels_after / channels_before,  # the basis of `amount`
+        "prunable_weights_before": weights_before,
+        "prunable_weights_after": weights_after,
+        "prunable_weight_reduction": 1 - weights_after / weights_before,
+        "params_before": params_before,
+        "params_after": sum(p.numel() for p in pruned.parameters()),
+    }
+    entry = structured_transform(history, config, achieved)
+    return pruned, entry
+
+
+def structured_transform(history: list, config: StructuredPruneConfig, achieved: dict) -> dict:
+    """The checkpoint's record of a structured prune: Torch-Pruning's history (module name, whether
+    output channels, channel indices; per pruned group, in order), the trace size `replay` needs, the
+    config and what was achieved."""
+    return {
         "kind": KIND,
+        "version": VERSION,
         "history": history,
         "imgsz": int(config.imgsz),
         "amount": float(config.amount),
@@ -122,18 +143,8 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
         "round_to": int(config.round_to),
         "global_pruning": bool(config.global_pruning),
         "ignore": list(config.ignore),
-        "achieved": {
-            "channels_before": channels_before,  # output channels of prunable layers (head excluded)
-            "channels_after": channels_after,
-            "channel_reduction": 1 - channels_after / channels_before,  # the basis of `amount`
-            "prunable_weights_before": weights_before,
-            "prunable_weights_after": weights_after,
-            "prunable_weight_reduction": 1 - weights_after / weights_before,
-            "params_before": params_before,
-            "params_after": sum(p.numel() for p in pruned.parameters()),
-        },
+        "achieved": achieved,
     }
-    return pruned, entry
 
 
 def replay(model: nn.Module, entry: dict) -> nn.Module:
@@ -164,6 +175,9 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
         ) from None
     model.train(was_training)
     return model
+
+
+register_transform(KIND, VERSION, replay)
 
 
 def _kept_layers(model: nn.Module) -> list[nn.Module]:

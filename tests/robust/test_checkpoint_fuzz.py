@@ -288,6 +288,7 @@ def mutated_raw(draw) -> Case:
                         "imgsz": absurd_int | weird,
                         "fused": weird,
                         "params": weird | st.just(["model.0.conv.weight"]),
+                        "version": absurd_int | weird,  # optkit.transforms: none = 1, newer refused
                     },
                 )
             )
