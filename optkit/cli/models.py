@@ -16,32 +16,9 @@ def models(
     debug: o.Debug = False,
 ) -> None:
     """List the registered models: name, params, default imgsz, stride."""
-    from optkit.models import count_params, create_model, get_spec, list_models
-    from optkit.report.console import emit_json, out
+    from optkit.report.console import emit_json
+    from optkit.report.models import print_models
+    from optkit.workflows.models import ModelsRequest, run_models
 
-    rows = []
-    for name in list_models(include_test=all_models):
-        spec = get_spec(name)
-        model = create_model(name, num_classes=num_classes)
-        rows.append(
-            {
-                "name": name,
-                "params": count_params(model),
-                "default_imgsz": spec.default_imgsz,
-                "stride": model.stride,
-                "description": spec.description,
-            }
-        )
-    if json_out:
-        emit_json({"num_classes": num_classes, "models": rows})
-        return
-    from rich.table import Table
-
-    table = Table(title=f"optkit models (params at {num_classes} classes)")
-    for col in ("name", "params", "imgsz", "stride", "description"):
-        table.add_column(col, justify="right" if col in ("params", "imgsz", "stride") else "left")
-    for r in rows:
-        table.add_row(
-            r["name"], f"{r['params']:,}", str(r["default_imgsz"]), str(r["stride"]), r["description"]
-        )
-    out().print(table)
+    result = run_models(ModelsRequest(include_test=all_models, num_classes=num_classes))
+    emit_json(result) if json_out else print_models(result)
