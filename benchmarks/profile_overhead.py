@@ -56,11 +56,10 @@ def artifacts(folder: Path) -> list[tuple[str, Path, Path, int]]:
 
 
 def optkit_median(path: Path, imgsz: int, warmup: int, runs: int) -> float:
-    from optkit.measure.profile import ProfileConfig, profile
+    from optkit.workflows.profile import ProfileRequest, run_profile
 
-    return profile(ProfileConfig(source=str(path), imgsz=imgsz, warmup=warmup, runs=runs))["latency"][
-        "median_ms"
-    ]
+    request = ProfileRequest(source=str(path), imgsz=imgsz, warmup=warmup, runs=runs)
+    return run_profile(request)["latency"]["median_ms"]
 
 
 def bare_ort_median(path: Path, imgsz: int, warmup: int, runs: int) -> float:
