@@ -95,18 +95,54 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
-class PickledObjectsError(CheckpointError):
+# Files optkit refuses to read as a checkpoint but another way of opening may take. The errors carry the
+# facts and say no more than them; what the user can do depends on the command (which options it has),
+# so the workflow words that (optkit.workflows.inputs) through `worded`, keeping the type and facts.
+
+
+class PickledCheckpointError(CheckpointError):
     """The file pickles Python objects (e.g. a whole nn.Module): loading it would run code."""
+
+    def __init__(self, path: Path, culprit: str, reader: str | None = None, message: str | None = None):
+        self.path, self.culprit = path, culprit  # culprit: the first class the pickle would import
+        self.reader = reader  # who was reading it (load_checkpoint's `reader`), for the workflow's words
+        self.facts = (
+            f"{path} is not an optkit checkpoint: it contains pickled Python objects ({culprit}), "
+            "and unpickling them would run code from the file; optkit refused to load it."
+        )
+        super().__init__(message or self.facts)
+
+    def worded(self, message: str) -> PickledCheckpointError:
+        return PickledCheckpointError(self.path, self.culprit, self.reader, message)
 
 
 class StateDictError(CheckpointError):
     """The file is a plain state_dict: weights without an architecture."""
 
+    def __init__(self, path: Path, message: str | None = None):
+        self.path = path
+        self.facts = f"{path} is a plain state_dict (no architecture recorded), not an optkit checkpoint"
+        super().__init__(message or self.facts)
+
+    def worded(self, message: str) -> StateDictError:
+        return StateDictError(self.path, message)
+
+
+class TorchScriptFileError(CheckpointError):
+    """The file is a TorchScript archive: a scripted model optkit can run but not rebuild or change."""
+
+    def __init__(self, path: Path, message: str | None = None):
+        self.path = path
+        self.facts = f"{path} is a TorchScript file; optkit cannot rebuild or change a scripted model"
+        super().__init__(message or self.facts)
+
+    def worded(self, message: str) -> TorchScriptFileError:
+        return TorchScriptFileError(self.path, message)
+
 
 def load_checkpoint(path: str | os.PathLike, reader: str | None = None) -> Checkpoint:
-    """Load an optkit checkpoint without executing anything from the file. `reader`: the command, when
-    it reads optkit checkpoints only (it has no --trust): refusing a pickled file then says so instead
-    of suggesting --trust."""
+    """Load an optkit checkpoint without executing anything from the file. `reader`: who reads it (e.g.
+    "train --weights"), recorded on a PickledCheckpointError for the message its workflow words."""
     path = Path(path)
     return checkpoint_from_raw(path, safe_torch_load(path, reader))
 
@@ -117,10 +153,7 @@ def checkpoint_from_raw(path: Path, raw: Any) -> Checkpoint:
         raise CheckpointError(f"{path} is not an optkit checkpoint (it holds a {type(raw).__name__})")
     if raw.get("format") != FORMAT:
         if is_state_dict(raw):
-            raise StateDictError(
-                f"{path} is a plain state_dict (no architecture recorded), not an optkit checkpoint; "
-                "give --model NAME (see optkit models) to load it into a zoo model"
-            )
+            raise StateDictError(path)
         raise CheckpointError(_describe_foreign_dict(path, raw))
     from optkit.sparse import unpack_state
 
@@ -151,17 +184,16 @@ def safe_torch_load(path: Path, reader: str | None = None) -> Any:
     from optkit.foreign.scan import is_torchscript
 
     if is_torchscript(path):
-        raise CheckpointError(
-            f"{path} is a TorchScript file; optkit reads those only in profile and export "
-            "(it cannot rebuild or change a scripted model)"
-        )
+        raise TorchScriptFileError(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        message = _describe_unsafe(path, str(e), reader)
-        if "pickled Python objects" in message:
-            raise PickledObjectsError(message) from None
-        raise CheckpointError(message) from None
+        culprit = _pickled_class(path, str(e))
+        if culprit is not None:
+            raise PickledCheckpointError(path, culprit, reader) from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+        reason = detail.group(1).strip() if detail else "unreadable pickle data"
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({reason})") from None
     except Exception as e:  # torch's parser raises any exception type on damaged bytes (found by fuzzing)
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first_line})") from None
@@ -182,32 +214,16 @@ def _check_readable_file(path: Path) -> None:
         raise CheckpointError(f"{path} is empty (0 bytes)")
 
 
-TRUSTING_COMMANDS = "info, fuse, prune, strip, export, profile, val and ptq-calibrate"  # take --trust
-
-
-def _describe_unsafe(path: Path, message: str, reader: str | None = None) -> str:
-    # torch names the first global it refused: "Unsupported global: GLOBAL models.yolo.Model was not ..."
-    # (other torch versions word it differently: then the pickle's own globals name it, read unexecuted)
+def _pickled_class(path: Path, message: str) -> str | None:
+    """The first class the pickle in `path` would import, or None when it is no pickled object (random or
+    damaged bytes). torch names the global it refused ("Unsupported global: GLOBAL models.yolo.Model was
+    not ..."); other torch versions word it differently: then the pickle's own globals, read unexecuted."""
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     if match is not None:
-        culprit = match.group(1)
-    else:
-        from optkit.foreign.scan import pickle_globals, unsafe_globals
+        return match.group(1)
+    from optkit.foreign.scan import pickle_globals, unsafe_globals
 
-        culprit = next(iter(unsafe_globals(pickle_globals(path))), None)
-    if culprit is None:  # not a pickled object: random or damaged bytes
-        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
-        reason = detail.group(1).strip() if detail else "unreadable pickle data"
-        return f"{path} is truncated or not a PyTorch checkpoint ({reason})"
-    refusal = (
-        f"{path} is not an optkit checkpoint: it contains pickled Python objects ({culprit}), "
-        "and unpickling them would run code from the file; optkit refused to load it. "
-    )
-    if reader is not None:
-        only = f"`optkit {reader}` reads optkit checkpoints only"
-        return f"{refusal}{only} ({TRUSTING_COMMANDS} take such a file with --trust)"
-    code_dir = "(and --code-dir DIR when its model code is not importable)"
-    return f"{refusal}If you trust the file, rerun with --trust {code_dir}"
+    return next(iter(unsafe_globals(pickle_globals(path))), None)
 
 
 def _describe_foreign_dict(path: Path, raw: dict) -> str:

@@ -140,9 +140,11 @@ def _run(trainer, dist):
     own error) becomes one line on rank 0."""
     from optkit.errors import OptkitError
     from optkit.train import distributed
+    from optkit.workflows.inputs import optkit_checkpoints_only
 
     try:
-        return trainer.run()
+        with optkit_checkpoints_only("train"):  # --weights/--resume: a pickled file's refusal in words
+            return trainer.run()
     except RuntimeError as e:
         if dist.enabled and distributed.peer_failed(e):
             raise OptkitError("another torchrun process failed; its error is above") from e

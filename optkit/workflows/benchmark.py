@@ -222,12 +222,13 @@ def _load(path: str, threads: int | None) -> Loaded:
     path = Path(path)
     if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return _load_onnx(path, threads)
-    from optkit.checkpoint import build_model, load_checkpoint
+    from optkit.checkpoint import build_model
     from optkit.measure.flops import count_flops
     from optkit.models import count_params
     from optkit.quant.quantizers import quantize_entry
+    from optkit.workflows.inputs import load_optkit_checkpoint
 
-    ckpt = load_checkpoint(path, reader="benchmark")
+    ckpt = load_optkit_checkpoint(path, "benchmark")
     model = build_model(ckpt)
     counted = inference_form(model)
     return Loaded(

@@ -16,6 +16,8 @@ without `--trust` by torch's weights-only loader, which never imports the classe
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
     from optkit.foreign.checkpoint import ForeignCheckpoint
 
 TORCHSCRIPT_COMMANDS = ("profile", "export")
+# The commands that open their model file with open_model: they take --trust (a foreign pickled
+# checkpoint) and --model NAME (a plain state_dict). The others read optkit checkpoints only.
+OPEN_MODEL_COMMANDS = ("info", "fuse", "prune", "strip", "export", "profile", "val", "ptq-calibrate")
+TRUSTING_COMMANDS = ", ".join(OPEN_MODEL_COMMANDS[:-1]) + " and " + OPEN_MODEL_COMMANDS[-1]
+
 
 @dataclass
 class ModelInput:
@@ -155,7 +162,7 @@ def open_model(
     model_name: str | None = None,
 ) -> ModelInput:
     """Open `path` for `command` (see the module doc for what each kind of file needs)."""
-    from optkit.checkpoint import PickledObjectsError, _check_readable_file, safe_torch_load
+    from optkit.checkpoint import PickledCheckpointError, _check_readable_file, safe_torch_load
     from optkit.foreign.scan import is_torchscript
 
     path = Path(path)
@@ -168,15 +175,15 @@ def open_model(
         return _open_torchscript(path)
     try:
         raw = safe_torch_load(path)
-    except PickledObjectsError:
+    except PickledCheckpointError as e:
         if not trust:
-            raise
+            raise e.worded(f"{e.facts} {_RERUN_WITH_TRUST}") from None
         if model_name:
             raise ConfigError(
                 f"--model is for plain state_dict files; {path} pickles its own model"
             ) from None
         return _open_foreign(path, code_dir)
-    from optkit.checkpoint import checkpoint_from_raw, is_state_dict
+    from optkit.checkpoint import is_state_dict
 
     if isinstance(raw, dict) and "state_dict" in raw and is_state_dict(raw["state_dict"]) and model_name:
         raw = raw["state_dict"]  # a Lightning-style {"state_dict": ...} wrapper
@@ -184,7 +191,7 @@ def open_model(
         if not is_state_dict(raw):
             raise ConfigError(f"--model is for plain state_dict files; {path} is not one (drop --model)")
         return _open_state_dict(path, raw, model_name)
-    ckpt = checkpoint_from_raw(path, raw)
+    ckpt = _optkit_checkpoint(path, raw)
     return ModelInput(
         path=path,
         kind="optkit",
@@ -196,6 +203,56 @@ def open_model(
         ckpt=ckpt,
         preprocess=dict(ckpt.preprocess) or None,
     )
+
+
+_RERUN_WITH_TRUST = (
+    "If you trust the file, rerun with --trust (and --code-dir DIR when its model code is not importable)"
+)
+
+
+def _optkit_checkpoint(path: Path, raw: Any) -> Checkpoint:
+    """The checkpoint in `raw`; a plain state_dict is refused with the option that loads one."""
+    from optkit.checkpoint import StateDictError, checkpoint_from_raw
+
+    try:
+        return checkpoint_from_raw(path, raw)
+    except StateDictError as e:
+        advice = "give --model NAME (see optkit models) to load it into a zoo model"
+        raise e.worded(f"{e.facts}; {advice}") from None
+
+
+@contextmanager
+def optkit_checkpoints_only(reader: str) -> Iterator[None]:
+    """Within the block, a file that only open_model's commands take (a pickled checkpoint, a plain
+    state_dict, a TorchScript archive) is refused in words for `reader`, a command (and option) that
+    reads optkit checkpoints only, e.g. "benchmark" or "train --weights": it names the commands that
+    take such a file, never an option `reader` lacks. A PickledCheckpointError that names its own reader
+    (load_checkpoint's `reader`) is worded for that one."""
+    from optkit.checkpoint import PickledCheckpointError, StateDictError, TorchScriptFileError
+
+    try:
+        yield
+    except PickledCheckpointError as e:
+        only = f"`optkit {e.reader or reader}` reads optkit checkpoints only"
+        raise e.worded(f"{e.facts} {only} ({TRUSTING_COMMANDS} take such a file with --trust)") from None
+    except StateDictError as e:
+        only = f"`optkit {reader}` reads optkit checkpoints only"
+        raise e.worded(f"{e.facts}; {only} ({TRUSTING_COMMANDS} load one with --model NAME)") from None
+    except TorchScriptFileError as e:
+        readers = " and ".join(TORCHSCRIPT_COMMANDS)
+        raise e.worded(
+            f"{e.path} is a TorchScript file; optkit reads those only in {readers} "
+            "(it cannot rebuild or change a scripted model)"
+        ) from None
+
+
+def load_optkit_checkpoint(path: str | os.PathLike, reader: str) -> Checkpoint:
+    """optkit.checkpoint.load_checkpoint for a command that reads optkit checkpoints only (`reader`, see
+    optkit_checkpoints_only): what it refuses says which commands take the file."""
+    from optkit.checkpoint import load_checkpoint
+
+    with optkit_checkpoints_only(reader):
+        return load_checkpoint(path, reader)
 
 
 def _open_foreign(path: Path, code_dir) -> ModelInput:

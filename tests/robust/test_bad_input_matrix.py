@@ -423,7 +423,7 @@ def _options(command: str) -> set[str]:
 
 
 def test_the_refusal_of_pickled_files_names_the_commands_that_take_trust():
-    from optkit.checkpoint import TRUSTING_COMMANDS
+    from optkit.workflows.inputs import TRUSTING_COMMANDS
 
     named = {c.strip() for c in TRUSTING_COMMANDS.replace(" and ", ", ").split(",")}
     assert named == {c for c in COMMANDS if "trust" in _options(c)}
