@@ -207,7 +207,7 @@ def run_demo(args: argparse.Namespace, project: str) -> dict:
         "is_make_demo": args.demo_epochs == DEMO["epochs"] and args.demo_fraction == 1.0,
         "seconds": seconds,
         "epochs": result.epoch,
-        "best_top1": result.best_top1,
+        "best_top1": result.best_fitness,
         "best_epoch": result.best_epoch,
         "final": result.final,
         "images_per_s": result.images_per_s,

@@ -20,7 +20,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -265,9 +265,3 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
-
-
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
-    """Call `writer(file)` on a binary temp file, then move it to `path`."""
-    with atomic_open(path, "wb") as f:
-        writer(f)

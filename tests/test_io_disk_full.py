@@ -236,23 +236,25 @@ def test_train_on_a_full_disk_keeps_results_and_last_pt_in_step(
 def test_rows_carried_by_last_pt_are_used_only_when_whole_and_well_formed(tmp_path):
     """last.pt is file data: rows that are missing, short, out of order or of the wrong types are
     ignored (results.csv is read instead), never trusted."""
-    from optkit.train.results import COLUMNS, carried_rows, restore_results, write_results
+    from optkit.train.results import carried_rows, columns, restore_results, write_results
+
+    COLUMNS = columns(("top1", "top5"))  # a classifier's
 
     def row(epoch):
         return {k: (str(epoch) if k == "epoch" else "0.5") for k in COLUMNS}
 
     good = [row(1), row(2)]
-    assert carried_rows({"results": good}, 2) == good
+    assert carried_rows({"results": good}, 2, COLUMNS) == good
     bad_states = [
         None, {}, {"results": "rows"}, {"results": good[:1]}, {"results": [row(2), row(1)]},
         {"results": [row(1), {**row(2), "top1": 0.5}]}, {"results": [row(1), {"epoch": "2"}]},
     ]  # fmt: skip
     for bad in bad_states:
-        assert carried_rows(bad, 2) is None, bad
+        assert carried_rows(bad, 2, COLUMNS) is None, bad
 
     csv_path = tmp_path / "results.csv"
-    write_results(csv_path, good[:1])  # the write of epoch 2's row failed
-    assert restore_results(csv_path, {"results": good}, 2) == good
+    write_results(csv_path, good[:1], COLUMNS)  # the write of epoch 2's row failed
+    assert restore_results(csv_path, {"results": good}, 2, COLUMNS) == good
     assert [r["epoch"] for r in csv.DictReader(open(csv_path))] == ["1", "2"]  # written again
-    write_results(csv_path, good[:1])
-    assert restore_results(csv_path, None, 2) == good[:1]  # an older last.pt: results.csv as it is
+    write_results(csv_path, good[:1], COLUMNS)
+    assert restore_results(csv_path, None, 2, COLUMNS) == good[:1]  # an older last.pt: results.csv as it is

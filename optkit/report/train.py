@@ -13,11 +13,16 @@ class TrainDisplay(StepDisplay):
     a terminal, and a line per epoch everywhere."""
 
     epoch_step = None  # the bar of the epoch being trained
+    metrics = ()  # the task's metrics (optkit.tasks.Metric), shown on each epoch line
 
     def __call__(self, event: str, **info) -> None:
         getattr(self, f"_on_{event}")(**info)
 
-    def _on_start(self, save_dir, start_epoch: int, notes: list[str]) -> None:
+    def _on_log(self, line: str) -> None:
+        self.line(line)
+
+    def _on_start(self, save_dir, start_epoch: int, notes: list[str], metrics=()) -> None:
+        self.metrics = metrics
         for note in notes:
             self.note(note)
         resumed = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
@@ -37,13 +42,26 @@ class TrainDisplay(StepDisplay):
         star = " *" if improved else ""
         self.line(
             f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"top1 {pct(row['top1'])}  top5 {pct(row['top5'])}  lr {row['lr_weights']:.2e}  "
+            f"{_metric_text(self.metrics, row)}  lr {row['lr_weights']:.2e}  "
             f"{images_per_s:,.0f} img/s  {row['time']:.1f}s{star}"
         )
 
 
+def _metric_text(metrics, values: dict, label: bool = False) -> str:
+    """'top1 96.00%  top5 100.00%' (keys; labels with `label`), as each metric is shown."""
+    return "  ".join(
+        f"{m.label if label else m.key} {pct(values[m.key]) if m.percent else format(values[m.key], '.4f')}"
+        for m in metrics
+    )
+
+
 def print_summary(result) -> None:
     from rich.table import Table
+
+    from optkit.tasks import get_task
+
+    task = get_task(result.task)
+    best = next(m for m in task.metrics if m.key == result.fitness_key)
 
     for note in result.notes:
         err().print(f"note: {note}")
@@ -52,9 +70,11 @@ def print_summary(result) -> None:
     table.add_column("")
     table.add_row("run", str(result.save_dir))
     table.add_row("epochs", f"{result.epoch}" + (" (stopped early)" if result.stopped_early else ""))
-    table.add_row("best epoch", f"{result.best_epoch}  top-1 {pct(result.best_top1)}")
+    table.add_row(
+        "best epoch", f"{result.best_epoch}  {_metric_text([best], {best.key: result.best_fitness}, True)}"
+    )
     if result.final:
-        table.add_row("last epoch", f"top-1 {pct(result.final['top1'])}  top-5 {pct(result.final['top5'])}")
+        table.add_row("last epoch", _metric_text(task.metrics, result.final, label=True))
     table.add_row("throughput", f"{result.images_per_s:,.0f} img/s (training)")
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("best.pt", str(result.best))

@@ -13,21 +13,25 @@ from pathlib import Path
 
 from optkit.io import atomic_write_text
 
-COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr_weights", "lr_norm", "lr_bias", "time")
+
+def columns(metric_keys) -> tuple[str, ...]:
+    """results.csv's columns: the task's metrics (optkit.tasks; top1, top5 for a classifier) between
+    the losses and the learning rates."""
+    return ("epoch", "train_loss", "val_loss", *metric_keys, "lr_weights", "lr_norm", "lr_bias", "time")
 
 
-def format_row(row: dict) -> dict:
+def format_row(row: dict, cols: tuple[str, ...]) -> dict:
     """Fixed formatting so identical runs give identical text (time excepted)."""
     out = {}
-    for key in COLUMNS:
+    for key in cols:
         v = row[key]
         out[key] = str(v) if key == "epoch" else f"{v:.3f}" if key == "time" else f"{v:.8g}"
     return out
 
 
-def write_results(path: Path, rows: list[dict]) -> None:
+def write_results(path: Path, rows: list[dict], cols: tuple[str, ...]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
@@ -54,25 +58,27 @@ def next_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
     return Path(project) / f"{name}{n}"
 
 
-def carried_rows(train_state: dict | None, epochs_done: int) -> list[dict] | None:
+def carried_rows(train_state: dict | None, epochs_done: int, cols: tuple[str, ...]) -> list[dict] | None:
     """The rows a last.pt carries for its epochs 1..epochs_done, or None where it carries none (a
     last.pt of an older optkit) or they are not whole and well formed (file data: checked here)."""
     rows = (train_state or {}).get("results")
     if not isinstance(rows, list) or len(rows) != epochs_done:
         return None
     for epoch, row in enumerate(rows, start=1):
-        well_formed = isinstance(row, dict) and set(row) == set(COLUMNS)
+        well_formed = isinstance(row, dict) and set(row) == set(cols)
         if not well_formed or not all(isinstance(v, str) for v in row.values()) or row["epoch"] != str(epoch):
             return None
     return [dict(row) for row in rows]
 
 
-def restore_results(path: Path, train_state: dict | None, epochs_done: int) -> list[dict]:
+def restore_results(
+    path: Path, train_state: dict | None, epochs_done: int, cols: tuple[str, ...]
+) -> list[dict]:
     """The rows of the epochs last.pt holds, for a run that continues: last.pt's own (results.csv is
     written again from them when it lacks any, e.g. after its write failed), else results.csv's."""
-    rows = carried_rows(train_state, epochs_done)
+    rows = carried_rows(train_state, epochs_done, cols)
     if rows is None:
         return read_results(path, up_to_epoch=epochs_done)
     if read_results(path, up_to_epoch=epochs_done) != rows:
-        write_results(path, rows)
+        write_results(path, rows, cols)
     return rows

@@ -31,9 +31,17 @@ from optkit.checkpoint import (
 from optkit.errors import CheckpointError, ConfigError, Interrupted
 from optkit.io import WriteError, atomic_write_text
 from optkit.models.imgsz import check_imgsz
+from optkit.tasks import get_task
 from optkit.train import distributed, interrupt, resume
 from optkit.train.config import MIN_BATCH_NORM_BATCH, TrainConfig, has_batch_norm, require_batch_norm_batch
-from optkit.train.results import carried_rows, format_row, next_run_dir, restore_results, write_results
+from optkit.train.results import (
+    carried_rows,
+    columns,
+    format_row,
+    next_run_dir,
+    restore_results,
+    write_results,
+)
 
 log = logging.getLogger("optkit")
 
@@ -49,7 +57,9 @@ class TrainResult:
     epochs_run: int  # epochs completed in this process
     epoch: int  # last completed epoch, 1-based
     best_epoch: int  # 1-based
-    best_top1: float
+    task: str  # optkit.tasks: what the metrics in `final` are
+    best_fitness: float  # the task's fitness metric at the best epoch
+    fitness_key: str  # which metric that is, e.g. "top1"
     final: dict  # metrics of the last epoch
     images_per_s: float  # training throughput, averaged over this run's epochs
     seconds: float
@@ -58,9 +68,12 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """Plain data; the best fitness is keyed by its metric (`best_top1` for a classifier)."""
+        keyed = ("best_fitness", "fitness_key")
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in keyed}
         for k in ("save_dir", "best", "last"):
             d[k] = str(d[k])
+        d[f"best_{self.fitness_key}"] = self.best_fitness
         return d
 
 
@@ -81,11 +94,23 @@ class Trainer:
         options checked against the number of processes."""
         self.resume_ckpt = self._load_resume() if self.cfg.resume_from else None
         cfg = self.cfg.validate()
+        self.task = get_task(self._task_name())
+        self.columns = columns(m.key for m in self.task.metrics)  # of results.csv
         self.device = distributed.rank_device(cfg.device, self.dist)
         distributed.check_options(self.dist, cfg.batch_size, cfg.sync_bn, self.device)
         if 0 < cfg.batch_size < MIN_BATCH_NORM_BATCH * self.dist.world_size:  # 1 image per process
             require_batch_norm_batch(self._model_to_check(), cfg.batch_size, self.dist.world_size)
         self.prepared = True
+
+    def _task_name(self) -> str:
+        """The task the run trains: its checkpoint's, or the zoo model's (optkit.tasks)."""
+        from optkit.models import get_spec
+
+        if self.resume_ckpt is not None:
+            return self.resume_ckpt.task
+        if self.cfg.weights:
+            return load_checkpoint(self.cfg.weights, reader="train --weights").task
+        return get_spec(self.cfg.model).task
 
     def _model_to_check(self):
         """The architecture this run will train, built before any data is read (its head's class count
@@ -141,7 +166,8 @@ class Trainer:
         self.resume_dir = resume.run_folder_of(path)  # <run>/weights/last.pt, wherever <run> now is
         if self.dist.is_main:  # rank 0 alone reads and writes the run folder
             best_epoch = (ckpt.train_state or {}).get("best_epoch", -1) + 1
-            carried = carried_rows(ckpt.train_state, ckpt.epoch + 1) is not None
+            cols = columns(m.key for m in get_task(ckpt.task).metrics)
+            carried = carried_rows(ckpt.train_state, ckpt.epoch + 1, cols) is not None
             resume.check_run_folder(self.resume_dir, ckpt.epoch + 1, best_epoch, carried)
         saved.device = self.cfg.device or saved.device  # the machine may differ
         saved.workers = self.cfg.workers if self.cfg.workers is not None else saved.workers
@@ -155,12 +181,13 @@ class Trainer:
         return ckpt
 
     def _resolve_data(self):
-        from optkit.data import resolve_data
-        from optkit.data.loader import require_two_classes
-
-        data = resolve_data(self.cfg.data)
-        require_two_classes(data.names, data.root)
+        data = self.task.resolve_data(self.cfg.data, log=self._log)
+        self.task.check_classes(list(data.names), data.root)
         return data
+
+    def _log(self, line: str) -> None:
+        """A progress line from set-up (e.g. a built-in dataset being generated)."""
+        self._emit("log", line=line)
 
     def _build_model(self, resume_ckpt: Checkpoint | None) -> None:
         """Sets model, names, imgsz, and the lineage and transforms that saved checkpoints carry on."""
@@ -208,7 +235,7 @@ class Trainer:
         if ckpt.names == names:
             return build_model(ckpt).train()
         model = create_architecture(dataclasses.replace(ckpt, names=names))
-        state, head = model.state_dict(), _classifier_keys(model)
+        state, head = model.state_dict(), _output_layer_keys(model)
         weights = ckpt.inference_weights()
         loaded = {
             k: v for k, v in weights.items() if k in state and k not in head and state[k].shape == v.shape
@@ -229,35 +256,19 @@ class Trainer:
         return model.train()
 
     def _build_loaders(self) -> None:
-        from optkit.data import (
-            ImageFolder,
-            TrainTransform,
-            ValTransform,
-            build_train_loader,
-            build_val_loader,
-            default_workers,
-        )
+        from optkit.data import default_workers
 
-        cfg, dist = self.cfg, self.dist
+        cfg, dist, task = self.cfg, self.dist, self.task
         self.batch_size = self._batch_size()  # global: all processes together
         per_rank = self.batch_size // dist.world_size
         workers = cfg.workers if cfg.workers is not None else default_workers()
-        train_set = ImageFolder(
-            self.data.train_dir, TrainTransform(self.imgsz), classes=self.names, cache=cfg.cache
-        )
-        self.train_loader, self.sampler = build_train_loader(
-            train_set,
-            per_rank,
-            workers,
-            cfg.seed,
-            fraction=cfg.fraction,
-            rank=dist.rank,
-            world=dist.world_size,
-        )
+        self.train_loader, self.sampler = task.train_loader(
+            self.data, self.names, self.imgsz, per_rank, workers, cfg.seed,
+            fraction=cfg.fraction, rank=dist.rank, world=dist.world_size, cache=cfg.cache,
+        )  # fmt: skip
         self.val_loader = None  # rank 0 alone validates
         if dist.is_main:
-            val_set = ImageFolder(self.data.val_dir, ValTransform(self.imgsz), classes=self.names)
-            self.val_loader = build_val_loader(val_set, per_rank * 2, workers)
+            self.val_loader = task.val_loader(self.data, self.names, self.imgsz, per_rank * 2, workers)
 
     def _plan_warmup(self) -> None:
         """Warm-up iterations, the same every epoch and on resume; a note when a short run cuts it."""
@@ -320,7 +331,7 @@ class Trainer:
             self.stopper = EarlyStopper(cfg.patience, state.get("best_fitness"), state.get("best_epoch", -1))
             self.start_epoch = resume_ckpt.epoch + 1
         self.ema.ema.to(self.device)
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.criterion = self.task.loss({"label_smoothing": cfg.label_smoothing})
 
     def _run_dir(self, resume_ckpt: Checkpoint | None) -> Path:
         if resume_ckpt is not None:
@@ -344,8 +355,11 @@ class Trainer:
                 self.save_dir / "args.yaml", yaml.safe_dump(self._args_record(), sort_keys=False)
             )
             state = self.resume_ckpt.train_state if self.resume_ckpt is not None else None
-            self.rows = restore_results(self.save_dir / "results.csv", state, self.start_epoch)
-        self._emit("start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes)
+            self.rows = restore_results(self.save_dir / "results.csv", state, self.start_epoch, self.columns)
+        self._emit(
+            "start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes,
+            metrics=self.task.metrics,
+        )  # fmt: skip
         t_run = time.perf_counter()
         images = train_seconds = 0.0
         metrics: dict = {}
@@ -378,7 +392,9 @@ class Trainer:
             epochs_run=last_epoch + 1 - self.start_epoch,
             epoch=last_epoch + 1,
             best_epoch=self.stopper.best_epoch + 1,
-            best_top1=self.stopper.best_fitness or 0.0,
+            task=self.task.name,
+            best_fitness=self.stopper.best_fitness or 0.0,
+            fitness_key=self.task.fitness_key,
             final=metrics,
             images_per_s=images / train_seconds if train_seconds else 0.0,
             seconds=time.perf_counter() - t_run,
@@ -393,23 +409,22 @@ class Trainer:
         train_loss, n_images = self._train_one_epoch(epoch)
         t_train = time.perf_counter() - t0
         metrics = self._validate()
-        improved = self.stopper.update(epoch, metrics["top1"])
+        improved = self.stopper.update(epoch, self.task.fitness(metrics))
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": metrics["loss"],
-            "top1": metrics["top1"],
-            "top5": metrics["top5"],
+            **{m.key: metrics[m.key] for m in self.task.metrics},
             "lr_weights": lrs[0],
             "lr_norm": lrs[1],
             "lr_bias": lrs[2],
             "time": time.perf_counter() - t0,
         }
         if self.dist.is_main:
-            self.rows.append(format_row(row))
+            self.rows.append(format_row(row, self.columns))
             self._save(wdir, epoch, metrics, improved)  # last.pt (carrying the rows) first: results.csv
-            write_results(self.save_dir / "results.csv", self.rows)  # is never ahead of it
+            write_results(self.save_dir / "results.csv", self.rows, self.columns)  # never ahead of it
         self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
         return metrics, n_images, t_train
 
@@ -487,11 +502,9 @@ class Trainer:
     def _validate(self) -> dict:
         """Rank 0 validates the EMA model on the whole val split; the other ranks wait for its metrics
         (so early stopping and best.pt decisions agree), which equal a single process's on those weights."""
-        from optkit.measure.evaluate import evaluate
-
         metrics = None
         if self.dist.is_main:
-            metrics = evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp).as_dict()
+            metrics = self.task.evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp)
         return distributed.broadcast(metrics, self.dist)
 
     def _interrupted_message(self, wdir: Path, last_epoch: int) -> str:
@@ -521,7 +534,8 @@ class Trainer:
         ckpt.transforms = list(self.transforms)
         ckpt.epoch = epoch
         ckpt.best_fitness = self.stopper.best_fitness
-        ckpt.metrics = {k: metrics[k] for k in ("top1", "top5", "loss")}
+        ckpt.task = self.task.name
+        ckpt.metrics = {**{m.key: metrics[m.key] for m in self.task.metrics}, "loss": metrics["loss"]}
         ckpt.preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         if not for_deploy:
             ckpt.ema = state_dict_cpu(self.ema.ema)
@@ -550,16 +564,14 @@ class Trainer:
             self.progress(event, **info)
 
 
-def _classifier_keys(model) -> set[str]:
-    """State-dict keys of the parameters of the layer that makes the logits (the model's last Linear)."""
-    import torch.nn as nn
+def _output_layer_keys(model) -> set[str]:
+    """State-dict keys of the parameters of the model's output layers (optkit.models.parts): what a new
+    class list re-initialises."""
+    from optkit.models.parts import output_layer_names, output_layers
 
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        return set()
-    name, layer = linears[-1]
-    return {f"{name}.{p}" for p, _ in layer.named_parameters(recurse=False)}
+    return {
+        f"{name}.{p}"
+        for name, layer in zip(output_layer_names(model), output_layers(model), strict=True)
+        for p, _ in layer.named_parameters(recurse=False)
+    }
 
-
-def train(cfg: TrainConfig, progress=None) -> TrainResult:
-    return Trainer(cfg, progress=progress).run()

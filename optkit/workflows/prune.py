@@ -198,7 +198,7 @@ def _finetune(ckpt, req: PruneRequest, progress):
             cos_lr=True,
         )
         result = Trainer(cfg, progress=progress).run()
-    return load_checkpoint(result.best), result.best_top1, str(result.save_dir)
+    return load_checkpoint(result.best), result.best_fitness, str(result.save_dir)
 
 
 def _args(req: PruneRequest) -> dict:

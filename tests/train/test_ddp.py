@@ -230,7 +230,7 @@ def test_torchrun_train_matches_one_process_and_resumes(cli, tmp_path, tiny_data
     )
     single = Trainer(cfg).run()
     assert ddp_top1 >= 0.9, rows[-1]
-    assert abs(ddp_top1 - single.best_top1) <= TOP1_TOLERANCE, (ddp_top1, single.best_top1)
+    assert abs(ddp_top1 - single.best_fitness) <= TOP1_TOLERANCE, (ddp_top1, single.best_fitness)
 
     # --stop-after then --resume under torchrun gives the straight run's weights and results.csv
     split = _torchrun(
