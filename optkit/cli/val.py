@@ -27,6 +27,7 @@ def val(
 ) -> None:
     """Validate: accuracy and loss on the val split (the checkpoint's EMA weights if it has them)."""
     from optkit.report.console import emit_json
+    from optkit.report.progress import StepDisplay
     from optkit.report.val import print_val
     from optkit.threads import set_cpu_threads
     from optkit.workflows.val import ValRequest, run_val
@@ -43,7 +44,8 @@ def val(
         code_dir=code_dir,
         model_name=model_name,
     )
-    result = run_val(request)
+    with StepDisplay() as progress:
+        result = run_val(request, progress=progress)
     if json_out:
         emit_json({**result, "threads": used_threads})
     else:

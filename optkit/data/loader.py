@@ -26,12 +26,12 @@ class DataSpec:
 
 def resolve_data(spec: str, cache_dir: Path | None = None, log=None) -> DataSpec:
     """`builtin:NAME` (generated once, then cached) or a folder with train/ and val/ class folders.
-    `log(line)` receives the generation's progress lines (default: stderr)."""
+    `log(line)` receives the generation's progress lines (the flows pass their progress display)."""
     from optkit.data.folder import scan_classes
     from optkit.data.shapes import builtin_root
 
     if spec.startswith("builtin:"):
-        root = builtin_root(spec.split(":", 1)[1], cache_dir=cache_dir, log=log or _log)
+        root = builtin_root(spec.split(":", 1)[1], cache_dir=cache_dir, log=log)
     else:
         root = Path(spec).expanduser()
         if not root.exists():
@@ -60,12 +60,6 @@ def require_two_classes(names: list[str], root) -> None:
             f"{root}: one class ({', '.join(names)}); a classifier needs at least 2 classes to train or to "
             "measure top-1 (with one, every answer is right); add a class folder for each class"
         )
-
-
-def _log(message: str) -> None:
-    from optkit.report.console import err
-
-    err().print(message)
 
 
 def default_workers() -> int:

@@ -85,7 +85,7 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
     loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any work
     imgsz = check_imgsz(req.imgsz or loaded[0].imgsz)
     latency_imgsz = req.latency_imgsz or imgsz
-    spec = _dataset(req.data, loaded, imgsz)
+    spec = _dataset(req.data, loaded, imgsz, progress.line)
     for item in loaded:
         _check_shapes(item, imgsz if spec is not None else None, latency_imgsz, req)
     timers = [(make_timer or default_timer)(item, latency_imgsz, req) for item in loaded]
@@ -271,7 +271,7 @@ def _load_onnx(path: Path, threads: int | None) -> Loaded:
     )
 
 
-def _dataset(data: str | None, loaded: list[Loaded], imgsz: int):
+def _dataset(data: str | None, loaded: list[Loaded], imgsz: int, log):
     """The dataset every artifact is measured on, and what measuring it would refuse, refused before
     any work: classes that are not the models', too few of them, a val split without images."""
     if not data:
@@ -283,7 +283,7 @@ def _dataset(data: str | None, loaded: list[Loaded], imgsz: int):
         kinds = " and ".join(tasks)
         raise ConfigError(f"--data measures every artifact on one dataset; these are {kinds} models")
     task = _task(loaded[0])
-    spec = task.resolve_data(data)
+    spec = task.resolve_data(data, log=log)
     for item in loaded:
         check_classes(spec, item.names)
     task.check_classes(list(spec.names), spec.root)

@@ -70,7 +70,7 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
             f"--finetune-epochs trains with optkit's trainer, which cannot train {req.weights} "
             "(a foreign model); prune without it and fine-tune with the model's own tools"
         )
-    spec = _resolve(req, src)
+    spec = _resolve(req, src, progress.line)
     model = src.model()
     if req.finetune_epochs:  # the fine-tune's batch, refused now rather than after pruning
         require_batch_norm_batch(model, req.batch_size)
@@ -96,14 +96,14 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     return result
 
 
-def _resolve(req: PruneRequest, src):
+def _resolve(req: PruneRequest, src, log):
     if not req.data:
         return None
     from optkit.measure.validate import check_classes
     from optkit.workflows.val import task_to_measure
 
     task = task_to_measure(src.task, src.path, src.arch, command="prune --data (top-1 before/after)")
-    spec = task.resolve_data(req.data)
+    spec = task.resolve_data(req.data, log=log)
     check_classes(spec, src.names)
     _check_before_work(spec, src.names, req)
     return spec

@@ -34,15 +34,17 @@ class ValRequest:
 def run_val(req: ValRequest, progress=None) -> dict:
     """{"weights", "data", ("runtime": "onnxruntime" for an ONNX file,) "split", "imgsz", "device",
     <the task's metrics with "loss" and "images">, "seconds", "images_per_s", "task"}. `progress` is
-    taken for the flows' common shape; val shows no steps (one pass, then one table)."""
+    where a built-in dataset's generation (or the wait for it) is reported; val shows no other steps."""
     from optkit.formats import model_format
+    from optkit.report.progress import Quiet
 
+    progress = progress or Quiet()
     if model_format(req.weights) == "onnx":  # by content: a checkpoint renamed .onnx is still one
-        return _val_onnx(req)
-    return _val_torch(req)
+        return _val_onnx(req, progress)
+    return _val_torch(req, progress)
 
 
-def _val_torch(req: ValRequest) -> dict:
+def _val_torch(req: ValRequest, progress) -> dict:
     from optkit.measure.validate import check_classes, measure_on_val
     from optkit.models.imgsz import check_imgsz
     from optkit.workflows.inputs import open_model
@@ -52,7 +54,7 @@ def _val_torch(req: ValRequest) -> dict:
     )
     task = task_to_measure(src.task, src.path, src.arch)
     imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride)
-    data = task.resolve_data(req.data)
+    data = task.resolve_data(req.data, log=progress.line)
     names = src.names
     if src.kind == "state_dict" and len(data.names) == len(names):
         names = list(data.names)  # a state_dict records no class names: take the dataset's, in its order
@@ -63,7 +65,7 @@ def _val_torch(req: ValRequest) -> dict:
     return {"weights": str(req.weights), "data": req.data, **result, "task": task.name}
 
 
-def _val_onnx(req: ValRequest) -> dict:
+def _val_onnx(req: ValRequest, progress) -> dict:
     """An .onnx from optkit export, on ONNX Runtime's CPU provider: class names, input size, task and
     preprocessing come from the file's metadata."""
     from optkit.errors import DeviceError
@@ -82,7 +84,7 @@ def _val_onnx(req: ValRequest) -> dict:
         raise ConfigError(f"{req.weights} records no input size in its metadata; give --imgsz")
     size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32)
     model.check_input_size(size)
-    data = task.resolve_data(req.data)
+    data = task.resolve_data(req.data, log=progress.line)
     check_classes(data, meta["names"], "ONNX model")
     pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
     result = measure_on_val(model, task, data, meta["names"], size, req.batch_size, req.workers, "cpu", pre)
