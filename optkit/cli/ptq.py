@@ -68,12 +68,11 @@ def ptq_calibrate(
 ) -> None:
     """Insert INT8 quantizers (per-channel weights, per-tensor activations), calibrate them on --data,
     and write <stem>-int8.pt; prints float vs INT8 top-1, top-1 agreement and output SQNR."""
-    from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
     from optkit.report.console import emit_json
     from optkit.report.progress import StepDisplay
     from optkit.report.quant import print_ptq
     from optkit.threads import set_cpu_threads
+    from optkit.workflows.ptq import PtqRequest, quant_config, run_ptq
 
     set_cpu_threads(threads)
     request = PtqRequest(
@@ -81,9 +80,7 @@ def ptq_calibrate(
         data=data,
         num_images=num_images,
         val_images=val_images,
-        quant=QuantConfig(
-            method=method, percentile=percentile, per_channel=not per_tensor, skip=list(skip or [])
-        ),
+        quant=quant_config(method, percentile, per_channel=not per_tensor, skip=list(skip or [])),
         sensitivity=sensitivity,
         sensitivity_metric=sensitivity_metric,
         auto_skip=auto_skip,

@@ -53,12 +53,11 @@ def qat(
 ) -> None:
     """QAT: fine-tune with fake quantization in the loop; writes runs/qat/exp*/weights/best.pt (quantized,
     exports to INT8 ONNX) and prints float / PTQ / QAT top-1."""
-    from optkit.quant.qat import QatRequest, run_qat
     from optkit.report.console import emit_json
     from optkit.report.quant import print_qat
     from optkit.report.train import TrainDisplay
     from optkit.threads import set_cpu_threads
-    from optkit.workflows.outputs import check_run_folder
+    from optkit.workflows.qat import QatRequest, run_qat
 
     set_cpu_threads(threads)
 
@@ -70,7 +69,6 @@ def qat(
         exist_ok=exist_ok,
     )  # fmt: skip
     request = QatRequest(weights, train, distill=distill, temperature=temperature, num_images=num_images)
-    check_run_folder(project)  # before any work
     with TrainDisplay() as display:
         result = run_qat(request, progress=display)
     emit_json(result) if json_out else print_qat(result)

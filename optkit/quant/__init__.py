@@ -2,6 +2,6 @@
 graphs for ONNX Runtime (uint8 activations) and TensorRT (symmetric int8).
 
 Modules: config (what to quantize, plain data), quantizers (ModelOpt: insert, calibrate, replay),
-data (calibration batches), ranges (activation ranges of the float ONNX graph), qdq (the QDQ graph),
-coverage (what ONNX Runtime runs in int8), sensitivity, ptq and qat (the workflows).
+ranges (activation ranges of the float ONNX graph), qdq (the QDQ graph), coverage (what ONNX Runtime runs
+in int8), compare, sensitivity, ptq and qat (the library halves of optkit.workflows.ptq and .qat).
 """

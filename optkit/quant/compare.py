@@ -1,59 +1,80 @@
-"""Float vs quantized on the same images: top-1 of each (with labels) and label-free fidelity."""
+"""Float vs quantized on the same images, as the model's task reads them (docs/architecture.md, "The task
+seam"): the task's metrics of each model on labelled batches, and label-free fidelity (the task's
+agreement, and the SQNR of every output)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optkit.tasks import Task
 
 
 @dataclass
 class Fidelity:
     images: int
-    top1_agreement: float | None  # fraction of images where both models pick the same class
-    sqnr_db: float  # 10 log10(sum ref^2 / sum (ref - out)^2) over all logits; inf when equal
-    ref_top1: float | None = None  # with labels: top-1 of each model
-    top1: float | None = None
+    agreement: float | None  # task.agreement over all images (top-1 agreement for a classifier)
+    sqnr_db: float  # 10 log10(sum ref^2 / sum (ref - out)^2) over all outputs; inf when equal
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def fidelity(reference, model, batches: Iterable, classify: bool = True) -> Fidelity:
-    """Run both models (eval mode, CPU) on `batches` of images or (images, labels) pairs. Models with
-    several outputs (detection heads) are compared on all of them; top-1 only when `classify`."""
+def fidelity(reference, model, batches: Iterable, task: Task | None = None, num_classes: int = 0) -> Fidelity:
+    """Run both models (eval mode, CPU) on `batches` of images. The SQNR covers every output (all of a
+    detection head's); the agreement is the task's (`task.agreement` on `task.read_outputs`), None
+    without a task or when the task has no single answer per image."""
     import torch
 
-    n = agree = hits_ref = hits = 0
+    n = agree = 0
     signal = noise = 0.0
-    labelled = classify
+    agreed = task is not None
     with torch.no_grad():
-        for batch in batches:
-            images, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-            ref, out = _flat(reference(images)), _flat(model(images))
+        for images in batches:
+            ref_out, out = reference(images), model(images)
+            ref, flat = _flat(ref_out), _flat(out)
             signal += ref.pow(2).sum().item()
-            noise += (ref - out).pow(2).sum().item()
+            noise += (ref - flat).pow(2).sum().item()
             n += images.shape[0]
-            if not classify:
-                continue
-            agree += (ref.argmax(1) == out.argmax(1)).sum().item()
-            if labels is None:
-                labelled = False
-            else:
-                hits_ref += (ref.argmax(1) == labels).sum().item()
-                hits += (out.argmax(1) == labels).sum().item()
+            if agreed:
+                share = task.agreement(
+                    task.read_outputs(ref_out, num_classes), task.read_outputs(out, num_classes)
+                )
+                agreed = share is not None
+                # a fraction of this batch's images: their count, exact (the fraction may be a float32 mean)
+                agree += round(share * images.shape[0]) if agreed else 0
     if n == 0:
         from optkit.errors import DatasetError
 
         raise DatasetError("no images to compare the models on")
     sqnr = 10 * math.log10(signal / noise) if noise > 0 else math.inf
-    return Fidelity(
-        images=n,
-        top1_agreement=agree / n if classify else None,
-        sqnr_db=sqnr,
-        ref_top1=hits_ref / n if labelled else None,
-        top1=hits / n if labelled else None,
-    )
+    return Fidelity(images=n, agreement=agree / n if agreed else None, sqnr_db=sqnr)
+
+
+def task_metrics(model, batches: Iterable, task: Task, num_classes: int) -> dict:
+    """`task.evaluate` of `model` on CPU over labelled `(images, targets)` batches, the model's outputs
+    read as the task reads them (`task.read_outputs`: a foreign model may wrap its logits)."""
+    import torch
+
+    return task.evaluate(_reading_outputs(model, task, num_classes), batches, torch.device("cpu"))
+
+
+def _reading_outputs(model, task: Task, num_classes: int):
+    """`model` wrapped so that it returns what `task.read_outputs` makes of its output."""
+    from torch import nn
+
+    class OutputsRead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return task.read_outputs(self.model(x), num_classes)
+
+    return OutputsRead()
 
 
 def _flat(output):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from optkit.errors import ConfigError
+from optkit.limits import NUM_IMAGES, PERCENTILE
 
 METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
 TARGETS = ("onnxruntime", "tensorrt")  # INT8 ONNX flavours (see optkit.quant.qdq)
@@ -16,7 +17,16 @@ QAT_EPOCHS = 3
 QAT_LR0 = 0.0001
 QAT_WARMUP = 0.0
 QAT_DISTILL = True
-MAX_IMAGES = 100_000  # calibration images: more is never needed and would only cost time
+MAX_IMAGES = NUM_IMAGES.high  # calibration images: more is never needed and would only cost time
+
+
+class QuantValueError(ConfigError):
+    """A QuantConfig value out of its range. Carries the field's name and what is wrong with the value,
+    so that whoever owns the option words it (the ptq-calibrate flow names the flag)."""
+
+    def __init__(self, name: str, problem: str):
+        self.name, self.problem = name, problem  # e.g. "method", "'kl' is not known: choose one of ..."
+        super().__init__(f"quantization {name} {problem}")
 
 
 @dataclass
@@ -29,18 +39,18 @@ class QuantConfig:
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     skip: list[str] = field(default_factory=list)  # module names kept in float
 
-    def validate(self) -> QuantConfig:
+    def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"--method {self.method!r} is not known: choose one of {', '.join(METHODS)}")
-        if not 0 < self.percentile <= 100:  # `not`: NaN fails too
-            raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
+            raise QuantValueError(
+                "method", f"{self.method!r} is not known: choose one of {', '.join(METHODS)}"
+            )
+        if self.percentile not in PERCENTILE:  # NaN fails too
+            raise QuantValueError("percentile", PERCENTILE.refusal(self.percentile))
+
+    def validate(self) -> QuantConfig:
+        """The values were checked when the config was made (`__post_init__`); kept for callers that
+        chain it (the quantize transform's replay)."""
         return self
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def check_num_images(n: int, option: str = "--num-images") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
-        raise ConfigError(f"{option} must be in [1, {MAX_IMAGES}], got {n!r}")
-    return n

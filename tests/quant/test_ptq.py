@@ -23,7 +23,7 @@ def _float_ckpt(folder, name="test-resnet", **kwargs):
 
 def _ptq(src, data, out, **quant):
     from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
+    from optkit.workflows.ptq import PtqRequest, run_ptq
 
     request = PtqRequest(str(src), str(data), num_images=24, quant=QuantConfig(**quant), output=str(out))
     return run_ptq(request)
@@ -89,7 +89,7 @@ def test_fuses_first_and_records_lineage(tmp_path, tiny_data):
 
 def test_sensitivity_and_auto_skip(tmp_path, tiny_data):
     from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
+    from optkit.workflows.ptq import PtqRequest, run_ptq
 
     src = _float_ckpt(tmp_path)
     request = PtqRequest(
@@ -107,7 +107,7 @@ def test_sensitivity_and_auto_skip(tmp_path, tiny_data):
 
 def test_sensitivity_top1_metric(tmp_path, tiny_data):
     from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
+    from optkit.workflows.ptq import PtqRequest, run_ptq
 
     src = _float_ckpt(tmp_path)
     request = PtqRequest(
@@ -133,12 +133,14 @@ def test_cli_ptq_calibrate(cli, tmp_path, tiny_data):
 
 def test_val_images_compares_on_a_subset_of_every_class(cli, tmp_path, tiny_data):
     from optkit.data import resolve_data
-    from optkit.quant.ptq import _val_batches
+    from optkit.tasks import get_task
+    from optkit.workflows.ptq import _val_batches
 
     spec = resolve_data(str(tiny_data))
     pre = {"mean": [0.0] * 3, "std": [1.0] * 3}
-    whole = _val_batches(spec, CLASSES, 32, pre, None)
-    subset = _val_batches(spec, CLASSES, 32, pre, 6)
+    val = get_task("classify").image_dataset(spec, CLASSES, 32, "val", pre)
+    whole = _val_batches(val, None)
+    subset = _val_batches(val, 6)
     assert sum(len(y) for _, y in whole) == 18 and sorted(torch.cat([y for _, y in subset]).tolist()) == [
         0, 0, 1, 1, 2, 2
     ]  # fmt: skip

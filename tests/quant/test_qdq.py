@@ -18,9 +18,9 @@ from optkit.onnxrt import create_session
 from optkit.quant import silu_form
 from optkit.quant.config import QuantConfig
 from optkit.quant.onnx_export import ATOL_INT8
-from optkit.quant.ptq import PtqRequest, run_ptq
 from optkit.quant.qdq import MS_DOMAIN, SILU_MIN, STEM_REASON, fuse_silu, silu_floor, silu_inverse
 from optkit.stages.export import ExportConfig, export_checkpoint
+from optkit.workflows.ptq import PtqRequest, run_ptq
 
 CLASSES = ["blue", "green", "red"]
 STEM = "model.0.conv"  # the Conv that reads the image in the tiny models

@@ -55,7 +55,7 @@ def _calibrated(data, folder, seed: int, passes: int):
     from optkit.data import ImageFolder, ValTransform
     from optkit.models import create_model
     from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import PtqRequest, run_ptq
+    from optkit.workflows.ptq import PtqRequest, run_ptq
 
     train = ImageFolder(data / "train", ValTransform(32))
     images = torch.stack([train[i][0] for i in range(len(train))])

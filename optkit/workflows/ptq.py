@@ -1,0 +1,380 @@
+"""The `optkit ptq-calibrate` flow: fold BN, insert INT8 quantizers, calibrate, measure, write.
+
+1. The model's inference form is fused and ModelOpt quantizers go in (optkit.quant.ptq).
+2. They are calibrated on `num_images` images of the train split, as the model's task reads them for
+   validation (no augmentation), spread evenly over the split.
+3. Float and fake-quant INT8 are compared on the val split: the task's metrics of each (its fitness is
+   what the result calls `float_<key>` and `int8_<key>`, `top1` for a classifier), the task's label-free
+   agreement, and the SQNR of every output.
+4. Optional: per-layer sensitivity, and `auto_skip` keeping the most sensitive layers in float until the
+   fitness drops no more than a budget, in percentage points.
+5. The float ONNX graph is run on the calibration images for the onnxruntime flavour's ranges, and the
+   checkpoint is written (a foreign file keeps its layout, with ModelOpt's save format beside it).
+
+A model of a task optkit has no task object for (a foreign detector today) is calibrated and compared on
+the images of an image folder, read as IMAGE_FOLDER_TASK reads them, labels unused: by SQNR alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from optkit.errors import CheckpointError, ConfigError
+from optkit.quant.config import MAX_IMAGES, QuantConfig, QuantValueError
+
+if TYPE_CHECKING:
+    from optkit.tasks import Task
+
+SENSITIVITY_METRICS = ("sqnr", "top1")  # top1: the task's fitness (a classifier's val top-1)
+IMAGE_FOLDER_TASK = "classify"  # reads --data for a model whose task has no task object (see above)
+VAL_BATCH = 128  # images per batch of the val comparison (decoded once, run many times)
+# Calibrating on fewer images than this gets a warning. An activation's calibrated range is about the
+# largest value seen over the calibration images, and a new image exceeds the largest of n exchangeable
+# ones with probability 1/(n+1): under 32 images, more than 3% of the images met in use (with 1 image,
+# half of them) push some activation past its range and are clipped; the histogram methods (percentile,
+# entropy, mse) also see too little of the tails to place a clipping point. 32 is one default batch.
+FEW_CALIBRATION_IMAGES = 32
+
+
+def quant_config(method: str, percentile: float, per_channel: bool, skip: list[str]) -> QuantConfig:
+    """The QuantConfig of ptq-calibrate's options; a value out of range is worded by its flag."""
+    try:
+        return QuantConfig(method=method, percentile=percentile, per_channel=per_channel, skip=list(skip))
+    except QuantValueError as e:
+        raise ConfigError(f"--{e.name} {e.problem}") from None
+
+
+@dataclass
+class PtqRequest:
+    weights: str
+    data: str
+    num_images: int = 512
+    val_images: int | None = None  # val images the float/INT8 comparison runs on; None: the whole split
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    sensitivity: bool = False
+    sensitivity_metric: str = "sqnr"
+    auto_skip: float | None = None  # max fitness (top-1) drop in percentage points
+    act: str | None = None  # swap the architecture's activation (e.g. silu -> relu) before quantizing
+    batch_size: int = 32
+    output: str | None = None
+    trust: bool = False  # foreign pickled checkpoints (optkit.workflows.inputs.open_model)
+    code_dir: str | None = None
+    model_name: str | None = None  # a plain state_dict file: the zoo model it belongs to
+
+    def __post_init__(self) -> None:
+        _check_images(self.num_images, "--num-images")
+        if self.val_images is not None:
+            _check_images(self.val_images, "--val-images")
+        if self.sensitivity_metric not in SENSITIVITY_METRICS:
+            raise ConfigError(
+                f"--sensitivity-metric must be one of {', '.join(SENSITIVITY_METRICS)}, "
+                f"got {self.sensitivity_metric!r}"
+            )
+        if self.auto_skip is not None and not 0 <= self.auto_skip <= 100:
+            raise ConfigError(
+                f"--auto-skip takes a top-1 drop in percentage points in [0, 100], got {self.auto_skip}"
+            )
+        if not 1 <= self.batch_size <= 4096:
+            raise ConfigError(f"--batch-size must be in [1, 4096], got {self.batch_size}")
+
+    @property
+    def scores_layers(self) -> bool:
+        """Sensitivity or auto-skip asks for the task's fitness (labels), not SQNR alone."""
+        return self.sensitivity_metric == "top1" or self.auto_skip is not None
+
+
+def _check_images(n: int, option: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+        raise ConfigError(f"{option} must be in [1, {MAX_IMAGES}], got {n!r}")
+
+
+def run_ptq(req: PtqRequest, progress=None) -> dict:
+    """`progress`: an optkit.report.progress display (default: quiet). Every input is checked (the
+    file, the data, --act, --skip, ModelOpt installed) before the first step that prints a line."""
+    from optkit.checkpoint import build_model, save_checkpoint
+    from optkit.quant.ptq import (
+        check_rebuilds,
+        fused_for_quantization,
+        onnx_ranges_of,
+        quantized_checkpoint,
+        with_config,
+    )
+    from optkit.quant.quantizers import insert_quantizers, quantized_layers
+    from optkit.report.progress import Quiet
+    from optkit.workflows.inputs import open_model
+    from optkit.workflows.outputs import file_size, stage_output
+
+    progress = progress or Quiet()
+    target = stage_output(req.weights, "int8", req.output)
+    src = open_model(
+        req.weights,
+        command="ptq-calibrate",
+        trust=req.trust,
+        code_dir=req.code_dir,
+        model_name=req.model_name,
+    )
+    data = _dataset(src, req)
+    result: dict = {"source": req.weights, "output": str(target), "method": req.quant.method, "act": req.act}
+    with progress.step("building the model and inserting INT8 quantizers (ModelOpt)", line=False):
+        model, ckpt, original = _float_model(src, req)
+        fused, fuse_transform = fused_for_quantization(model, src.imgsz, foreign=src.foreign is not None)
+        qmodel = insert_quantizers(copy.deepcopy(fused), req.quant)  # checks --skip
+    images = _images(data, req, progress)
+    result["num_images"] = sum(len(b) for b in images.calib)
+    _warn_few_images(result, len(data.train), req, progress)
+    if original is not None:
+        with progress.step(f"{data.label} before --act {req.act} on {data.val_images} val images"):
+            result[f"original_{data.key}"] = data.fitness(build_model(original), images.val)
+    result["calibration_s"] = _calibrate(qmodel, req.quant, images.calib, progress)
+    if req.sensitivity or req.auto_skip is not None:
+        _sensitivity(qmodel, data, images, req, result, progress)
+    with progress.step(f"comparing float and INT8 on {data.val_images} val images"):
+        result.update(_compare(fused, qmodel, data, images))
+    result["skipped"] = list(req.quant.skip) + result.get("auto_skipped", [])
+    final_config = QuantConfig(**{**req.quant.as_dict(), "skip": result["skipped"]})
+    qmodel = with_config(fused, qmodel, final_config)
+    metrics = {k: result[k] for k in (f"float_{data.key}", f"int8_{data.key}", "top1_agreement", "sqnr_db")}
+    if ckpt is None:
+        _save_foreign(src, fused, qmodel, target, _args(req), metrics)
+    else:
+        t0 = time.perf_counter()
+        with progress.step(f"measuring ONNX activation ranges on {result['num_images']} images"):
+            ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib)
+        result["ranges_s"] = time.perf_counter() - t0
+        new = quantized_checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
+        new.add_lineage("ptq-calibrate", {**_args(req), "source": req.weights}, metrics)
+        check_rebuilds(new, qmodel, images.calib[0])
+        save_checkpoint(new, target)
+    result.update(
+        quantized_layers=len(quantized_layers(qmodel)),
+        bytes_before=file_size(req.weights),
+        bytes_after=file_size(target),
+    )
+    return result
+
+
+def _save_foreign(src, fused, qmodel, target, args: dict, metrics: dict) -> None:
+    """A foreign file keeps its layout with the fused float module as `model` (its own tools still load
+    it), plus ModelOpt's save format beside it (optkit.quant.ptq.modelopt_save_format)."""
+    from optkit.foreign.checkpoint import save_foreign
+    from optkit.quant.ptq import modelopt_save_format
+
+    obj = src.foreign.with_module(fused)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{src.path} is a bare pickled module: there is no place to store the quantizers")
+    obj.update(modelopt_save_format(qmodel))
+    save_foreign(src.with_lineage(obj, "ptq-calibrate", args, metrics), target)
+
+
+@dataclass
+class _Data:
+    """The dataset as the model's task reads it, both splits scanned (a split without images is
+    refused before any work)."""
+
+    task: Task  # reads --data
+    scorer: Task | None  # reads the model's outputs and scores them; None: compared by SQNR alone
+    num_classes: int
+    train: object  # the train split as the model sees it at validation: dataset[i] -> (image, target)
+    val: object
+    val_images: int  # compared on: the val split, or --val-images of it
+
+    @property
+    def key(self) -> str:
+        """The fitness metric's key: the result's `float_<key>`, `int8_<key>` (top1 for a classifier)."""
+        return self.task.fitness_key
+
+    @property
+    def label(self) -> str:
+        """The fitness metric's short label, e.g. "top-1"."""
+        return next((m.label for m in self.task.metrics if m.key == self.key), self.key)
+
+    def fitness(self, model, val: list) -> float | None:
+        """The task's fitness of `model` on the val batches; None when nothing scores the model."""
+        from optkit.quant.compare import task_metrics
+
+        if self.scorer is None:
+            return None
+        return self.scorer.fitness(task_metrics(model, val, self.scorer, self.num_classes))
+
+
+@dataclass
+class _Images:
+    calib: list  # image batches from the train split
+    val: list  # (images, targets) batches of the val images compared on
+
+
+def _tasks(src) -> tuple[Task, Task | None]:
+    """(the task that reads --data, the task that scores the model's outputs or None): the model's task,
+    or for a task optkit has no object for, IMAGE_FOLDER_TASK's images and no scoring."""
+    from optkit.tasks import get_task
+
+    try:
+        task = get_task(src.task)
+    except CheckpointError:  # not a registered task
+        return get_task(IMAGE_FOLDER_TASK), None
+    return task, task
+
+
+def _dataset(src, req: PtqRequest) -> _Data:
+    """The data, checked against the model."""
+    from optkit.data import IMAGENET_MEAN, IMAGENET_STD
+    from optkit.measure.validate import check_classes
+
+    task, scorer = _tasks(src)
+    spec = task.resolve_data(req.data)
+    if src.kind == "state_dict" and len(spec.names) == src.num_classes:
+        src.names = src.ckpt.names = list(spec.names)  # a state_dict has no class names: the data's
+    if scorer is not None:
+        check_classes(spec, src.names)
+    elif req.scores_layers:
+        raise ConfigError(
+            f"{req.weights} is a {src.task} model: top-1 (--sensitivity-metric top1, --auto-skip) "
+            "needs a classifier; the SQNR sensitivity works for any model"
+        )
+    names = list(src.names) if scorer is not None else list(spec.names)  # the folders to read
+    pre = src.preprocess or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    # made now (file names scanned, nothing decoded) so that a split without images is refused first
+    train = task.image_dataset(spec, names, src.imgsz, "train", pre)
+    val = task.image_dataset(spec, names, src.imgsz, "val", pre)
+    return _Data(task, scorer, src.num_classes, train, val, min(len(val), req.val_images or len(val)))
+
+
+def _images(data: _Data, req: PtqRequest, progress) -> _Images:
+    """The calibration and val images, preprocessed as the model expects, decoded once (they are run
+    many times)."""
+    calib = _calibration_batches(data.train, req.num_images, req.batch_size, progress)
+    return _Images(calib, _val_batches(data.val, req.val_images, progress))
+
+
+def _calibration_batches(dataset, num_images: int, batch_size: int, progress) -> list:
+    """`num_images` images spread evenly over the train split, in batches."""
+    from optkit.data.subset import evenly_spaced, image_batches
+
+    indices = evenly_spaced(len(dataset), num_images)
+    batches = []
+    with progress.step(f"reading {len(indices)} calibration images", total=len(indices)) as step:
+        for x in image_batches(dataset, indices, batch_size):
+            batches.append(x)
+            step.advance(len(x))
+    return batches
+
+
+def _val_batches(dataset, limit: int | None = None, progress=None) -> list:
+    """The val split (or `limit` images spread evenly over it, so every class of the class-sorted
+    folder is in) as (images, targets) batches."""
+    from torch.utils.data import default_collate
+
+    from optkit.data.subset import evenly_spaced
+    from optkit.report.progress import Quiet
+
+    indices = evenly_spaced(len(dataset), limit or len(dataset))
+    batches = []
+    with (progress or Quiet()).step(f"reading {len(indices)} val images", total=len(indices)) as step:
+        for i in range(0, len(indices), VAL_BATCH):
+            images, targets = default_collate([dataset[j] for j in indices[i : i + VAL_BATCH]])
+            batches.append((images, targets))
+            step.advance(len(images))
+    return batches
+
+
+def _warn_few_images(result: dict, available: int, req: PtqRequest, progress) -> None:
+    """A warning (stderr, and `notes` in the result) when calibration rests on too few images."""
+    n = result["num_images"]
+    if n >= FEW_CALIBRATION_IMAGES:
+        return
+    why = f"--num-images {req.num_images}" if n == req.num_images else f"the train split has only {available}"
+    message = (
+        f"calibrating on {n} image{'s' if n > 1 else ''} ({why}): ranges from fewer than "
+        f"{FEW_CALIBRATION_IMAGES} images clip many other images' activations; use a few hundred "
+        "(default 512)"
+    )
+    result.setdefault("notes", []).append(message)
+    progress.warn(message)
+
+
+def _float_model(src, req: PtqRequest):
+    """(the float model to quantize, the optkit checkpoint it comes from or None for a foreign module,
+    the checkpoint before --act swapped its activations or None)."""
+    from optkit.checkpoint import build_model
+    from optkit.quant.ptq import with_activation
+    from optkit.quant.quantizers import is_quantized, quantize_entry
+
+    ckpt, original = src.ckpt, None
+    if ckpt is not None and quantize_entry(ckpt.transforms) is not None:
+        raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float checkpoint)")
+    if req.act:
+        if ckpt is None:
+            raise ConfigError(
+                "--act rebuilds the architecture with another activation: it needs an optkit checkpoint"
+            )
+        original, ckpt = ckpt, with_activation(ckpt, req.act)
+    model = build_model(ckpt) if ckpt is not None else src.model()
+    if ckpt is None and is_quantized(model):
+        raise ConfigError(f"{req.weights} is already quantized (ptq-calibrate takes a float model)")
+    return model, ckpt, original
+
+
+def _calibrate(qmodel, config: QuantConfig, calib: list, progress) -> float:
+    """Calibrate qmodel's quantizers in place on the batches; returns the seconds it took."""
+    from optkit.quant.ptq import calibrate_on
+
+    n = sum(len(x) for x in calib)
+    t0 = time.perf_counter()
+    with progress.step(f"calibrating ({config.method}) on {n} images", total=n) as step:
+        calibrate_on(qmodel, config, calib, on_batch=step.advance)
+    return time.perf_counter() - t0
+
+
+def _sensitivity(qmodel, data: _Data, images: _Images, req: PtqRequest, result: dict, progress) -> None:
+    """Per-layer sensitivity (SQNR on the first calibration images, or the task's fitness on the val
+    images), and with --auto-skip the layers kept float, measured in fitness percentage points."""
+    from optkit.quant.quantizers import quantization_off, quantized_layers
+    from optkit.quant.sensitivity import auto_skip, first_images, sensitivity
+
+    def fitness_of(model):
+        return data.fitness(model, images.val)
+
+    t0 = time.perf_counter()
+    layers = len(quantized_layers(qmodel))
+    with progress.step(f"per-layer sensitivity ({req.sensitivity_metric}) of {layers} layers"):
+        by_fitness = req.sensitivity_metric != "sqnr"
+        ranked = sensitivity(qmodel, first_images(images.calib), fitness_of if by_fitness else None)
+    result["sensitivity"] = [r.as_dict(data.key) for r in ranked]
+    result["sensitivity_s"] = time.perf_counter() - t0
+    if req.auto_skip is not None:
+        with progress.step(
+            f"--auto-skip: keeping layers float until {data.label} drops <= {req.auto_skip} pp"
+        ):
+            with quantization_off(qmodel):
+                float_fitness = fitness_of(qmodel)
+            skipped, _ = auto_skip(qmodel, ranked, float_fitness, req.auto_skip, fitness_of)
+        result["auto_skipped"] = skipped
+
+
+def _compare(fused, qmodel, data: _Data, images: _Images) -> dict:
+    """Float vs INT8 on the val images: the task's fitness of each (None without a scoring task), the
+    task's agreement and the output SQNR."""
+    from optkit.quant.compare import fidelity
+
+    f = fidelity(fused, qmodel, [x for x, _ in images.val], data.scorer, data.num_classes)
+    return {
+        f"float_{data.key}": data.fitness(fused, images.val),
+        f"int8_{data.key}": data.fitness(qmodel, images.val),
+        "top1_agreement": f.agreement,
+        "sqnr_db": f.sqnr_db,
+        "val_images": f.images,
+    }
+
+
+def _args(req: PtqRequest) -> dict:
+    return {
+        "data": req.data,
+        "num_images": req.num_images,
+        **req.quant.as_dict(),
+        "sensitivity": req.sensitivity,
+        "auto_skip": req.auto_skip,
+        "act": req.act,
+    }
