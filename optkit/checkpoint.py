@@ -19,6 +19,7 @@ from typing import Any
 from optkit import __version__
 from optkit.errors import CheckpointError
 from optkit.io import atomic_open
+from optkit.limits import NUM_CLASSES
 from optkit.transforms import replay as replay_entry
 from optkit.transforms import valid_version
 
@@ -233,7 +234,7 @@ def _describe_foreign_dict(path: Path, raw: dict) -> str:
     return f"{path} is not an optkit checkpoint (no 'format: {FORMAT}' key)"
 
 
-MAX_CLASSES = 100_000  # a bound on the classifier a file can make optkit allocate (ImageNet-21k: 21,841)
+MAX_CLASSES = NUM_CLASSES.high  # a bound on the classifier a file can make optkit allocate
 
 
 def _check_fields(path: Path, ckpt: Checkpoint) -> None:

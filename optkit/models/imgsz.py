@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from optkit.errors import ModelError
+from optkit.limits import IMGSZ
 
-MAX_IMGSZ = 4096  # pixels; larger inputs are refused before anything is allocated
+MAX_IMGSZ = IMGSZ.high  # pixels; larger inputs are refused before anything is allocated
 
 
 def check_imgsz(imgsz: int, stride: int = 32) -> int:

@@ -42,7 +42,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.errors import CheckpointError, OptkitError
+from optkit.limits import ATOL, Bounds
 from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 _ROOT = "<model>"  # how reports name the model itself (the root module)
 KIND = "fuse"  # the checkpoint transform this stage owns (optkit.transforms)
 VERSION = 1  # its entry layout: {"kind", "version", "fused": FuseReport.fused}
+IMAGES = Bounds(1)  # the check's image side (pixels) and batch: any positive size runs
 
 
 class FuseError(OptkitError):
@@ -66,6 +68,18 @@ class FuseConfig:
     batch: int = 2  # images per check
     seed: int = 0  # seeds the check's random inputs
     input_shape: tuple[int, ...] | None = None  # full check input shape; None: (batch, 3, imgsz, imgsz)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """The output check's settings (field names; the fuse flow names its --atol)."""
+        if not self.check:
+            return
+        ATOL.check("atol", self.atol)
+        if self.input_shape is None:
+            IMAGES.check("imgsz", self.imgsz)
+            IMAGES.check("batch", self.batch)
 
 
 @dataclass
@@ -103,7 +117,7 @@ def fuse(model: nn.Module, config: FuseConfig = FuseConfig()) -> tuple[nn.Module
     """
     import torch
 
-    _check_config(config)
+    config.validate()  # fields may have changed since it was made
     work = copy.deepcopy(model).eval()
     x = _check_input(work, config) if config.check else None
     with torch.no_grad():
@@ -411,15 +425,6 @@ def _fold(layer: nn.Module, bn: nn.Module) -> None:
 
 
 # --- the output check -----------------------------------------------------------------------------
-
-
-def _check_config(config: FuseConfig) -> None:
-    if not config.check:
-        return
-    if not config.atol >= 0:
-        raise ConfigError(f"fuse atol must be >= 0, got {config.atol}")
-    if config.input_shape is None and (config.imgsz < 1 or config.batch < 1):
-        raise ConfigError(f"fuse check needs imgsz >= 1 and batch >= 1, got {config.imgsz}, {config.batch}")
 
 
 def _check_input(model: nn.Module, config: FuseConfig) -> torch.Tensor:

@@ -16,7 +16,6 @@ zero (`sparsity_masks` + `apply_masks_` after every optimizer step).
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.limits import AMOUNT
 from optkit.models.layers import weight_layer_types
 from optkit.transforms import register_transform
 
@@ -44,9 +44,7 @@ class PruneConfig:
         self.validate()
 
     def validate(self) -> None:
-        a = self.amount
-        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0 <= a < 1:  # NaN fails too
-            raise ConfigError(f"amount must be a sparsity in [0, 1), e.g. 0.3 (got {a!r})")
+        AMOUNT.check("amount", self.amount)  # the target sparsity (a workflow names its flag)
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be one of {', '.join(SCOPES)} (got {self.scope!r})")
         ignore = [] if self.ignore is None else [self.ignore] if isinstance(self.ignore, str) else self.ignore

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.limits import AMOUNT
 from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
@@ -58,9 +59,7 @@ class StructuredPruneConfig:
         self.validate()
 
     def validate(self) -> None:
-        a = self.amount
-        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0 <= a < 1:
-            raise ConfigError(f"--amount must be a fraction in [0, 1), got {a!r}")
+        AMOUNT.check("amount", self.amount)  # of each layer's output channels (a workflow names its flag)
         if self.importance not in IMPORTANCES:
             raise ConfigError(
                 f"unknown importance {self.importance!r}; choose one of {', '.join(IMPORTANCES)}"

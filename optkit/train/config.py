@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from optkit import limits
 from optkit.errors import ConfigError
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSProp")
 NOMINAL_BATCH = 64  # gradients are accumulated up to this many images per optimizer step
-MAX_IMGSZ = 4096  # pixels; bigger inputs are refused before allocating anything
-MAX_BATCH = 65536
+AUTOBATCH = -1  # batch_size: the largest batch that fits (optkit.train.autobatch)
 DEFAULT_DATA = "builtin:shapes"  # --data of a new run when none is given
 MIN_BATCH_NORM_BATCH = 2  # images per process: BatchNorm cannot train on one ("Expected more than 1 value")
 
@@ -50,7 +50,12 @@ class TrainConfig:
     stop_after: int | None = None  # stop this run after N epochs (resume later with --resume)
     resume_from: str | None = None  # a last.pt to continue
 
+    # An explicit validate(), not __post_init__: a resumed run is made as TrainConfig(resume_from=...) with
+    # neither model nor weights (and from_dict/field updates rebuild the saved config from last.pt), and
+    # `data` None means "the saved dataset" until the resume has read it; so the trainer validates once the
+    # config is complete (Trainer.prepare), and `optkit train` before any work when it is not resuming.
     def validate(self) -> TrainConfig:
+        """Check every option (one message each, naming its flag) against optkit.limits; returns self."""
         if self.data is None:  # a new run (a resume has taken its saved dataset by now)
             self.data = DEFAULT_DATA
         if not self.model and not self.weights:
@@ -59,30 +64,34 @@ class TrainConfig:
             raise ConfigError("give either --model or --weights, not both")
         if self.weights and self.model_options:
             raise ConfigError("--act, --dropout and --model-opt apply to --model; a checkpoint keeps its own")
-        _check_range("--epochs", self.epochs, 1, 100_000)
-        if self.imgsz is not None:
-            _check_range("--imgsz", self.imgsz, 32, MAX_IMGSZ)
-        if self.batch_size != -1:
-            _check_range("--batch-size", self.batch_size, 1, MAX_BATCH, hint=" (or -1 for autobatch)")
+        if self.imgsz is not None and self.imgsz not in limits.IMGSZ:
+            from optkit.models.imgsz import check_imgsz
+
+            check_imgsz(self.imgsz)  # the words of every --imgsz refusal (the stride is checked later)
+        if self.batch_size != AUTOBATCH:
+            limits.BATCH.check("--batch-size", self.batch_size, hint=" (or -1 for autobatch)")
+        for flag, value, bounds in self._bounded():
+            if value is not None:  # None: chosen later (workers) or not asked for (stop_after)
+                bounds.check(flag, value)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.lr0 > 0:
-            raise ConfigError(f"--lr0 must be > 0, got {self.lr0}")
-        if not 0 < self.lrf <= 1:
-            raise ConfigError(f"--lrf must be in (0, 1], got {self.lrf}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
-        for flag, value in (("--patience", self.patience), ("--freeze", self.freeze)):
-            _check_range(flag, value, 0, 1_000_000)
-        if self.warmup_epochs < 0 or self.weight_decay < 0 or self.momentum < 0:
-            raise ConfigError("--warmup-epochs, --weight-decay and --momentum must be >= 0")
-        if self.workers is not None:
-            _check_range("--workers", self.workers, 0, 256)
-        if self.stop_after is not None:
-            _check_range("--stop-after", self.stop_after, 1, 100_000)
         return self
+
+    def _bounded(self) -> list[tuple[str, object, limits.Bounds]]:
+        return [
+            ("--epochs", self.epochs, limits.EPOCHS),
+            ("--lr0", self.lr0, limits.LR0),
+            ("--lrf", self.lrf, limits.LRF),
+            ("--momentum", self.momentum, limits.NON_NEGATIVE),
+            ("--weight-decay", self.weight_decay, limits.NON_NEGATIVE),
+            ("--warmup-epochs", self.warmup_epochs, limits.NON_NEGATIVE),
+            ("--label-smoothing", self.label_smoothing, limits.LABEL_SMOOTHING),
+            ("--fraction", self.fraction, limits.FRACTION),
+            ("--patience", self.patience, limits.PATIENCE),
+            ("--freeze", self.freeze, limits.FREEZE),
+            ("--workers", self.workers, limits.WORKERS),
+            ("--stop-after", self.stop_after, limits.STOP_AFTER),
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,8 +123,3 @@ def require_batch_norm_batch(model, batch_size: int, world: int = 1) -> None:
         f"{what}: the model has BatchNorm layers, which need at least {MIN_BATCH_NORM_BATCH} images per "
         f"process to train; use --batch-size {least} or more"
     )
-
-
-def _check_range(flag: str, value: int, lo: int, hi: int, hint: str = "") -> None:
-    if not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{flag} must be an integer in [{lo}, {hi}]{hint}, got {value!r}")

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optkit import limits
 from optkit.errors import ConfigError
 
 # Fine-tuning after pruning: AdamW from 2e-3 with cosine decay and no warm-up recovered the demo model
@@ -33,18 +34,25 @@ class PruneRequest:
     code_dir: str | None = None  # with trust: folder put on the import path
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
-    def validate(self) -> PruneRequest:
-        if not 0 <= self.amount < 1:
-            raise ConfigError(f"--amount must be in [0, 1), got {self.amount}")
-        if self.scope not in ("global", "layer"):
-            raise ConfigError(f"--scope must be global or layer, got {self.scope!r}")
-        if self.finetune_epochs < 0 or (self.finetune_epochs and not self.data):
+    def __post_init__(self) -> None:
+        """Each option checked once, against optkit.limits, in the words of its flag."""
+        from optkit.stages.prune import SCOPES
+        from optkit.stages.prune_structured import IMPORTANCES
+
+        limits.AMOUNT.check("--amount", self.amount)
+        if self.scope not in SCOPES:
+            raise ConfigError(f"--scope must be {' or '.join(SCOPES)}, got {self.scope!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(
+                f"--importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}"
+            )
+        limits.ROUND_TO.check("--round-to", self.round_to)
+        limits.FINETUNE_EPOCHS.check("--finetune-epochs", self.finetune_epochs)
+        if self.finetune_epochs and not self.data:
             raise ConfigError("--finetune-epochs N needs N >= 0 and --data")
-        if not 1 <= self.round_to <= 1024:
-            raise ConfigError(f"--round-to must be in [1, 1024], got {self.round_to}")
-        if not 1 <= self.batch_size <= 65536:
-            raise ConfigError(f"--batch-size must be in [1, 65536], got {self.batch_size}")
-        return self
+        limits.BATCH.check("--batch-size", self.batch_size)
+        if self.workers is not None:
+            limits.WORKERS.check("--workers", self.workers)
 
 
 def run_prune(req: PruneRequest, progress=None) -> dict:
@@ -58,7 +66,6 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     from optkit.workflows.outputs import check_run_folder, file_size, stage_output
 
     progress = progress or Quiet()
-    req.validate()
     target = stage_output(req.weights, "pruned", req.output)
     if req.finetune_epochs:
         check_run_folder(FINETUNE_PROJECT)  # both outputs checked before any work
