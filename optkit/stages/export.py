@@ -6,9 +6,12 @@ fp32 by `build_model`), folds eval-mode BatchNorm into the convs, and is the exp
 INT8 QDQ export needs, so all ONNX files optkit writes come from the same one. It supports opsets
 11-20 here (`MIN_OPSET`, `MAX_OPSET`).
 
-The graph: input `images` (N, 3, H, W) float32 (float16 with `half`), output `logits` (N, classes).
-With `dynamic`, N, H and W are free (named batch/height/width): every zoo model is fully convolutional
-with adaptive pooling, and the parity check runs a second batch size and a second input size to prove it.
+The graph: input `images` (N, 3, H, W) float32 (float16 with `half`); its outputs are named by the
+model's task (`ExportConfig.output_names`, `Task.output_names`: a classifier's one output is `logits`),
+and output0, output1, ... (as YOLOv5 / Ultralytics name theirs) when the task is not known here or names
+a different number of outputs than the model returns. With `dynamic`, N, H and W are free (named
+batch/height/width): every zoo model is fully convolutional with adaptive pooling, and the parity check
+runs a second batch size and a second input size to prove it.
 
 Steps: trace in memory -> onnxslim (optional; on failure the unsimplified graph is kept and the report
 says why) -> metadata_props -> onnx.checker -> a temp file in the target folder -> parity check on that
@@ -17,10 +20,13 @@ and the source is never touched. The weights travel inside the one file (no exte
 whose file would pass protobuf's 2 GB limit is refused.
 
 Parity: the PyTorch model (fp32, CPU) and ONNX Runtime (CPU provider) run the same seeded standard-normal
-inputs, and optionally real validation images, compared on every output (a detection model returns
-several, named output0, output1, ...; a classifier's one output is `logits`). max |Δ| is measured in
+inputs, and optionally real validation images, compared on every output. max |Δ| is measured in
 absolute terms and relative to the largest |output| of PyTorch (as `fuse` does); above `atol` the export
-fails. Top-1 agreement is reported when the model has one (N, classes) output.
+fails (`ParityError`). Top-1 agreement is reported when the model has one (N, classes) output.
+
+Messages name ExportConfig's fields, never a command's flags: errors about a field carry it as `option`
+and the rest of the sentence as `detail`, and a parity failure carries its figures, so the flow that owns
+the flags words them (docs/architecture.md, Layers).
 """
 
 from __future__ import annotations
@@ -50,14 +56,33 @@ if TYPE_CHECKING:
 
 MIN_OPSET, MAX_OPSET = 11, 20  # what the TorchScript exporter supports, from opset 11 (Clip with inputs)
 MAX_BYTES = 2**31 - 1  # protobuf's limit for one serialized message; larger needs external data files
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
-DYNAMIC_AXES = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}}
+INPUT_NAME = "images"
+INPUT_AXES = {0: "batch", 2: "height", 3: "width"}  # with `dynamic`; every output gets {0: "batch"}
 ATOL_FP32, ATOL_FP16 = 1e-4, 1e-2  # default tolerances: max |Δ| / max |output|
-PARITY_IMAGES = 256  # real images compared at most
 
 
 class ExportError(OptkitError):
     """The model could not be exported, or ONNX Runtime's output differs from PyTorch's."""
+
+
+class ParityError(ExportError):
+    """ONNX Runtime's output differs from PyTorch's by more than the tolerance; nothing was written.
+    `summary`: the figures in one sentence; `max_rel`: the worst max |Δ| / max |output|; `simplified`:
+    onnxslim's graph was written; `int8_target`: set for a quantized graph."""
+
+    def __init__(self, summary: str, max_rel: float, simplified: bool, int8_target: str | None) -> None:
+        self.summary, self.max_rel = summary, max_rel
+        self.simplified, self.int8_target = simplified, int8_target
+        note = "; the graph was simplified by onnxslim" if simplified and not int8_target else ""
+        super().__init__(summary + note)
+
+
+def option_error(error_type: type[OptkitError], option: str, detail: str) -> OptkitError:
+    """`error_type("<option> <detail>")` that also carries `option` (an ExportConfig field) and `detail`
+    (the words after it), so the flow that owns the flag can say it instead of the field's name."""
+    error = error_type(f"{option} {detail}")
+    error.option, error.detail = option, detail
+    return error
 
 
 @dataclass
@@ -73,6 +98,9 @@ class ExportConfig:
     seed: int = 0  # seeds the parity check's random inputs
     int8_target: str | None = None  # quantized checkpoints: "onnxruntime" or "tensorrt" (optkit.quant.qdq)
     silu_form: str = "auto"  # onnxruntime INT8: auto, quickgelu or qlinear (optkit.quant.silu_form)
+    # one name per output tensor (the task's: optkit.tasks); None, or a count that differs from the
+    # model's outputs: output0, output1, ... (export_checkpoint fills in the checkpoint's task's)
+    output_names: tuple[str, ...] | None = None
 
     def tolerance(self) -> float:
         return self.atol if self.atol is not None else (ATOL_FP16 if self.half else ATOL_FP32)
@@ -80,26 +108,27 @@ class ExportConfig:
     def validate(self) -> None:
         op = self.opset
         if isinstance(op, bool) or not isinstance(op, int) or not MIN_OPSET <= op <= MAX_OPSET:
-            raise ConfigError(
-                f"--opset {op} is not supported: choose {MIN_OPSET} to {MAX_OPSET} "
-                f"(the range of torch's TorchScript ONNX exporter; default 17)"
+            raise option_error(
+                ConfigError,
+                "opset",
+                f"{op} is not supported: choose {MIN_OPSET} to {MAX_OPSET} "
+                f"(the range of torch's TorchScript ONNX exporter; default 17)",
             )
         b = self.batch
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 1024:
-            raise ConfigError(f"--batch-size must be in [1, 1024], got {b!r}")
+            raise option_error(ConfigError, "batch", f"must be in [1, 1024], got {b!r}")
         if self.int8_target is not None:
             from optkit.quant.config import TARGETS
 
             if self.int8_target not in TARGETS:
-                raise ConfigError(
-                    f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}"
-                )
+                detail = f"must be one of {', '.join(TARGETS)}, got {self.int8_target!r}"
+                raise option_error(ConfigError, "int8_target", detail)
         if self.silu_form != "auto":
             from optkit.quant.silu_form import check_form
 
             check_form(self.silu_form)
         if self.atol is not None and not self.atol > 0:  # `not >`: NaN fails too
-            raise ConfigError(f"--atol must be > 0, got {self.atol}")
+            raise option_error(ConfigError, "atol", f"must be > 0, got {self.atol}")
 
 
 @dataclass
@@ -167,7 +196,7 @@ def export_onnx(
     """Write `model` to `output` as ONNX and check it; return what was done. The model is not modified.
 
     metadata: written as `metadata_props` (lists/dicts as JSON, the rest as text). images: batches of
-    preprocessed real images (N, 3, imgsz, imgsz) for the parity check (`parity_images` builds them).
+    preprocessed real images (N, 3, imgsz, imgsz) for the parity check (e.g. `ImageBatches`).
     rewrite: applied to the traced (and simplified) graph, e.g. optkit.quant's QDQ insertion.
     reference: the model the file is checked against (default: `model`).
     """
@@ -256,18 +285,25 @@ def export_checkpoint(
 ) -> ExportReport:
     """Export a checkpoint's inference model (EMA weights when present, fp32) with optkit's metadata.
 
-    source: the checkpoint file, hashed into `source_sha256` (omitted when None).
+    source: the checkpoint file, hashed into `source_sha256` (omitted when None). The graph's outputs are
+    named by the checkpoint's task unless `config.output_names` names them.
     """
     from optkit.checkpoint import build_model
     from optkit.quant.quantizers import quantize_entry
 
     config = replace(config, imgsz=config.imgsz or ckpt.imgsz)
+    if config.output_names is None:
+        from optkit.tasks import get_task
+
+        config.output_names = tuple(get_task(ckpt.task).output_names)
     config.validate()
     entry = quantize_entry(ckpt.transforms)
     if entry is None and config.int8_target:
-        raise ConfigError("--int8-target needs a quantized checkpoint (made by optkit ptq-calibrate or qat)")
+        detail = "needs a quantized checkpoint (made by optkit ptq-calibrate or qat)"
+        raise option_error(ConfigError, "int8_target", detail)
     if entry is not None and config.half:
-        raise ConfigError("--half and INT8 do not combine: a quantized checkpoint exports as an INT8 graph")
+        detail = "and INT8 do not combine: a quantized checkpoint exports as an INT8 graph"
+        raise option_error(ConfigError, "half", detail)
     if config.half:
         half_device()  # before the model is built: a clear error first
     model = build_model(ckpt)
@@ -326,7 +362,7 @@ def _graph_parity(graph: onnx.ModelProto, reference: nn.Module, config: ExportCo
 
 
 def _replayable(images: Iterable | None) -> Iterable | None:
-    """`images` if it can be iterated again (a list, `parity_images`' batches), else its batches in a
+    """`images` if it can be iterated again (a list, `ImageBatches`), else its batches in a
     list: the INT8 export reads them once per SiLU form and once for the written file."""
     if images is None or iter(images) is not images:
         return images
@@ -370,25 +406,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def parity_images(
-    data: str, names: list[str], imgsz: int, preprocess: dict, limit: int = PARITY_IMAGES, batch: int = 32
-) -> ImageBatches:
-    """Batches of up to `limit` val images of dataset `data`, spread evenly over the split, preprocessed as
-    in validation. The dataset and its classes are checked now; images are read while iterating, again on
-    every pass."""
-    from optkit.data import ImageFolder, ValTransform, resolve_data
-    from optkit.data.subset import evenly_spaced
-    from optkit.measure.validate import check_classes
-
-    spec = resolve_data(data)
-    check_classes(spec, names)
-    dataset = ImageFolder(spec.val_dir, ValTransform(imgsz, mean=preprocess["mean"], std=preprocess["std"]))
-    return ImageBatches(dataset, evenly_spaced(len(dataset), limit), batch)
-
-
 @dataclass
 class ImageBatches:
-    """Batches of dataset[i] for i in `indices`, read anew on every iteration (no images held in memory)."""
+    """Batches of dataset[i][0] (the image of an (image, target) item) for i in `indices`, read anew on
+    every iteration (no images held in memory): the real images of a parity check."""
 
     dataset: Any
     indices: list[int]
@@ -408,7 +429,8 @@ def half_device() -> torch.device:
     import torch
 
     if not torch.cuda.is_available():
-        raise DeviceError("--half exports an fp16 graph on CUDA, but CUDA is not available on this machine")
+        detail = "exports an fp16 graph on CUDA, but CUDA is not available on this machine"
+        raise option_error(DeviceError, "half", detail)
     return torch.device("cuda:0")
 
 
@@ -438,13 +460,13 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
             "the TorchScript module returns nested outputs (a list inside its output tuple), which its ONNX "
             "export cannot flatten; export the source model, or script it with flat outputs"
         )
-    names = output_names(output)
+    names = output_names(output, config.output_names)
     kwargs = dict(
         input_names=[INPUT_NAME],
         output_names=names,
         opset_version=config.opset,
         do_constant_folding=True,
-        dynamic_axes={**DYNAMIC_AXES, **{n: {0: "batch"} for n in names}} if config.dynamic else None,
+        dynamic_axes={INPUT_NAME: INPUT_AXES, **{n: {0: "batch"} for n in names}} if config.dynamic else None,
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # torch >= 2.9 defaults to the torch.export-based exporter
@@ -572,13 +594,15 @@ def _top_level(output: Any) -> int:
     return len(output) if isinstance(output, (list, tuple)) else 1
 
 
-def output_names(output: Any) -> list[str]:
-    """ONNX output names: `logits` for a classifier's single tensor, else output0, output1, ... (as
-    YOLOv5 / Ultralytics name theirs)."""
+def output_names(output: Any, wanted: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """ONNX output names: `wanted` (the task's names) when it names every output tensor, else output0,
+    output1, ... (as YOLOv5 / Ultralytics name theirs)."""
     n = len(flat_tensors(output))
     if n == 0:
         raise ExportError("the model's output holds no tensors")
-    return [OUTPUT_NAME] if n == 1 else [f"output{i}" for i in range(n)]
+    if wanted and len(wanted) == n:
+        return list(wanted)
+    return [f"output{i}" for i in range(n)]
 
 
 def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:
@@ -586,18 +610,11 @@ def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:
     atol = config.tolerance()
     if worst is None or worst.max_rel <= atol:
         return
-    hint = ""
-    if config.int8_target:  # onnxslim runs before the QDQ rewrite: --no-simplify changed nothing there
-        from optkit.quant.silu_form import atol_to_admit
-
-        if math.isfinite(worst.max_rel):
-            hint = f"; --atol {atol_to_admit(worst.max_rel)} accepts this difference"
-    elif report.simplified:
-        hint = "; the graph was simplified by onnxslim, try --no-simplify"
-    raise ExportError(
+    summary = (
         f"ONNX Runtime's output differs from PyTorch's on {worst.label()}: max |Δ| {worst.max_abs:.3g} is "
-        f"{worst.max_rel:.3g} of the output scale, above atol={atol:g}; nothing written{hint}"
+        f"{worst.max_rel:.3g} of the output scale, above atol={atol:g}; nothing written"
     )
+    raise ParityError(summary, worst.max_rel, report.simplified, config.int8_target)
 
 
 def _text(value: Any) -> str:

@@ -212,11 +212,14 @@ def test_stage_checkpoints_export(tiny_ckpt, tmp_path):
 
 
 def test_parity_on_real_images(tiny_ckpt, tiny_data, tmp_path):
-    from optkit.stages.export import parity_images, preprocess_of
+    from optkit.stages.export import preprocess_of
+    from optkit.tasks import get_task
+    from optkit.workflows.export import parity_images
 
     ckpt, src = tiny_ckpt
     ckpt.names = ["blue", "green", "red"]
-    images = parity_images(str(tiny_data), ckpt.names, 32, preprocess_of(ckpt), limit=10, batch=4)
+    task = get_task(ckpt.task)
+    images = parity_images(str(tiny_data), task, ckpt.names, 32, preprocess_of(ckpt), limit=10, batch=4)
     report = export_checkpoint(ckpt, tmp_path / "m.onnx", ExportConfig(), src, images=images)
     val = report.cases[-1]
     assert val.input == "val" and val.shape == [10, 3, 32, 32] and val.top1_agreement == 1.0

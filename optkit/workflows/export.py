@@ -1,0 +1,235 @@
+"""The `optkit export` flow: open a model file, export it to one ONNX file beside it (or -o), checked
+with ONNX Runtime on random inputs and, with --data, on real val images.
+
+An optkit checkpoint (or a state_dict read into a zoo model) exports through
+`optkit.stages.export.export_checkpoint`, which also writes INT8 graphs of quantized checkpoints; a
+trusted foreign module or a TorchScript file exports as the module it is, with the facts taken from the
+file (class names, stride, input size, the preprocessing of its pickled transforms). The graph's output
+names come from the model's task (`Task.output_names`); a task this optkit does not know gets output0,
+output1, ... Errors of the export stage name ExportConfig's fields; this flow words them as flags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from optkit.errors import ConfigError, OptkitError
+
+PARITY_IMAGES = 256  # real images compared at most (--data)
+# ExportConfig's fields -> the flags that set them (optkit.cli.export)
+FLAGS = {
+    "opset": "--opset",
+    "batch": "--batch-size",
+    "int8_target": "--int8-target",
+    "atol": "--atol",
+    "half": "--half",
+}
+
+
+@dataclass
+class ExportRequest:
+    weights: str  # the model file to export
+    opset: int = 17
+    dynamic: bool = False  # free batch size and input height/width
+    simplify: bool = True  # simplify the graph with onnxslim
+    half: bool = False  # fp16 graph (needs CUDA)
+    imgsz: int | None = None  # pixels; None: the model's own
+    batch: int = 1  # batch size of the graph (dynamic: of the example)
+    data: str | None = None  # also compare on up to PARITY_IMAGES val images of this dataset
+    check: bool = True  # compare ONNX Runtime with PyTorch
+    int8_target: str | None = None  # quantized checkpoints: onnxruntime or tensorrt
+    silu_form: str = "auto"  # onnxruntime INT8: auto, quickgelu or qlinear
+    atol: float | None = None  # max |Δ| / max |output|; None: the export's default
+    output: str | None = None  # a .onnx path; None: <stem>.onnx beside the input
+    trust: bool = False  # load a foreign pickled checkpoint (runs its code)
+    code_dir: str | None = None  # with trust: folder put on the import path
+    model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
+
+    def __post_init__(self) -> None:
+        with flags_worded():
+            self.config().validate()
+        if self.data is not None and not self.check:
+            raise ConfigError("--data feeds the output comparison, which --no-check skips; drop one of them")
+
+    def config(self):
+        """The export stage's config (optkit.stages.export.ExportConfig); imgsz as asked (maybe None)."""
+        from optkit.stages.export import ExportConfig
+
+        return ExportConfig(
+            imgsz=self.imgsz,
+            batch=self.batch,
+            opset=self.opset,
+            dynamic=self.dynamic,
+            simplify=self.simplify,
+            half=self.half,
+            check=self.check,
+            atol=self.atol,
+            int8_target=self.int8_target,
+            silu_form=self.silu_form,
+        )
+
+
+def run_export(req: ExportRequest, progress=None) -> dict:
+    """Write the ONNX file; returns {"source", **ExportReport.as_dict()} (what optkit.report.export
+    prints). `progress`: an optkit.report.progress display (default: quiet). Nothing is written when a
+    check fails, and the input is never touched."""
+    from optkit.report.progress import Quiet
+
+    progress = progress or Quiet()
+    with flags_worded():
+        report = _export(req, progress)
+    return {"source": req.weights, **report.as_dict()}
+
+
+def _export(req: ExportRequest, progress):
+    from optkit.models.imgsz import check_imgsz
+    from optkit.stages.export import export_checkpoint, half_device, preprocess_of
+    from optkit.workflows.inputs import open_model
+
+    if req.half:
+        half_device()  # no CUDA: fail before reading anything
+    target = onnx_output(req.weights, req.output)  # checked writable before any work
+    src = open_model(
+        req.weights, command="export", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
+    )
+    config = req.config()
+    config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride)
+    config.output_names = output_names_of(src.task)
+    preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else src.preprocess or preprocess_of(None)
+    images = None
+    if req.data:
+        images = parity_images(req.data, _data_task(src), src.names, config.imgsz, preprocess)
+    # line=False: a bar on a terminal only; a failed check is an error line of its own
+    with progress.step(f"exporting {src.path} to {target}", line=False):
+        if src.ckpt is not None:
+            return export_checkpoint(src.ckpt, target, config, source=req.weights, images=images)
+        return _export_module(src, target, config, images)  # a trusted foreign module or TorchScript
+
+
+def _export_module(src, target: Path, config, images):
+    """A model that is not an optkit checkpoint, with the metadata optkit writes taken from the file."""
+    from optkit import __version__
+    from optkit.stages.export import export_onnx, preprocess_of, sha256_file
+
+    if config.int8_target:
+        raise ConfigError(
+            f"--int8-target needs a quantized optkit checkpoint; {src.path} is a {src.kind} file"
+        )
+    metadata = {
+        "names": list(src.names),
+        "imgsz": int(config.imgsz),
+        "stride": src.stride,
+        "task": src.task,
+        "arch": src.arch,
+        "optkit_version": __version__,
+        "preprocess": src.preprocess or preprocess_of(None),
+        "source_format": src.kind,
+        "source_sha256": sha256_file(src.path),
+    }
+    return export_onnx(src.model(), target, config, metadata, images)
+
+
+def output_names_of(task_name: str) -> tuple[str, ...]:
+    """The graph's output names the model's task gives; () for a task this optkit does not know (a
+    foreign detector, a TorchScript file that names none): the export then says output0, output1, ..."""
+    from optkit.errors import CheckpointError
+    from optkit.tasks import get_task
+
+    try:
+        return tuple(get_task(task_name).output_names)
+    except CheckpointError:
+        return ()
+
+
+def parity_images(
+    data: str,
+    task,
+    names: list[str],
+    imgsz: int,
+    preprocess: dict,
+    limit: int = PARITY_IMAGES,
+    batch: int = 32,
+):
+    """Batches (optkit.stages.export.ImageBatches) of up to `limit` val images of dataset `data`, spread
+    evenly over the split, as `task` (an optkit.tasks.Task) reads them at validation with `preprocess`
+    ({"mean", "std"}). The dataset and its classes (`names`) are checked now; images are read while
+    iterating, again on every pass."""
+    from optkit.data.subset import evenly_spaced
+    from optkit.measure.validate import check_classes
+    from optkit.stages.export import ImageBatches
+
+    spec = task.resolve_data(data)
+    check_classes(spec, names)
+    dataset = task.image_dataset(spec, names, imgsz, "val", preprocess)
+    return ImageBatches(dataset, evenly_spaced(len(dataset), limit), batch)
+
+
+def _data_task(src):
+    """The task that reads --data for `src` (an opened model); refused when this optkit has none."""
+    from optkit.errors import CheckpointError
+    from optkit.tasks import get_task
+
+    try:
+        return get_task(src.task)
+    except CheckpointError:
+        raise ConfigError(
+            f"--data: {src.path} is a {src.task} model, and this optkit reads no {src.task} datasets to "
+            "compare it on; export it without --data"
+        ) from None
+
+
+def onnx_output(source: str | Path, output: str | None) -> Path:
+    """`<stem>.onnx` beside the source, or -o (a .onnx file path; missing folders are created),
+    checked writable."""
+    from optkit.io import check_writable
+    from optkit.workflows.outputs import DEFAULT_HINT
+
+    source = Path(source)
+    if output is None:
+        if source.suffix.lower() == ".onnx":  # the default would replace the input itself
+            from optkit.checkpoint import _check_readable_file
+
+            _check_readable_file(source)  # an ONNX file (by content), a missing file: said as for any input
+            raise ConfigError(f"{source} is a checkpoint named .onnx; give -o PATH.onnx for the export")
+        return check_writable(source.with_suffix(".onnx"), hint=DEFAULT_HINT)
+    path = Path(output)
+    if path.is_dir():
+        example = path / (source.stem + ".onnx")
+        raise ConfigError(f"-o {path} is a directory; give a file path such as {example}")
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {path}: export writes an ONNX model; give a path ending in .onnx")
+    return check_writable(path, "-o")
+
+
+@contextmanager
+def flags_worded() -> Iterator[None]:
+    """The export stage's errors in the words of the command: a field it names (`option`) becomes its
+    flag, and a failed parity check gains the flag that may let it pass."""
+    from optkit.stages.export import ExportError, ParityError
+
+    try:
+        yield
+    except ParityError as e:
+        raise ExportError(e.summary + _parity_advice(e)) from None
+    except OptkitError as e:
+        flag = FLAGS.get(getattr(e, "option", None))
+        if flag is None:
+            raise
+        raise type(e)(f"{flag} {e.detail}") from None
+
+
+def _parity_advice(e) -> str:
+    """What to change so a failed parity check passes, in flags (e: optkit.stages.export.ParityError)."""
+    if e.int8_target:  # onnxslim runs before the QDQ rewrite: --no-simplify changes nothing there
+        from optkit.quant.silu_form import atol_to_admit
+
+        if not math.isfinite(e.max_rel):
+            return ""
+        return f"; --atol {atol_to_admit(e.max_rel)} accepts this difference"
+    if e.simplified:
+        return "; the graph was simplified by onnxslim, try --no-simplify"
+    return ""
