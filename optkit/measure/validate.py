@@ -47,24 +47,6 @@ def measure_on_val(
     }
 
 
-def accuracy_on(
-    model,
-    names: list[str],
-    spec,
-    imgsz: int,
-    batch_size: int = 128,
-    workers: int | None = None,
-    device: str = "",
-    preprocess: dict | None = None,
-) -> dict:
-    """`measure_on_val` of a classifier, for callers that do not ask their model's task yet
-    (quant/qat.py); it goes when they do (issue 12)."""
-    from optkit.tasks import get_task
-
-    classify = get_task("classify")
-    return measure_on_val(model, classify, spec, names, imgsz, batch_size, workers, device, preprocess)
-
-
 def check_classes(spec, names: list[str], what: str = "checkpoint") -> None:
     """The dataset's classes are the model's, in the same order (its output index = the class id)."""
     if list(spec.names) != list(names):

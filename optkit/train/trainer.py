@@ -1,4 +1,4 @@
-"""The embedded fine-tuning trainer (DESIGN §4).
+"""The embedded fine-tuning trainer (README, `optkit train`; its task seam: docs/architecture.md).
 
 Exact resume: everything random is a pure function of (seed, epoch, index) — the sample order,
 the augmentation of each image and the dropout masks (torch is re-seeded at every epoch) — and
@@ -215,10 +215,11 @@ class Trainer:
 
     def _sparsity_masks(self) -> dict:
         """Weights zeroed by unstructured pruning stay zero while training (re-applied after each step)."""
-        entries = [t for t in self.transforms if t.get("kind") == "sparsity"]
+        from optkit.stages.prune import sparsity_entries, sparsity_masks
+
+        entries = sparsity_entries(self.transforms)
         if not entries:
             return {}
-        from optkit.stages.prune import sparsity_masks
 
         masks: dict = {}
         for entry in entries:
@@ -227,9 +228,10 @@ class Trainer:
         return masks
 
     def _model_for_classes(self, ckpt: Checkpoint, names: list[str]):
-        """The checkpoint's model. When the dataset's classes differ, its classifier head (the last
-        Linear) is re-initialised: with another count its shape changes, and with the same count under
-        other names its outputs would mean other classes."""
+        """The checkpoint's model. When the dataset's classes differ, its output layers (the classifier's
+        Linear, as the model declares it: optkit.models.parts) are re-initialised: with another count
+        their shape changes, and with the same count under other names their outputs would mean other
+        classes."""
         from optkit.checkpoint import create_architecture
 
         if ckpt.names == names:

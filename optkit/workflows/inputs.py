@@ -73,16 +73,6 @@ class ModelInput:
             return self.foreign.module()
         return self.scripted.float().eval()
 
-    def keep_layers(self) -> list[str]:
-        """Modules whose outputs pruning must keep beyond the classifier Linear: a detection head's block
-        (its output channels are the box/class layout), named as in `named_modules()`."""
-        if self.foreign is None or self.task == "classify":
-            return []
-        blocks = getattr(self.foreign.stored_module, "model", None)
-        if hasattr(blocks, "__len__") and hasattr(blocks, "__getitem__") and len(blocks):
-            return [f"model.{len(blocks) - 1}"]
-        return []
-
     def stage_checkpoint(
         self,
         model: nn.Module,

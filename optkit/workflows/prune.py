@@ -60,6 +60,7 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     fine-tuning epochs. Every input is checked before the first step that prints a line."""
     from optkit.checkpoint import save_checkpoint
     from optkit.models import count_params
+    from optkit.models.parts import kept_whole
     from optkit.report.progress import Quiet
     from optkit.train.config import require_batch_norm_batch
     from optkit.workflows.inputs import open_model
@@ -81,7 +82,7 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     model = src.model()
     if req.finetune_epochs:  # the fine-tune's batch, refused now rather than after pruning
         require_batch_norm_batch(model, req.batch_size)
-    keep = [name for name in src.keep_layers() if name not in req.ignore]
+    keep = [name for name in kept_whole(model) if name not in req.ignore]  # optkit.models.parts
     result: dict = {"source": req.weights, "output": str(target), "amount": req.amount}
     if keep:
         result["kept_output_layers"] = keep  # a detection head keeps its output layout

@@ -66,16 +66,16 @@ def _one_error_line(r) -> str:
 @pytest.fixture
 def resolved(monkeypatch) -> list[str]:
     """The --data values resolved during the test (read, or generated for builtin: data)."""
-    import optkit.data
+    import optkit.data.loader
 
     calls: list[str] = []
-    real = optkit.data.resolve_data
+    real = optkit.data.loader.resolve_data
 
     def recording(spec, *args, **kwargs):
         calls.append(spec)
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(optkit.data, "resolve_data", recording)
+    monkeypatch.setattr(optkit.data.loader, "resolve_data", recording)  # what the tasks call
     return calls
 
 
@@ -188,7 +188,7 @@ def test_resume_takes_an_explicit_data_for_a_moved_dataset_exactly(
 
 
 def test_without_resume_data_still_defaults_to_builtin_shapes(cli, tmp_path, monkeypatch):
-    import optkit.data
+    import optkit.data.loader
     from optkit.errors import DatasetError
 
     seen: list[str] = []
@@ -197,7 +197,7 @@ def test_without_resume_data_still_defaults_to_builtin_shapes(cli, tmp_path, mon
         seen.append(spec)
         raise DatasetError("stopped here by the test")
 
-    monkeypatch.setattr(optkit.data, "resolve_data", stop)
+    monkeypatch.setattr(optkit.data.loader, "resolve_data", stop)  # what the tasks call
     r = cli("train", "--model", "test-tiny", "--workers", "0", "--project", tmp_path / "runs")
     assert "stopped here by the test" in _one_error_line(r)
     assert seen == ["builtin:shapes"]
