@@ -24,9 +24,10 @@ inputs, and optionally real validation images, compared on every output. max |Δ
 absolute terms and relative to the largest |output| of PyTorch (as `fuse` does); above `atol` the export
 fails (`ParityError`). Top-1 agreement is reported when the model has one (N, classes) output.
 
-Messages name ExportConfig's fields, never a command's flags: errors about a field carry it as `option`
-and the rest of the sentence as `detail`, and a parity failure carries its figures, so the flow that owns
-the flags words them (docs/architecture.md, Layers).
+Messages name ExportConfig's fields, never a command's flags: errors about a field carry it as `field`
+and the rest of the sentence as `detail` (optkit.limits.FieldError; NoCudaError for `half` without CUDA),
+and a parity failure carries its figures (ParityError), so the flow that owns the flags words them
+(docs/architecture.md, Layers).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optkit.errors import ConfigError, DeviceError, OptkitError
+from optkit.limits import ATOL, TIMED_BATCH, FieldError
 
 if TYPE_CHECKING:
     import onnx
@@ -77,12 +79,15 @@ class ParityError(ExportError):
         super().__init__(summary + note)
 
 
-def option_error(error_type: type[OptkitError], option: str, detail: str) -> OptkitError:
-    """`error_type("<option> <detail>")` that also carries `option` (an ExportConfig field) and `detail`
-    (the words after it), so the flow that owns the flag can say it instead of the field's name."""
-    error = error_type(f"{option} {detail}")
-    error.option, error.detail = option, detail
-    return error
+class NoCudaError(DeviceError):
+    """`half` asks for an fp16 graph, traced on CUDA, and this machine has none. Carries `field` ("half")
+    and `detail` (the words after it), as optkit.limits.FieldError does."""
+
+    field = "half"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{self.field} {detail}")
 
 
 @dataclass
@@ -108,27 +113,24 @@ class ExportConfig:
     def validate(self) -> None:
         op = self.opset
         if isinstance(op, bool) or not isinstance(op, int) or not MIN_OPSET <= op <= MAX_OPSET:
-            raise option_error(
-                ConfigError,
+            raise FieldError(
                 "opset",
                 f"{op} is not supported: choose {MIN_OPSET} to {MAX_OPSET} "
                 f"(the range of torch's TorchScript ONNX exporter; default 17)",
             )
-        b = self.batch
-        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 1024:
-            raise option_error(ConfigError, "batch", f"must be in [1, 1024], got {b!r}")
+        TIMED_BATCH.check("batch", self.batch)  # the graph's batch dimension
         if self.int8_target is not None:
             from optkit.quant.config import TARGETS
 
             if self.int8_target not in TARGETS:
                 detail = f"must be one of {', '.join(TARGETS)}, got {self.int8_target!r}"
-                raise option_error(ConfigError, "int8_target", detail)
+                raise FieldError("int8_target", detail)
         if self.silu_form != "auto":
             from optkit.quant.silu_form import check_form
 
             check_form(self.silu_form)
-        if self.atol is not None and not self.atol > 0:  # `not >`: NaN fails too
-            raise option_error(ConfigError, "atol", f"must be > 0, got {self.atol}")
+        if self.atol is not None:
+            ATOL.check("atol", self.atol)  # > 0; NaN fails too
 
 
 @dataclass
@@ -299,11 +301,9 @@ def export_checkpoint(
     config.validate()
     entry = quantize_entry(ckpt.transforms)
     if entry is None and config.int8_target:
-        detail = "needs a quantized checkpoint (made by optkit ptq-calibrate or qat)"
-        raise option_error(ConfigError, "int8_target", detail)
+        raise FieldError("int8_target", "needs a quantized checkpoint (made by optkit ptq-calibrate or qat)")
     if entry is not None and config.half:
-        detail = "and INT8 do not combine: a quantized checkpoint exports as an INT8 graph"
-        raise option_error(ConfigError, "half", detail)
+        raise FieldError("half", "and INT8 do not combine: a quantized checkpoint exports as an INT8 graph")
     if config.half:
         half_device()  # before the model is built: a clear error first
     model = build_model(ckpt)
@@ -429,8 +429,7 @@ def half_device() -> torch.device:
     import torch
 
     if not torch.cuda.is_available():
-        detail = "exports an fp16 graph on CUDA, but CUDA is not available on this machine"
-        raise option_error(DeviceError, "half", detail)
+        raise NoCudaError("exports an fp16 graph on CUDA, but CUDA is not available on this machine")
     return torch.device("cuda:0")
 
 

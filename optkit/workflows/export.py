@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from optkit.errors import ConfigError, OptkitError
+from optkit.errors import ConfigError
 
 PARITY_IMAGES = 256  # real images compared at most (--data)
 # ExportConfig's fields -> the flags that set them (optkit.cli.export)
@@ -207,19 +207,22 @@ def onnx_output(source: str | Path, output: str | None) -> Path:
 
 @contextmanager
 def flags_worded() -> Iterator[None]:
-    """The export stage's errors in the words of the command: a field it names (`option`) becomes its
+    """The export stage's errors in the words of the command: a field it names (`field`) becomes its
     flag, and a failed parity check gains the flag that may let it pass."""
-    from optkit.stages.export import ExportError, ParityError
+    from optkit.errors import DeviceError
+    from optkit.limits import FieldError
+    from optkit.stages.export import ExportError, NoCudaError, ParityError
 
     try:
         yield
     except ParityError as e:
         raise ExportError(e.summary + _parity_advice(e)) from None
-    except OptkitError as e:
-        flag = FLAGS.get(getattr(e, "option", None))
-        if flag is None:
+    except FieldError as e:
+        if e.field not in FLAGS:
             raise
-        raise type(e)(f"{flag} {e.detail}") from None
+        raise e.for_option(FLAGS[e.field]) from None
+    except NoCudaError as e:
+        raise DeviceError(f"{FLAGS[e.field]} {e.detail}") from None
 
 
 def _parity_advice(e) -> str:

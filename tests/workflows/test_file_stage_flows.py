@@ -76,7 +76,12 @@ def ckpt_path(tmp_path):
             "opset 5 is not supported: choose 11 to 20",
             "--opset 5 is not supported: choose 11 to 20",
         ),
-        ("batch", 0, "batch must be in [1, 1024], got 0", "--batch-size must be in [1, 1024], got 0"),
+        (
+            "batch",
+            0,
+            "batch must be an integer in [1, 1024], got 0",
+            "--batch-size must be an integer in [1, 1024], got 0",
+        ),
         ("atol", 0.0, "atol must be > 0, got 0.0", "--atol must be > 0, got 0.0"),
         ("int8_target", "x", "int8_target must be one of", "--int8-target must be one of"),
     ],
@@ -88,7 +93,7 @@ def test_export_config_errors_carry_the_field_and_the_request_names_the_flag(
 
     with pytest.raises(ConfigError) as stage:
         ExportConfig(**{field: value}).validate()
-    assert str(stage.value).startswith(stage_words) and stage.value.option == field
+    assert str(stage.value).startswith(stage_words) and stage.value.field == field
     assert not FLAG.search(str(stage.value))
     with pytest.raises(ConfigError) as flow:
         ExportRequest(weights="never-opened.pt", **{field: value})
@@ -100,7 +105,7 @@ def test_quantized_only_options_are_facts_in_the_stage_and_flags_in_the_flow(cli
         export_checkpoint(
             load_checkpoint(ckpt_path), tmp_path / "a.onnx", ExportConfig(int8_target="tensorrt")
         )
-    assert stage.value.option == "int8_target" and not FLAG.search(str(stage.value))
+    assert stage.value.field == "int8_target" and not FLAG.search(str(stage.value))
     r = cli("export", ckpt_path, "--int8-target", "tensorrt", "-o", tmp_path / "b.onnx")
     assert r.code == 1 and r.err.startswith("error: --int8-target needs a quantized checkpoint")
     assert not list(tmp_path.glob("*.onnx"))
@@ -113,7 +118,7 @@ def test_half_without_cuda_is_a_fact_in_the_stage_and_a_flag_in_the_flow(ckpt_pa
 
     with pytest.raises(DeviceError) as stage:
         half_device()
-    assert stage.value.option == "half" and not FLAG.search(str(stage.value))
+    assert stage.value.field == "half" and not FLAG.search(str(stage.value))
     with pytest.raises(
         DeviceError, match=r"^--half exports an fp16 graph on CUDA, but CUDA is not available"
     ):
