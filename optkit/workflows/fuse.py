@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optkit.errors import ConfigError
+from optkit.limits import ATOL
 
 
 @dataclass
@@ -19,8 +19,7 @@ class FuseRequest:
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
     def __post_init__(self) -> None:
-        if not self.atol > 0:  # `not >`: NaN fails too
-            raise ConfigError(f"--atol must be > 0, got {self.atol}")
+        ATOL.check("--atol", self.atol)  # > 0 and finite
 
 
 def run_fuse(req: FuseRequest, progress=None) -> dict:

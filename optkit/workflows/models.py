@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optkit.errors import ConfigError
+from optkit.limits import NUM_CLASSES
 
 
 @dataclass
@@ -14,11 +14,7 @@ class ModelsRequest:
     num_classes: int = 1000  # classes of the head the parameters are counted with
 
     def __post_init__(self) -> None:
-        from optkit.checkpoint import MAX_CLASSES
-
-        n = self.num_classes
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
-            raise ConfigError(f"--num-classes must be an integer in [1, {MAX_CLASSES}], got {n!r}")
+        NUM_CLASSES.check("--num-classes", self.num_classes)
 
 
 def run_models(req: ModelsRequest, progress=None) -> dict:
