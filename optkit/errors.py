@@ -39,3 +39,11 @@ class Terminated(KeyboardInterrupt):
     handler (optkit.train.interrupt.sigterm_raises) and exits with 143 = 128 + 15, as shells report it."""
 
     exit_code = 143
+
+
+class QuietExit(OptkitError):
+    """End the command with `exit_code` and print nothing: another process (torchrun's rank 0) reports."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("")
+        self.exit_code = exit_code

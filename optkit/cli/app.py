@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_app(argv: list[str], sigterm) -> int:
-    from optkit.errors import Interrupted, OptkitError, Terminated
+    from optkit.errors import Interrupted, OptkitError, QuietExit, Terminated
 
     debug = "--debug" in argv
     try:
@@ -116,6 +116,8 @@ def _run_app(argv: list[str], sigterm) -> int:
         if debug:
             traceback.print_exc()
         return _fail(_usage_message(e, argv), getattr(e, "exit_code", 2))
+    except QuietExit as e:
+        return e.exit_code
     except OptkitError as e:
         if debug:
             traceback.print_exc()

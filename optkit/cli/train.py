@@ -82,15 +82,12 @@ def train(
     from optkit.report.console import emit_json
     from optkit.report.train import TrainDisplay, print_summary
     from optkit.threads import set_cpu_threads
-    from optkit.train import distributed
     from optkit.train.config import TrainConfig
-    from optkit.train.trainer import Trainer
-    from optkit.workflows.outputs import check_run_folder
+    from optkit.workflows.train import model_options, run_train
 
-    options = _model_options(act, dropout, model_opt or [])
     cfg = TrainConfig(
         model=model,
-        model_options=options,
+        model_options=model_options(act, dropout, model_opt or []),
         weights=weights,
         data=data,
         epochs=epochs,
@@ -120,81 +117,11 @@ def train(
         resume_from=resume,
     )
     used_threads = set_cpu_threads(threads)
-    dist = distributed.from_env()
-    if not dist.is_main:
-        _run_quietly(Trainer(cfg, dist=dist), cfg, dist)
-        return
-    if resume is None:
-        cfg.validate()  # before any data is generated or memory allocated
-    check_run_folder(project, resume)  # before any work: the run folder can be written
     with TrainDisplay() as display:
-        result = _run(Trainer(cfg, progress=display, dist=dist), dist)
+        result = run_train(cfg, progress=display)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     if json_out:
         emit_json({**result.as_dict(), "threads": used_threads})
     else:
         print_summary(result)
-
-
-def _run(trainer, dist):
-    """trainer.run(); under torchrun, losing the connection to a process that failed (and printed its
-    own error) becomes one line on rank 0."""
-    from optkit.errors import OptkitError
-    from optkit.train import distributed
-    from optkit.workflows.inputs import optkit_checkpoints_only
-
-    try:
-        with optkit_checkpoints_only("train"):  # --weights/--resume: a pickled file's refusal in words
-            return trainer.run()
-    except RuntimeError as e:
-        if dist.enabled and distributed.peer_failed(e):
-            raise OptkitError("another torchrun process failed; its error is above") from e
-        raise
-
-
-def _run_quietly(trainer, cfg, dist) -> None:
-    """A torchrun rank other than 0: no progress, no summary. Option errors are the same on every rank
-    and rank 0 reports them, as it reports a process that failed; anything else (a file missing on this
-    node, a bug) names the rank."""
-    from optkit.errors import ConfigError, Interrupted, OptkitError
-
-    try:
-        if cfg.resume_from is None:
-            cfg.validate()
-        _run(trainer, dist)
-    except ConfigError:
-        raise typer.Exit(1) from None
-    except Interrupted as e:  # rank 0 says what last.pt holds; this rank knows nothing of the saves
-        raise typer.Exit(e.exit_code) from None
-    except OptkitError as e:
-        if isinstance(e.__cause__, RuntimeError):  # the connection to a failed process
-            raise typer.Exit(1) from None
-        raise type(e)(f"rank {dist.rank}: {e}") from e
-
-
-def _model_options(act: str | None, dropout: float | None, pairs: list[str]) -> dict:
-    from optkit.errors import ConfigError
-
-    options: dict = {}
-    if act is not None:
-        options["act"] = act
-    if dropout is not None:
-        options["dropout"] = dropout
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--model-opt expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = _parse_value(value.strip())
-    return options
-
-
-def _parse_value(text: str):
-    """'0.5' -> 0.5, '3' -> 3, 'true' -> True, anything else stays a string."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
