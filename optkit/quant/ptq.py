@@ -81,14 +81,16 @@ def with_activation(ckpt: Checkpoint, act: str) -> Checkpoint:
     return dataclasses.replace(ckpt, arch={**ckpt.arch, "kwargs": kwargs})
 
 
-def onnx_ranges_of(qmodel: nn.Module, imgsz: int, calib: list) -> dict:
-    """Ranges of the tensors of qmodel's float ONNX graph on the calibration batches (quant.ranges)."""
+def onnx_ranges_of(qmodel: nn.Module, imgsz: int, calib: list, output_names: tuple[str, ...]) -> dict:
+    """Ranges of the tensors of qmodel's float ONNX graph on the calibration batches (quant.ranges); the
+    graph's outputs named as the export will name them (`output_names`, the task's)."""
     from optkit.quant.quantizers import quantization_off
     from optkit.quant.ranges import tensor_ranges
     from optkit.stages.export import ExportConfig, float_graph
 
     with quantization_off(qmodel):
-        proto, *_ = float_graph(qmodel, ExportConfig(imgsz=imgsz, dynamic=True))  # any batch size
+        config = ExportConfig(imgsz=imgsz, dynamic=True, output_names=output_names)  # any batch size
+        proto, *_ = float_graph(qmodel, config)
     return tensor_ranges(proto, calib)
 
 

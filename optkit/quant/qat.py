@@ -63,5 +63,8 @@ def remeasure_onnx_ranges_(ckpt, batches: list) -> None:
     from optkit.checkpoint import build_model
     from optkit.quant.ptq import onnx_ranges_of
     from optkit.quant.quantizers import quantize_entry
+    from optkit.tasks import get_task
 
-    quantize_entry(ckpt.transforms)["onnx_ranges"] = onnx_ranges_of(build_model(ckpt), ckpt.imgsz, batches)
+    names = tuple(get_task(ckpt.task).output_names)
+    ranges = onnx_ranges_of(build_model(ckpt), ckpt.imgsz, batches, names)
+    quantize_entry(ckpt.transforms)["onnx_ranges"] = ranges

@@ -104,6 +104,7 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     )
     from optkit.quant.quantizers import insert_quantizers, quantized_layers
     from optkit.report.progress import Quiet
+    from optkit.tasks import get_task
     from optkit.workflows.inputs import open_model
     from optkit.workflows.outputs import file_size, stage_output
 
@@ -142,7 +143,8 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     else:
         t0 = time.perf_counter()
         with progress.step(f"measuring ONNX activation ranges on {result['num_images']} images"):
-            ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib)
+            outputs = tuple(get_task(ckpt.task).output_names)  # the names the export gives them
+            ranges = onnx_ranges_of(qmodel, src.imgsz, images.calib, outputs)
         result["ranges_s"] = time.perf_counter() - t0
         new = quantized_checkpoint(ckpt, qmodel, final_config, ranges, fuse_transform)
         new.add_lineage("ptq-calibrate", {**_args(req), "source": req.weights}, metrics)

@@ -85,6 +85,9 @@ def test_fuses_first_and_records_lineage(tmp_path, tiny_data):
     assert not any("bn" in k for k in ckpt.model)  # BN folded before quantizers went in
     assert ckpt.lineage[-1]["stage"] == "ptq-calibrate" and "int8_top1" in ckpt.lineage[-1]["metrics"]
     assert ckpt.transforms[-1]["onnx_ranges"]  # measured for the onnxruntime INT8 flavour
+    # the float graph's tensors are named as the export names them: the classifier's output is "logits"
+    ranges = ckpt.transforms[-1]["onnx_ranges"]
+    assert "logits" in ranges and "output0" not in ranges
 
 
 def test_sensitivity_and_auto_skip(tmp_path, tiny_data):
