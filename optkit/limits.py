@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,40 @@ class FieldError(ConfigError):
     def for_option(self, option: str) -> FieldError:
         """The same mistake, told in terms of the option that set the field (e.g. "--amount")."""
         return FieldError(option, self.detail)
+
+
+class FieldsError(ConfigError):
+    """A mistake told in terms of several fields ("round_to 2048 is wider than every prunable layer ...:
+    use round_to 640 or less"). `template` (str.format) writes each field of `fields` as {field} and the
+    facts in `values` as {name}; the message names the fields, `for_options` names the options instead."""
+
+    def __init__(self, template: str, fields: Iterable[str], **values: Any):
+        self.template, self.fields, self.values = template, tuple(fields), values
+        super().__init__(self.worded({}))
+
+    def worded(self, options: Mapping[str, str]) -> str:
+        """The message with each field named as in `options` (e.g. {"amount": "--amount"}), or by itself."""
+        return self.template.format(**{f: options.get(f, f) for f in self.fields}, **self.values)
+
+    def for_options(self, options: Mapping[str, str]) -> ConfigError:
+        """The same mistake, told in terms of the options that set the fields."""
+        return ConfigError(self.worded(options))
+
+
+@contextmanager
+def options_named(options: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block, a FieldError or FieldsError about a field in `options` (field -> option, e.g.
+    {"round_to": "--round-to"}) is raised again naming the option: how a flow words a library's errors."""
+    try:
+        yield
+    except FieldError as e:
+        if e.field not in options:
+            raise
+        raise e.for_option(options[e.field]) from None
+    except FieldsError as e:
+        if not set(e.fields) & set(options):
+            raise
+        raise e.for_options(options) from None
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from optkit.errors import CheckpointError, ConfigError, OptkitError
-from optkit.limits import AMOUNT
+from optkit.errors import CheckpointError, ConfigError
+from optkit.limits import AMOUNT, FieldError, FieldsError
 from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
@@ -44,6 +44,18 @@ if TYPE_CHECKING:
 KIND = "prune-structured"  # the checkpoint transform this stage owns (optkit.transforms)
 VERSION = 1  # its entry layout: see structured_transform
 IMPORTANCES = ("l1", "l2", "bn-scale")
+FIELDS = ("amount", "importance", "round_to", "ignore")  # what a message may name (a flow: its flags)
+
+
+class NothingRemoved(FieldsError):
+    """A pruning step removed no channel. The message says why and what would remove some: `field`, the
+    config field to change (None when nothing can), and `suggested`, a value of it that removes channels
+    (None when the message names none). The fields are named as StructuredPruneConfig's; a flow names its
+    flags (`for_options`)."""
+
+    def __init__(self, template: str, field: str | None = None, suggested=None, **values):
+        self.field, self.suggested = field, suggested
+        super().__init__(template, FIELDS, **values)
 
 
 @dataclass
@@ -74,7 +86,7 @@ class StructuredPruneConfig:
 def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[nn.Module, dict]:
     """Return (a pruned copy in eval mode, the transform entry that `replay` rebuilds it from).
 
-    The input model is not changed. Raises OptkitError if no channel was removed.
+    The input model is not changed. Raises NothingRemoved if no channel was removed.
     """
     from optkit.models.imgsz import check_imgsz, model_stride
 
@@ -85,9 +97,10 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
     heads = _kept_layers(pruned)
     ignored = _modules_named(pruned, config.ignore)
     if not heads and not ignored:
-        raise OptkitError(
+        raise FieldsError(
             "cannot tell the model's output layer (it declares no head, and has no nn.Linear with "
-            "num_classes outputs); name the output layer in --ignore so its outputs are kept"
+            "num_classes outputs); name the output layer in {ignore} so its outputs are kept",
+            ["ignore"],
         )
     ignored.extend(heads)
 
@@ -110,7 +123,7 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
         pruner.step()
         history = _plain_history(pruner.pruning_history())
         if not history:
-            raise OptkitError(_why_nothing_was_removed(pruner, pruned, config))
+            raise _why_nothing_was_removed(pruner, pruned, config)
     del pruner  # it holds the dependency graph (and references to every module)
 
     weights_after, channels_after = prunable_weight_count(pruned), _channel_count(pruned)
@@ -210,14 +223,15 @@ def _channel_count(model: nn.Module) -> int:
 
 
 def _modules_named(model: nn.Module, names: list[str]) -> list[nn.Module]:
-    """Modules whose name is one of `names` or starts with `name.`; every name must match something."""
+    """Modules whose name is one of `names` or starts with `name.`; every name must match something
+    (else a FieldError for `ignore`)."""
     named = dict(model.named_modules())
     found = []
     for name in names:
         hits = [m for n, m in named.items() if n == name or n.startswith(name + ".")]
         if not name or not hits:
-            raise ConfigError(
-                f"--ignore {name!r} names no module of this model (e.g. 'model.2' or 'model.2.cv1')"
+            raise FieldError(
+                "ignore", f"{name!r} names no module of this model (e.g. 'model.2' or 'model.2.cv1')"
             )
         found.extend(hits)
     return found
@@ -280,46 +294,66 @@ def _floored_pruner_type():
     return FlooredPruner
 
 
-def _why_nothing_was_removed(pruner, model: nn.Module, config: StructuredPruneConfig) -> str:
-    """The error message when a pruning step removed no channel: why, and what would remove some."""
+def _why_nothing_was_removed(pruner, model: nn.Module, config: StructuredPruneConfig) -> NothingRemoved:
+    """The error when a pruning step removed no channel: why, and what would remove some."""
     widths = _group_widths(pruner, model)
     r = config.round_to
     if not widths:
         if config.importance == "bn-scale":
-            return (
-                "--importance bn-scale ranks channels by their BatchNorm scale, and no prunable layer of "
-                "this model has a BatchNorm: use --importance l1 or l2"
+            return NothingRemoved(
+                "{importance} bn-scale ranks channels by their BatchNorm scale, and no prunable layer of "
+                "this model has a BatchNorm: use {importance} l1 or l2",
+                "importance",
+                "l1",
             )
-        return (
+        return NothingRemoved(
             "no layer can lose channels: every conv/linear layer is the classifier head or kept whole "
-            "(--ignore, or an output layer of a detection head); ignore fewer layers"
+            "({ignore}, or an output layer of a detection head); ignore fewer layers",
+            "ignore",
         )
     name, widest = max(widths.items(), key=lambda kv: kv[1])
     if widest <= 1:
-        return "the model is at its minimum width (1 channel per prunable layer): nothing more can be removed"
+        return NothingRemoved(
+            "the model is at its minimum width (1 channel per prunable layer): nothing more can be removed"
+        )
     if widest < r:  # no layer fits a multiple of round_to: all are left whole (kept_channels)
-        return (
-            f"--round-to {r} is wider than every prunable layer (the widest, {name}, has {widest} channels), "
-            f"and a pruned layer keeps a multiple of it: use --round-to {widest // 2} or less"
-        )
+        return NothingRemoved(
+            "{round_to} {r} is wider than every prunable layer (the widest, {layer}, has {widest} channels), "
+            "and a pruned layer keeps a multiple of it: use {round_to} {lower} or less",
+            "round_to",
+            widest // 2,
+            r=r, layer=name, widest=widest, lower=widest // 2,
+        )  # fmt: skip
     if widest == r:  # every layer at its floor (kept_channels): no amount removes anything
-        return (
-            f"the model is at its minimum width for --round-to {r}: no prunable layer has more than {r} "
-            f"channels, the fewest a pruned layer keeps; use --round-to {widest // 2} or less to remove more"
-        )
+        return NothingRemoved(
+            "the model is at its minimum width for {round_to} {r}: no prunable layer has more than {r} "
+            "channels, the fewest a pruned layer keeps; use {round_to} {lower} or less to remove more",
+            "round_to",
+            widest // 2,
+            r=r, lower=widest // 2,
+        )  # fmt: skip
     if config.amount == 0:
-        return "--amount 0 removes no channels: any amount above 0 removes some (e.g. --amount 0.3)"
+        return NothingRemoved(
+            "{amount} 0 removes no channels: any amount above 0 removes some (e.g. {amount} 0.3)",
+            "amount",
+            0.3,
+        )
     smallest = _ceil_2_digits(1 / widest)  # keeps at most widest - 1 of the widest layer's channels
     if config.amount < float(smallest):  # so small that widest * (1 - amount) still rounds to widest
-        return (
-            f"--amount {config.amount:g} is too small to remove a channel: from --amount {smallest} on, "
-            f"{name} ({widest} channels) loses at least one"
-        )
+        return NothingRemoved(
+            "{amount} {value:g} is too small to remove a channel: from {amount} {smallest} on, "
+            "{layer} ({widest} channels) loses at least one",
+            "amount",
+            float(smallest),
+            value=config.amount, smallest=smallest, layer=name, widest=widest,
+        )  # fmt: skip
     # global ranking: the least important channels all lie in layers already at their minimum width
-    return (
-        f"--amount {config.amount:g} removes no channel: with global ranking, the channels it picks are all "
-        f"in layers already at their minimum width ({r} channels); raise --amount"
-    )
+    return NothingRemoved(
+        "{amount} {value:g} removes no channel: with global ranking, the channels it picks are all "
+        "in layers already at their minimum width ({r} channels); raise {amount}",
+        "amount",
+        value=config.amount, r=r,
+    )  # fmt: skip
 
 
 def _group_widths(pruner, model: nn.Module) -> dict[str, int]:

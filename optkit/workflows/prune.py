@@ -13,6 +13,8 @@ from optkit.errors import ConfigError
 # (yolo-cls-n, 30% of channels removed: 12.5% -> 96.25% top-1 in 3 epochs; 1e-3 gave 95.6%, 5e-4 94.1%).
 FINETUNE_LR0 = 0.002
 FINETUNE_PROJECT = "runs/prune"  # the fine-tuning run folders: runs/prune/<stem>, <stem>2, ...
+# the pruning configs' fields -> the flags that set them: the stages' errors name fields, this flow flags
+FLAGS = {"amount": "--amount", "importance": "--importance", "round_to": "--round-to", "ignore": "--ignore"}
 
 
 @dataclass
@@ -165,7 +167,8 @@ def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str], progres
         ignore=ignore,
         imgsz=imgsz,
     )
-    with progress.step(f"removing channels ({req.importance}, --amount {req.amount})", line=False):
+    step = progress.step(f"removing channels ({req.importance}, --amount {req.amount})", line=False)
+    with step, limits.options_named(FLAGS):
         pruned, transform = prune_structured(model, config)
     before, after = prunable_weight_count(model), prunable_weight_count(pruned)
     with progress.step("timing latency before and after pruning"):

@@ -3,7 +3,9 @@
 Torch-Pruning's own rounding sent a layer asked to keep fewer than `round_to` channels to 0 and then left
 it whole, so yolo-cls-n kept 55,811 / 194,019 / 890,115 params at 0.85 / 0.92 / 0.97 and 0.999 removed
 nothing. Now every layer stops at its minimum width; each message that says nothing was removed names
-something that does remove channels, and the tests here follow it.
+something that does remove channels, and the tests here follow it. The stage names its config's fields
+and carries the field to change and a value of it that removes channels (NothingRemoved); `optkit prune`
+says the same in its flags.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import torch
 from torch import nn
 
 from optkit.checkpoint import build_model, checkpoint_from_model, load_checkpoint, save_checkpoint
-from optkit.errors import OptkitError
 from optkit.models import create_model
-from optkit.stages.prune_structured import StructuredPruneConfig, prune_structured
+from optkit.stages.prune_structured import NothingRemoved, StructuredPruneConfig, prune_structured
 
 NAMES = ["a", "b", "c"]
 AMOUNTS = [0.1, 0.3, 0.5, 0.7, 0.85, 0.92, 0.97, 0.99, 0.999]
@@ -110,35 +111,48 @@ def yolo():
 
 
 def test_amount_zero_says_any_positive_amount_removes(yolo):
-    with pytest.raises(OptkitError, match=r"any amount above 0 .*--amount 0\.3"):
+    with pytest.raises(
+        NothingRemoved, match=r"^amount 0 .*any amount above 0 .*\(e\.g\. amount 0\.3\)$"
+    ) as info:
         _prune(yolo, amount=0.0)
-    assert _removes_channels(yolo, amount=0.3)
+    assert (info.value.field, info.value.suggested) == ("amount", 0.3)
+    assert _removes_channels(yolo, amount=info.value.suggested)
 
 
 def test_a_too_small_amount_names_the_smallest_that_removes(yolo):
-    with pytest.raises(OptkitError, match="too small") as info:
+    with pytest.raises(NothingRemoved, match="too small") as info:
         _prune(yolo, amount=1e-17)  # 1280 * (1 - 1e-17) is still 1280 channels
-    smallest = float(re.search(r"--amount ([0-9.e-]+) on", str(info.value)).group(1))
+    smallest = float(re.search(r"from amount ([0-9.e-]+) on", str(info.value)).group(1))
+    assert (info.value.field, info.value.suggested) == ("amount", smallest)
     assert _removes_channels(yolo, amount=smallest)
 
 
 @pytest.mark.parametrize("round_to", [8, 1])
 def test_pruning_a_model_at_its_minimum_width_says_so(yolo, round_to):
     smallest, _ = _prune(yolo, amount=0.999, round_to=round_to)
-    with pytest.raises(OptkitError, match="minimum width") as info:
+    with pytest.raises(NothingRemoved, match="minimum width") as info:
         _prune(smallest, amount=0.999, round_to=round_to)
     if round_to == 1:
         assert "nothing more can be removed" in str(info.value)
+        assert (info.value.field, info.value.suggested) == (None, None)
     else:
-        lower = int(re.search(r"--round-to (\d+) or less", str(info.value)).group(1))
+        lower = int(re.search(r"use round_to (\d+) or less", str(info.value)).group(1))
+        assert (info.value.field, info.value.suggested) == ("round_to", lower)
         assert lower < round_to and _removes_channels(smallest, amount=0.999, round_to=lower)
 
 
 def test_round_to_wider_than_every_layer_says_which_round_to_works(yolo):
-    with pytest.raises(OptkitError, match="wider than every prunable layer") as info:
+    with pytest.raises(NothingRemoved, match="wider than every prunable layer") as info:
         _prune(yolo, amount=0.5, round_to=2048)  # the widest layer has 1280 channels
-    lower = int(re.search(r"--round-to (\d+) or less", str(info.value)).group(1))
+    lower = int(re.search(r"use round_to (\d+) or less", str(info.value)).group(1))
+    assert (info.value.field, info.value.suggested) == ("round_to", lower)
     assert _removes_channels(yolo, amount=0.5, round_to=lower)
+
+
+def test_the_stage_names_fields_not_flags(yolo):
+    with pytest.raises(NothingRemoved) as info:
+        _prune(yolo, amount=0.5, round_to=2048)
+    assert "--" not in str(info.value) and "round_to 2048 is wider" in str(info.value)
 
 
 def test_kept_channels_floor():
@@ -183,3 +197,76 @@ def test_cli_amount_0999_prunes_more_than_097_and_then_says_minimum_width(cli, y
     )  # fmt: skip
     assert followed.code == 0, followed.err
     assert followed.json()["params_after"] < r999.json()["params_after"]
+
+
+# --- through the CLI, each of those messages names prune's flags, and following it works
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("test-tiny", num_classes=len(NAMES)).eval()  # widest prunable layer: 64 channels
+    return save_checkpoint(checkpoint_from_model(model, NAMES, 32), tmp_path / "t.pt")
+
+
+def _error_line(r) -> str:
+    lines = r.err.strip().splitlines()
+    assert r.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), r.err
+    return lines[0].removeprefix("error: ")
+
+
+@pytest.mark.parametrize(
+    "args, message, follow",
+    [
+        (
+            ["--amount", "0"],
+            r"--amount 0 removes no channels: any amount above 0 removes some \(e\.g\. --amount (0\.3)\)",
+            "--amount",
+        ),
+        (
+            ["--amount", "1e-17"],
+            r"--amount 1e-17 is too small to remove a channel: from --amount ([0-9.e-]+) on, "
+            r"model\.7\.conv\.conv \(64 channels\) loses at least one",
+            "--amount",
+        ),
+        (
+            ["--amount", "0.3", "--round-to", "1024"],
+            r"--round-to 1024 is wider than every prunable layer \(the widest, model\.7\.conv\.conv, has 64 "
+            r"channels\), and a pruned layer keeps a multiple of it: use --round-to (\d+) or less",
+            "--round-to",
+        ),
+        (
+            ["--amount", "0.3", "--ignore", "model.99"],
+            r"--ignore 'model\.99' names no module of this model \(e\.g\. 'model\.2' or 'model\.2\.cv1'\)",
+            None,
+        ),
+    ],
+)
+def test_cli_words_what_removes_channels_in_flags(cli, tiny_ckpt, tmp_path, args, message, follow):
+    out = tmp_path / "out.pt"
+    r = cli("prune", tiny_ckpt, "--structured", *args, "-o", out)
+    match = re.fullmatch(message, _error_line(r))
+    assert match, r.err
+    assert not out.exists()
+    if follow is not None:  # the value the message names removes channels
+        args = [*args, follow, match.group(1)]  # a later flag overrides the earlier one
+        followed = cli("prune", tiny_ckpt, "--structured", *args, "-o", out, "--json")
+        assert followed.code == 0, followed.err
+        assert followed.json()["params_after"] < followed.json()["params_before"]
+
+
+def test_cli_bn_scale_on_a_model_without_batch_norm_names_the_importances_that_work(cli, tmp_path):
+    from optkit.stages.fuse import FuseConfig, fuse, fuse_transform
+
+    torch.manual_seed(0)
+    fused, report = fuse(create_model("test-tiny", num_classes=len(NAMES)).eval(), FuseConfig(imgsz=32))
+    ckpt = checkpoint_from_model(fused, NAMES, 32, transforms=[fuse_transform(report.fused)])
+    path = save_checkpoint(ckpt, tmp_path / "fused.pt")
+    prune = ("prune", path, "--structured", "--amount", "0.3", "-o", tmp_path / "out.pt")
+    r = cli(*prune, "--importance", "bn-scale")
+    assert _error_line(r) == (
+        "--importance bn-scale ranks channels by their BatchNorm scale, and no prunable layer of this model "
+        "has a BatchNorm: use --importance l1 or l2"
+    )
+    followed = cli(*prune, "--importance", "l1", "--json")
+    assert followed.code == 0, followed.err
