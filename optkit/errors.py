@@ -2,6 +2,18 @@
 `optkit.cli.app` prints them as one line (`error: <message>`) and exits with code 1."""
 
 
+def error_behind(error: BaseException | None, kind: type[BaseException]):
+    """`error` itself if it is a `kind`, else the first `kind` it was raised from or while handling
+    (following __cause__, else __context__), or None. E.g. the Ctrl-C behind a write that then failed."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class OptkitError(Exception):
     """Base class: an error the user can fix (bad file, bad option, missing data)."""
 

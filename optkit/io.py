@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from optkit.errors import OptkitError
+from optkit.errors import OptkitError, error_behind
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -151,7 +151,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         for folder in missing:  # deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        interrupt = _interrupt_behind(e)
+        interrupt = error_behind(e, KeyboardInterrupt)
         if interrupt is not None and interrupt is not e:
             # Ctrl-C inside the writer, which then failed closing the half-written file (torch.save's
             # zip writer raises "unexpected pos ..."): the interrupt is what happened, say that
@@ -173,7 +173,7 @@ def _write_failure(error: BaseException, path: Path, tmp: Path) -> WriteError | 
     error is not about writing (a failed check inside the block, a bug) and must pass unchanged."""
     if isinstance(error, OptkitError | KeyboardInterrupt):
         return None
-    cause = _os_error_behind(error)
+    cause = error_behind(error, OSError)
     if cause is not None and cause.errno in NO_SPACE:
         return WriteError(_no_space_message(path))
     if cause is not None and cause.errno == errno.EFBIG:
@@ -186,17 +186,6 @@ def _write_failure(error: BaseException, path: Path, tmp: Path) -> WriteError | 
     torch_writer = isinstance(error, RuntimeError) and any(s in str(error) for s in TORCH_WRITER_FAILED)
     if torch_writer and _free_bytes(path.parent) < LOW_SPACE_BYTES:
         return WriteError(_no_space_message(path))
-    return None
-
-
-def _os_error_behind(error: BaseException) -> OSError | None:
-    """`error` itself if it is an OSError, else the first OSError it was raised from or while handling."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
     return None
 
 
@@ -216,17 +205,6 @@ def _free_bytes(folder: Path) -> int:
         return LOW_SPACE_BYTES  # cannot tell: not "full"
     blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
     return blocks * st.f_frsize
-
-
-def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt that `error` was raised while handling, if any (or `error` itself)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return error
-        seen.add(id(error))
-        error = error.__context__
-    return None
 
 
 def _fsync(path: Path, strict: bool = False) -> None:

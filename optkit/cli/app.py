@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_app(argv: list[str], sigterm) -> int:
-    from optkit.errors import Interrupted, OptkitError, QuietExit, Terminated
+    from optkit.errors import Interrupted, OptkitError, QuietExit, Terminated, error_behind
 
     debug = "--debug" in argv
     try:
@@ -122,13 +122,13 @@ def _run_app(argv: list[str], sigterm) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(e, Interrupted):  # train's message (the saved epoch); 143 when SIGTERM stopped it
-            terminated = sigterm.received or isinstance(_interrupt_behind(e), Terminated)
+            terminated = sigterm.received or isinstance(error_behind(e, KeyboardInterrupt), Terminated)
             return _fail(str(e), Terminated.exit_code if terminated else e.exit_code)
         return _fail(str(e), getattr(e, "exit_code", 1))
     except Exception as e:  # a bug, not the user's fault: say so in one line
         if debug:
             traceback.print_exc()
-        interrupt = _interrupt_behind(e)
+        interrupt = error_behind(e, KeyboardInterrupt)
         if interrupt is not None:  # raised while stopping for Ctrl-C or SIGTERM: that is what happened
             return _interrupted(terminated=sigterm.received or isinstance(interrupt, Terminated))
         if debug:
@@ -140,17 +140,6 @@ def _interrupted(terminated: bool) -> int:
     from optkit.errors import Terminated
 
     return _fail("terminated", Terminated.exit_code) if terminated else _fail("interrupted", 130)
-
-
-def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt (Ctrl-C) or Terminated (SIGTERM) that `error` was raised while handling."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _usage_message(e: Exception, argv: list[str]) -> str:

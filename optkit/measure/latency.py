@@ -79,14 +79,7 @@ def measure_latency(
     import torch
 
     check_counts(batch, warmup, runs, threads)
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    x = torch.randn(batch, 3, imgsz, imgsz, device=device, dtype=dtype)
-
-    def sync() -> None:  # CUDA runs asynchronously: wait for the work before reading the clock
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    x, sync = random_input(model, batch, imgsz)
 
     def forward_backward() -> None:  # a model may return a tuple/list of tensors (a detection head)
         sum(t.float().sum() for t in _tensors(model(x)) if t.requires_grad).backward()
@@ -116,7 +109,7 @@ def measure_latency(
         "runs": runs,
         "warmup": warmup,
         "batch": batch,
-        "threads": used_threads if device.type == "cpu" else None,
+        "threads": used_threads if x.device.type == "cpu" else None,
     }
 
 
@@ -187,6 +180,23 @@ def speedup_stats(base_round_ms: list[float], round_ms: list[float]) -> dict:
     }
 
 
+def random_input(model: nn.Module, batch: int, imgsz: int):
+    """(a random batch x 3 x imgsz x imgsz input on the model's device and dtype, a `sync()` that waits
+    for the device's queued work: CUDA runs asynchronously, so the clock is read after it)."""
+    import torch
+
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    x = torch.randn(batch, 3, imgsz, imgsz, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return x, sync
+
+
 def torch_batch_timer(model: nn.Module, imgsz: int, batch: int = 1, threads: int | None = None) -> BatchTimer:
     """A BatchTimer for eager forward passes of one random batch x 3 x imgsz x imgsz input (made once, on
     the model's device and dtype). Each call sets eval mode, inference_mode and `threads` and restores the
@@ -194,14 +204,7 @@ def torch_batch_timer(model: nn.Module, imgsz: int, batch: int = 1, threads: int
     import torch
 
     check_counts(batch, 0, 1, threads)
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    x = torch.randn(batch, 3, imgsz, imgsz, device=device, dtype=dtype)
-
-    def sync() -> None:  # CUDA runs asynchronously: wait for the work before reading the clock
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    x, sync = random_input(model, batch, imgsz)
 
     def timer(warmup: int, runs: int) -> list[float]:
         was_training, prev_threads = model.training, torch.get_num_threads()
