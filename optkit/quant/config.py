@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from optkit.errors import ConfigError
-from optkit.limits import NUM_IMAGES, PERCENTILE
+from optkit.limits import NUM_IMAGES, PERCENTILE, FieldError
 
 METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
 TARGETS = ("onnxruntime", "tensorrt")  # INT8 ONNX flavours (see optkit.quant.qdq)
@@ -20,13 +19,13 @@ QAT_DISTILL = True
 MAX_IMAGES = NUM_IMAGES.high  # calibration images: more is never needed and would only cost time
 
 
-class QuantValueError(ConfigError):
-    """A QuantConfig value out of its range. Carries the field's name and what is wrong with the value,
-    so that whoever owns the option words it (the ptq-calibrate flow names the flag)."""
+class QuantValueError(FieldError):
+    """A QuantConfig value out of its range: `field` (e.g. "method") and `detail` ("'kl' is not known:
+    choose one of ..."), so that whoever owns the option words it (the ptq-calibrate flow names the flag,
+    `for_option`). Its own message says "quantization <field> <detail>"."""
 
-    def __init__(self, name: str, problem: str):
-        self.name, self.problem = name, problem  # e.g. "method", "'kl' is not known: choose one of ..."
-        super().__init__(f"quantization {name} {problem}")
+    def __str__(self) -> str:
+        return f"quantization {self.field} {self.detail}"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError, OptkitError
+from optkit.limits import FieldError
 from optkit.quant.config import QuantConfig
 from optkit.transforms import register_transform
 
@@ -44,6 +45,18 @@ class QuantError(OptkitError):
     """Quantization could not be done as asked."""
 
 
+class UnknownLayerError(FieldError):
+    """A `skip` name that no quantizable layer has: `layer`, and the quantizable layers `known` (the first
+    six are listed; `hint` ends the list, e.g. where a flow lists them all)."""
+
+    def __init__(self, layer: str, known: list[str], hint: str = ""):
+        self.layer, self.known = layer, list(known)
+        listed = f"{', '.join(known[:6])}{', …' if len(known) > 6 else ''}"
+        super().__init__(
+            "skip", f"{layer}: no quantizable layer has that name (Conv/Linear layers: {listed}{hint})"
+        )
+
+
 def quantizable_layers(model: nn.Module) -> list[str]:
     """Names of the modules ModelOpt quantizes here: Conv1d/2d/3d and Linear (before insertion)."""
     from torch import nn
@@ -56,16 +69,12 @@ def insert_quantizers(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Put un-calibrated INT8 quantizers into `model` (in place; returned for chaining).
 
     Layers named in `config.skip` keep their quantizers disabled (they stay float). An unknown name is
-    an error that lists the quantizable layers.
+    an UnknownLayerError that lists the quantizable layers.
     """
     known = quantizable_layers(model)
     unknown = [s for s in config.skip if s not in known]
     if unknown:
-        raise ConfigError(
-            f"--skip {unknown[0]}: no quantizable layer has that name (Conv/Linear layers: "
-            f"{', '.join(known[:6])}{', …' if len(known) > 6 else ''}; `optkit ptq-calibrate --sensitivity` "
-            "lists them all)"
-        )
+        raise UnknownLayerError(unknown[0], known)
     if not known:
         raise QuantError("the model has no Conv or Linear layer to quantize")
     mtq = _modelopt()

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError
-from optkit.quant.config import MAX_IMAGES, QuantConfig, QuantValueError
+from optkit.limits import CALIBRATION_BATCH, NUM_IMAGES, options_named
+from optkit.quant.config import QuantConfig
 
 if TYPE_CHECKING:
     from optkit.tasks import Task
@@ -37,14 +38,14 @@ VAL_BATCH = 128  # images per batch of the val comparison (decoded once, run man
 # half of them) push some activation past its range and are clipped; the histogram methods (percentile,
 # entropy, mse) also see too little of the tails to place a clipping point. 32 is one default batch.
 FEW_CALIBRATION_IMAGES = 32
+FLAGS = {"method": "--method", "percentile": "--percentile", "skip": "--skip"}  # QuantConfig's fields
+SKIP_HINT = "; `optkit ptq-calibrate --sensitivity` lists them all"  # ends an unknown --skip's layer list
 
 
 def quant_config(method: str, percentile: float, per_channel: bool, skip: list[str]) -> QuantConfig:
     """The QuantConfig of ptq-calibrate's options; a value out of range is worded by its flag."""
-    try:
+    with options_named(FLAGS):
         return QuantConfig(method=method, percentile=percentile, per_channel=per_channel, skip=list(skip))
-    except QuantValueError as e:
-        raise ConfigError(f"--{e.name} {e.problem}") from None
 
 
 @dataclass
@@ -65,9 +66,9 @@ class PtqRequest:
     model_name: str | None = None  # a plain state_dict file: the zoo model it belongs to
 
     def __post_init__(self) -> None:
-        _check_images(self.num_images, "--num-images")
+        NUM_IMAGES.check("--num-images", self.num_images)
         if self.val_images is not None:
-            _check_images(self.val_images, "--val-images")
+            NUM_IMAGES.check("--val-images", self.val_images)
         if self.sensitivity_metric not in SENSITIVITY_METRICS:
             raise ConfigError(
                 f"--sensitivity-metric must be one of {', '.join(SENSITIVITY_METRICS)}, "
@@ -77,8 +78,7 @@ class PtqRequest:
             raise ConfigError(
                 f"--auto-skip takes a top-1 drop in percentage points in [0, 100], got {self.auto_skip}"
             )
-        if not 1 <= self.batch_size <= 4096:
-            raise ConfigError(f"--batch-size must be in [1, 4096], got {self.batch_size}")
+        CALIBRATION_BATCH.check("--batch-size", self.batch_size)
 
     @property
     def scores_layers(self) -> bool:
@@ -86,9 +86,14 @@ class PtqRequest:
         return self.sensitivity_metric == "top1" or self.auto_skip is not None
 
 
-def _check_images(n: int, option: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
-        raise ConfigError(f"{option} must be in [1, {MAX_IMAGES}], got {n!r}")
+def _with_quantizers(fused, quant: QuantConfig):
+    """A copy of `fused` with INT8 quantizers; a --skip name no layer has is refused in its flag's words."""
+    from optkit.quant.quantizers import UnknownLayerError, insert_quantizers
+
+    try:
+        return insert_quantizers(copy.deepcopy(fused), quant)
+    except UnknownLayerError as e:
+        raise UnknownLayerError(e.layer, e.known, SKIP_HINT).for_option(FLAGS[e.field]) from None
 
 
 def run_ptq(req: PtqRequest, progress=None) -> dict:
@@ -102,7 +107,7 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
         quantized_checkpoint,
         with_config,
     )
-    from optkit.quant.quantizers import insert_quantizers, quantized_layers
+    from optkit.quant.quantizers import quantized_layers
     from optkit.report.progress import Quiet
     from optkit.tasks import get_task
     from optkit.workflows.inputs import open_model
@@ -122,7 +127,7 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     with progress.step("building the model and inserting INT8 quantizers (ModelOpt)", line=False):
         model, ckpt, original = _float_model(src, req)
         fused, fuse_transform = fused_for_quantization(model, src.imgsz, foreign=src.foreign is not None)
-        qmodel = insert_quantizers(copy.deepcopy(fused), req.quant)  # checks --skip
+        qmodel = _with_quantizers(fused, req.quant)
     images = _images(data, req, progress)
     result["num_images"] = sum(len(b) for b in images.calib)
     _warn_few_images(result, len(data.train), req, progress)
