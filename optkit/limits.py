@@ -49,9 +49,12 @@ class FieldsError(ConfigError):
         """The message with each field named as in `options` (e.g. {"amount": "--amount"}), or by itself."""
         return self.template.format(**{f: options.get(f, f) for f in self.fields}, **self.values)
 
-    def for_options(self, options: Mapping[str, str]) -> ConfigError:
-        """The same mistake, told in terms of the options that set the fields."""
-        return ConfigError(self.worded(options))
+    def for_options(self, options: Mapping[str, str]) -> FieldsError:
+        """The same error (its type and facts), told in terms of the options that set the fields."""
+        error = type(self).__new__(type(self))
+        error.__dict__.update(self.__dict__)
+        error.args = (self.worded(options),)
+        return error
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optkit.errors import CheckpointError, ConfigError
+from optkit.limits import FieldsError
 
 if TYPE_CHECKING:
     import onnx
@@ -145,12 +146,15 @@ class OrtModel:
         return None
 
     def check_input_size(self, imgsz: int) -> None:
+        """Refuse a side a fixed-size graph cannot take: a FieldsError over `imgsz` and export's `dynamic`."""
         size = self.fixed_size()
         if size is not None and size != (imgsz, imgsz):
-            raise ConfigError(
-                f"{self.path} takes a fixed {size[0]}x{size[1]} input, not {imgsz}x{imgsz}: use --imgsz "
-                f"{size[0]}, or export with --dynamic for other sizes"
-            )
+            raise FieldsError(
+                "{path} takes a fixed {h}x{w} input, not {asked}x{asked}: use {imgsz} {h}, or export with "
+                "{dynamic} for other sizes",
+                ["imgsz", "dynamic"],
+                path=self.path, h=size[0], w=size[1], asked=imgsz,
+            )  # fmt: skip
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._outputs(x, [self.output_name])[0]

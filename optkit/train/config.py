@@ -67,7 +67,7 @@ class TrainConfig:
         if self.imgsz is not None and self.imgsz not in limits.IMGSZ:
             from optkit.models.imgsz import check_imgsz
 
-            check_imgsz(self.imgsz)  # the words of every --imgsz refusal (the stride is checked later)
+            check_imgsz(self.imgsz, name="--imgsz")  # every imgsz refusal in one wording (stride: later)
         if self.batch_size != AUTOBATCH:
             limits.BATCH.check("--batch-size", self.batch_size, hint=" (or -1 for autobatch)")
         for flag, value, bounds in self._bounded():

@@ -133,7 +133,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.data = self._resolve_data()
         self._build_model(resume_ckpt)
-        check_imgsz(self.imgsz, self.model.stride)
+        check_imgsz(self.imgsz, self.model.stride, "--imgsz")
         self._build_loaders()
         self._plan_warmup()
         self._freeze(cfg.freeze)

@@ -83,7 +83,7 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
 
     req.validate()
     loaded = [_load(path, req.threads) for path in req.artifacts]  # every file is checked before any work
-    imgsz = check_imgsz(req.imgsz or loaded[0].imgsz)
+    imgsz = check_imgsz(req.imgsz or loaded[0].imgsz, name="--imgsz")
     latency_imgsz = req.latency_imgsz or imgsz
     spec = _dataset(req.data, loaded, imgsz, progress.line)
     for item in loaded:
@@ -133,7 +133,11 @@ def _check_shapes(
             f"{model.fixed_batch} or export with --dynamic"
         )
     if accuracy_imgsz is not None or req.latency_imgsz is None:
-        model.check_input_size(accuracy_imgsz or latency_imgsz)  # names --imgsz
+        from optkit.limits import options_named
+        from optkit.workflows.val import ONNX_SIZE_FLAGS
+
+        with options_named(ONNX_SIZE_FLAGS):
+            model.check_input_size(accuracy_imgsz or latency_imgsz)
     size = model.fixed_size()
     if size is not None and size != (latency_imgsz, latency_imgsz):
         raise ConfigError(

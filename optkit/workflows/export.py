@@ -97,7 +97,7 @@ def _export(req: ExportRequest, progress):
         req.weights, command="export", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
     )
     config = req.config()
-    config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride)
+    config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     config.output_names = output_names_of(src.task)
     preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else src.preprocess or preprocess_of(None)
     images = None

@@ -247,8 +247,10 @@ def load_optkit_checkpoint(path: str | os.PathLike, reader: str) -> Checkpoint:
 
 def _open_foreign(path: Path, code_dir) -> ModelInput:
     from optkit.foreign.checkpoint import load_trusted, preprocess_of
+    from optkit.limits import options_named
 
-    foreign = load_trusted(path, code_dir)
+    with options_named({"trust": "--trust", "code_dir": "--code-dir"}):  # the loader names fields
+        foreign = load_trusted(path, code_dir)
     module = foreign.stored_module
     names = foreign.names
     if not names:

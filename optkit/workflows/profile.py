@@ -285,4 +285,4 @@ def _imgsz(target, ref: str, asked: int | None, default: int | None) -> int:
     size = asked if asked is not None else default
     if size is None:
         raise ModelError(f"{ref} has a dynamic input size and no imgsz in its metadata; give --imgsz")
-    return check_imgsz(size, target.stride)
+    return check_imgsz(size, target.stride, "--imgsz")

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optkit.errors import CheckpointError, ConfigError
+from optkit.limits import options_named
 
 MAX_BATCH = 65536  # images per val batch
+# the fields onnxrt's input-size refusal names -> the flags (--dynamic is export's: a graph for any size)
+ONNX_SIZE_FLAGS = {"imgsz": "--imgsz", "dynamic": "--dynamic"}
 
 
 @dataclass
@@ -53,7 +56,7 @@ def _val_torch(req: ValRequest, progress) -> dict:
         req.weights, command="val", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
     )
     task = task_to_measure(src.task, src.path, src.arch)
-    imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride)
+    imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     data = task.resolve_data(req.data, log=progress.line)
     names = src.names
     if src.kind == "state_dict" and len(data.names) == len(names):
@@ -82,8 +85,9 @@ def _val_onnx(req: ValRequest, progress) -> dict:
     size = req.imgsz or meta.get("imgsz") or (model.fixed_size() or (None,))[0]
     if not isinstance(size, int):
         raise ConfigError(f"{req.weights} records no input size in its metadata; give --imgsz")
-    size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32)
-    model.check_input_size(size)
+    size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32, "--imgsz")
+    with options_named(ONNX_SIZE_FLAGS):
+        model.check_input_size(size)
     data = task.resolve_data(req.data, log=progress.line)
     check_classes(data, meta["names"], "ONNX model")
     pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
