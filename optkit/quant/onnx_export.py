@@ -8,7 +8,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from optkit.errors import ConfigError
+from optkit.limits import FieldError
 from optkit.quant.config import TARGETS
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def default_target() -> str:
 
 def check_target(target: str | None) -> str | None:
     if target is not None and target not in TARGETS:
-        raise ConfigError(f"--int8-target must be one of {', '.join(TARGETS)}, got {target!r}")
+        raise FieldError("int8_target", f"must be one of {', '.join(TARGETS)}, got {target!r}")
     return target
 
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import ConfigError
+from optkit.limits import FieldsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -135,7 +136,11 @@ def build_qdq(
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
-        raise ConfigError(f"INT8 export needs --opset {MIN_OPSET} or newer (per-channel QuantizeLinear)")
+        raise FieldsError(
+            "INT8 export needs {opset} {least} or newer (per-channel QuantizeLinear)",
+            ["opset"],
+            least=MIN_OPSET,
+        )
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     report = QdqReport(target)

@@ -39,6 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from optkit.limits import FieldError, FieldsError
+from optkit.stages.export import ExportError
+
 FORMS = ("auto", "quickgelu", "qlinear")
 DEFAULT = "quickgelu"  # ties go here (see the module docstring)
 MARGIN = 0.10  # qlinear is kept only when its median paired speed-up over quickgelu is above 1 + MARGIN
@@ -72,11 +75,18 @@ class Candidate:
         return self.worst() <= atol  # NaN fails
 
 
-def check_form(form: str) -> str:
-    from optkit.errors import ConfigError
+class SiluFormError(FieldsError, ExportError):
+    """No SiLU form passes the parity check, or the one asked for fails it; nothing was written. The message
+    names the export's fields (silu_form, atol, int8_target, data: optkit.limits.FieldsError), and the
+    export flow names its flags."""
 
+    def __init__(self, template: str, **values: Any):
+        super().__init__(template, ("silu_form", "atol", "int8_target", "data"), **values)
+
+
+def check_form(form: str) -> str:
     if form not in FORMS:
-        raise ConfigError(f"--silu-form must be one of {', '.join(FORMS)}, got {form!r}")
+        raise FieldError("silu_form", f"must be one of {', '.join(FORMS)}, got {form!r}")
     return form
 
 
@@ -120,11 +130,15 @@ def _fixed(candidate: Candidate, build: Callable[[bool], tuple], check: ParityCh
     other.cases = check.measure(other.graph)
     if not other.passes(check.atol):
         raise _all_fail([candidate, other], check.atol)
-    raise _export_error(
-        f"--silu-form {candidate.form}: ONNX Runtime's output differs from the fake-quant model's by "
-        f"{_figures(candidate)} (max |Δ| / output scale), above atol={check.atol:g}; nothing written. The "
-        f"{other.form} form passes ({_figures(other)}): use --silu-form {other.form}, or auto (the default), "
-        "which checks both"
+    raise SiluFormError(
+        "{silu_form} {form}: ONNX Runtime's output differs from the fake-quant model's by {figures} "
+        "(max |Δ| / output scale), above atol={tolerance:g}; nothing written. The {other} form passes "
+        "({other_figures}): use {silu_form} {other}, or auto (the default), which checks both",
+        form=candidate.form,
+        figures=_figures(candidate),
+        tolerance=check.atol,
+        other=other.form,
+        other_figures=_figures(other),
     )
 
 
@@ -188,13 +202,16 @@ def _all_fail(forms: list[Candidate], atol: float):
     """The error when no SiLU form passes: each form's figures, and options verified to help."""
     figures = "; ".join(f"{c.form} {_figures(c)}" for c in forms)
     least = min(c.worst() for c in forms)
-    accept = f"; or accept the difference with --atol {atol_to_admit(least)}" if math.isfinite(least) else ""
+    accept = "; or accept the difference with {atol} {admit}" if math.isfinite(least) else ""
     on_val = any(case.input == "val" for case in forms[0].cases or [])
-    val = "" if on_val else "; --data D adds the figure on real images"
-    return _export_error(
-        f"no SiLU form of the INT8 graph passes the parity check (max |Δ| / output scale, atol={atol:g}): "
-        f"{figures}; nothing written. --int8-target tensorrt matches the fake-quant model (Q/DQ only where "
-        f"it quantizes; a graph for TensorRT){accept}{val}"
+    val = "" if on_val else "; {data} D adds the figure on real images"
+    return SiluFormError(
+        "no SiLU form of the INT8 graph passes the parity check (max |Δ| / output scale, "
+        "atol={tolerance:g}): {figures}; nothing written. {int8_target} tensorrt matches the fake-quant "
+        "model (Q/DQ only where it quantizes; a graph for TensorRT)" + accept + val,
+        tolerance=atol,
+        figures=figures,
+        admit=atol_to_admit(least) if math.isfinite(least) else "",
     )
 
 
@@ -204,12 +221,6 @@ def atol_to_admit(value: float) -> str:
         return "1e-6"
     step = 10 ** (math.floor(math.log10(value)) - 1)
     return f"{math.ceil(value / step) * step:.2g}"
-
-
-def _export_error(message: str):
-    from optkit.stages.export import ExportError
-
-    return ExportError(message)
 
 
 # --- timing ---------------------------------------------------------------------------------------

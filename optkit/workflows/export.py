@@ -27,6 +27,8 @@ FLAGS = {
     "int8_target": "--int8-target",
     "atol": "--atol",
     "half": "--half",
+    "silu_form": "--silu-form",
+    "data": "--data",  # the export's real images (ExportRequest.data), named by SiLU-form advice
 }
 
 
@@ -210,7 +212,7 @@ def flags_worded() -> Iterator[None]:
     """The export stage's errors in the words of the command: a field it names (`field`) becomes its
     flag, and a failed parity check gains the flag that may let it pass."""
     from optkit.errors import DeviceError
-    from optkit.limits import FieldError
+    from optkit.limits import FieldError, FieldsError
     from optkit.stages.export import ExportError, NoCudaError, ParityError
 
     try:
@@ -221,6 +223,8 @@ def flags_worded() -> Iterator[None]:
         if e.field not in FLAGS:
             raise
         raise e.for_option(FLAGS[e.field]) from None
+    except FieldsError as e:  # e.g. optkit.quant.silu_form.SiluFormError: its type stays
+        raise e.for_options(FLAGS) from None
     except NoCudaError as e:
         raise DeviceError(f"{FLAGS[e.field]} {e.detail}") from None
 
