@@ -58,6 +58,14 @@ def _prune(**changes):
     return PruneRequest(**{"weights": "m.pt", "amount": 0.3, **changes})
 
 
+def _request(module: str, name: str, *args, **changes):
+    """A flow's request made with `changes` (benchmark's checks its values in `validate`)."""
+    import importlib
+
+    request = getattr(importlib.import_module(f"optkit.workflows.{module}"), name)(*args, **changes)
+    return request.validate() if hasattr(request, "validate") else request
+
+
 def _train(**changes):
     from optkit.train.config import TrainConfig
 
@@ -82,6 +90,35 @@ def _train(**changes):
         ("train", "momentum", -0.5, lambda: _train(momentum=-0.5)),
         ("train", "patience", -1, lambda: _train(patience=-1)),
         ("train", "stop_after", 0, lambda: _train(stop_after=0)),
+        ("val", "batch_size", 0, lambda: _request("val", "ValRequest", "m.pt", batch_size=0)),
+        ("profile", "batch_size", 1025, lambda: _request("profile", "ProfileRequest", batch_size=1025)),
+        ("profile", "warmup", -1, lambda: _request("profile", "ProfileRequest", warmup=-1)),
+        ("profile", "runs", 0, lambda: _request("profile", "ProfileRequest", runs=0)),
+        ("profile", "top", 0, lambda: _request("profile", "ProfileRequest", top=0)),
+        ("profile", "threads", 2000, lambda: _request("profile", "ProfileRequest", threads=2000)),
+        (
+            "benchmark",
+            "batch_size",
+            1025,
+            lambda: _request("benchmark", "BenchmarkRequest", ["m.pt"], batch=1025),
+        ),
+        ("benchmark", "runs", 0, lambda: _request("benchmark", "BenchmarkRequest", ["m.pt"], runs=0)),
+        ("benchmark", "warmup", -1, lambda: _request("benchmark", "BenchmarkRequest", ["m.pt"], warmup=-1)),
+        (
+            "benchmark",
+            "rounds",
+            1001,
+            lambda: _request("benchmark", "BenchmarkRequest", ["m.pt"], rounds=1001),
+        ),
+        ("benchmark", "threads", 0, lambda: _request("benchmark", "BenchmarkRequest", ["m.pt"], threads=0)),
+        ("ptq-calibrate", "num_images", 0, lambda: _request("ptq", "PtqRequest", "m.pt", "d", num_images=0)),
+        ("ptq-calibrate", "val_images", 0, lambda: _request("ptq", "PtqRequest", "m.pt", "d", val_images=0)),
+        (
+            "ptq-calibrate",
+            "batch_size",
+            4097,
+            lambda: _request("ptq", "PtqRequest", "m.pt", "d", batch_size=4097),
+        ),
     ],
 )
 def test_the_cli_check_and_the_option_owner_say_the_same(command, name, value, owner):

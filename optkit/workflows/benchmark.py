@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from optkit import limits
 from optkit.errors import ConfigError
 
 MAX_ARTIFACTS = 64
@@ -39,14 +40,13 @@ class BenchmarkRequest:
     def validate(self) -> BenchmarkRequest:
         if not 1 <= len(self.artifacts) <= MAX_ARTIFACTS:
             raise ConfigError(f"give 1 to {MAX_ARTIFACTS} artifacts (.pt or .onnx)")
-        if not 1 <= self.batch <= 1024:
-            raise ConfigError(f"--batch-size must be in [1, 1024], got {self.batch}")
-        if not 1 <= self.runs <= 100_000 or not 0 <= self.warmup <= 100_000:
-            raise ConfigError("--runs must be >= 1 and --warmup >= 0")
-        if not 1 <= self.rounds <= 1000:
-            raise ConfigError(f"--rounds must be in [1, 1000], got {self.rounds}")
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        # the CLI's bounds and words (optkit.limits): one message per mistake
+        limits.TIMED_BATCH.check("--batch-size", self.batch)
+        limits.RUNS.check("--runs", self.runs)
+        limits.WARMUP.check("--warmup", self.warmup)
+        limits.ROUNDS.check("--rounds", self.rounds)
+        if self.threads is not None:
+            limits.THREADS.check("--threads", self.threads)
         if self.latency_imgsz is not None:
             _check_latency_imgsz(self.latency_imgsz)
         return self

@@ -13,13 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optkit import __version__
+from optkit import __version__, limits
 from optkit.errors import CheckpointError, ConfigError, DeviceError, ModelError
 
 DEFAULT_MODEL = "yolo-cls-n"
 ZOO_CLASSES = 1000  # zoo models are profiled with an ImageNet-sized head
-MAX_BATCH = 1024  # images; larger batches are refused before anything is allocated
-MAX_THREADS = 1024
 # what a .pt file is, when not an optkit checkpoint (workflows.inputs.ModelInput.kind -> source_format)
 FILE_KINDS = {
     "foreign": "foreign checkpoint, --trust",
@@ -51,25 +49,18 @@ class ProfileRequest:
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
     def __post_init__(self) -> None:
-        """Refuse out-of-range options before anything is loaded."""
-        _integer("--batch-size", self.batch_size, 1, MAX_BATCH)
+        """Refuse out-of-range options before anything is loaded, on the CLI's bounds (optkit.limits)."""
+        limits.TIMED_BATCH.check("--batch-size", self.batch_size)  # refused before anything is allocated
         for b in self.batch_sizes:
-            _integer("--batch-sizes", b, 1, MAX_BATCH)
-        _integer("--warmup", self.warmup, 0)
-        _integer("--runs", self.runs, 1)
-        _integer("--top", self.top, 1)
+            limits.TIMED_BATCH.check("--batch-sizes", b)
+        limits.WARMUP.check("--warmup", self.warmup)
+        limits.RUNS.check("--runs", self.runs)
+        limits.TOP.check("--top", self.top)
         if self.threads is not None:
-            _integer("--threads", self.threads, 1, MAX_THREADS)
+            limits.THREADS.check("--threads", self.threads)
         number = isinstance(self.fraction, float | int) and not isinstance(self.fraction, bool)
         if not (number and 0 < self.fraction <= 1):
             raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction!r}")
-
-
-def _integer(flag: str, value: object, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if not ok or (high is not None and value > high):
-        limit = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{flag} must be an integer {limit}, got {value!r}")
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -77,10 +68,9 @@ def parse_batch_sizes(text: str) -> list[int]:
     sizes: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= MAX_BATCH:
-            raise ConfigError(
-                f"--batch-sizes must be comma-separated integers in [1, {MAX_BATCH}], got {text!r}"
-            )
+        if not part.isdigit() or int(part) not in limits.TIMED_BATCH:
+            high = limits.TIMED_BATCH.high
+            raise ConfigError(f"--batch-sizes must be comma-separated integers in [1, {high}], got {text!r}")
         if int(part) not in sizes:
             sizes.append(int(part))
     return sizes

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optkit.errors import CheckpointError, ConfigError
-from optkit.limits import options_named
+from optkit.limits import BATCH, options_named
 
-MAX_BATCH = 65536  # images per val batch
 # the fields onnxrt's input-size refusal names -> the flags (--dynamic is export's: a graph for any size)
 ONNX_SIZE_FLAGS = {"imgsz": "--imgsz", "dynamic": "--dynamic"}
 
@@ -30,8 +29,7 @@ class ValRequest:
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= MAX_BATCH:
-            raise ConfigError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
+        BATCH.check("--batch-size", self.batch_size)  # the CLI's bound and words (optkit.limits)
 
 
 def run_val(req: ValRequest, progress=None) -> dict:

@@ -153,5 +153,5 @@ def test_the_profile_request_checks_its_values(options, flag):
 def test_the_val_request_checks_its_batch():
     from optkit.workflows.val import ValRequest
 
-    with pytest.raises(ConfigError, match=r"^--batch-size must be in \[1, 65536\], got 0"):
+    with pytest.raises(ConfigError, match=r"^--batch-size must be an integer in \[1, 65536\], got 0$"):
         ValRequest("m.pt", batch_size=0)
