@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from optkit.errors import ConfigError
+from optkit.errors import ConfigError, OptkitError
 
 
 class FieldError(ConfigError):
@@ -36,10 +36,11 @@ class FieldError(ConfigError):
         return FieldError(option, self.detail)
 
 
-class FieldsError(ConfigError):
-    """A mistake told in terms of several fields ("round_to 2048 is wider than every prunable layer ...:
+class FieldsError(OptkitError):
+    """A problem told in terms of several fields ("round_to 2048 is wider than every prunable layer ...:
     use round_to 640 or less"). `template` (str.format) writes each field of `fields` as {field} and the
-    facts in `values` as {name}; the message names the fields, `for_options` names the options instead."""
+    facts in `values` as {name}; the message names the fields, `for_options` names the options instead.
+    A subclass mixes in what kind of error it is (ConfigFieldsError; CheckpointError, ...)."""
 
     def __init__(self, template: str, fields: Iterable[str], **values: Any):
         self.template, self.fields, self.values = template, tuple(fields), values
@@ -55,6 +56,10 @@ class FieldsError(ConfigError):
         error.__dict__.update(self.__dict__)
         error.args = (self.worded(options),)
         return error
+
+
+class ConfigFieldsError(FieldsError, ConfigError):
+    """A FieldsError that is a ConfigError: option values that do not work together or with the model."""
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optkit.errors import CheckpointError, ConfigError
-from optkit.limits import FieldsError
+from optkit.limits import ConfigFieldsError
 
 if TYPE_CHECKING:
     import onnx
@@ -146,10 +146,11 @@ class OrtModel:
         return None
 
     def check_input_size(self, imgsz: int) -> None:
-        """Refuse a side a fixed-size graph cannot take: a FieldsError over `imgsz` and export's `dynamic`."""
+        """Refuse a side a fixed-size graph cannot take: a ConfigFieldsError over `imgsz` and export's
+        `dynamic`."""
         size = self.fixed_size()
         if size is not None and size != (imgsz, imgsz):
-            raise FieldsError(
+            raise ConfigFieldsError(
                 "{path} takes a fixed {h}x{w} input, not {asked}x{asked}: use {imgsz} {h}, or export with "
                 "{dynamic} for other sizes",
                 ["imgsz", "dynamic"],

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import ConfigError
-from optkit.limits import FieldsError
+from optkit.limits import ConfigFieldsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,7 +136,7 @@ def build_qdq(
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
-        raise FieldsError(
+        raise ConfigFieldsError(
             "INT8 export needs {opset} {least} or newer (per-channel QuantizeLinear)",
             ["opset"],
             least=MIN_OPSET,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError
-from optkit.limits import AMOUNT, FieldError, FieldsError
+from optkit.limits import AMOUNT, ConfigFieldsError, FieldError, FieldsError
 from optkit.transforms import register_transform
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ IMPORTANCES = ("l1", "l2", "bn-scale")
 FIELDS = ("amount", "importance", "round_to", "ignore")  # what a message may name (a flow: its flags)
 
 
-class NothingRemoved(FieldsError):
+class NothingRemoved(ConfigFieldsError):
     """A pruning step removed no channel. The message says why and what would remove some: `field`, the
     config field to change (None when nothing can), and `suggested`, a value of it that removes channels
     (None when the message names none). The fields are named as StructuredPruneConfig's; a flow names its
