@@ -67,9 +67,13 @@ def _request(module: str, name: str, *args, **changes):
 
 
 def _train(**changes):
+    """TrainConfig, which names its fields, checked as the train flow checks it (naming the flags)."""
+    from optkit.limits import options_named
     from optkit.train.config import TrainConfig
+    from optkit.workflows.train import FLAGS
 
-    return TrainConfig(**{"model": "test-tiny", **changes}).validate()
+    with options_named(FLAGS):
+        return TrainConfig(**{"model": "test-tiny", **changes}).validate()
 
 
 @pytest.mark.parametrize(

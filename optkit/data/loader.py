@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optkit.errors import ConfigError, DatasetError
+from optkit.limits import FRACTION, ConfigFieldsError
 
 
 @dataclass
@@ -82,8 +83,7 @@ class EpochSampler:
     def __init__(
         self, n: int, seed: int, shuffle: bool = True, fraction: float = 1.0, rank: int = 0, world: int = 1
     ):
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"--fraction must be in (0, 1], got {fraction}")
+        FRACTION.check("fraction", fraction)  # a share of the dataset; a flow names its flag
         if not 0 <= rank < world:
             raise ConfigError(f"rank {rank} is outside a world of {world} processes")
         import torch
@@ -152,7 +152,8 @@ def build_train_loader(
 
 def require_batch_norm_images(kept: int, n: int, fraction: float, world: int, root=None) -> None:
     """Every process needs a batch of 2 or more images: BatchNorm cannot train on one ("Expected more
-    than 1 value per channel"). A shard is ceil(kept / world) images, so kept must exceed world."""
+    than 1 value per channel"). A shard is ceil(kept / world) images, so kept must exceed world. Too small
+    a fraction is a ConfigFieldsError over `fraction`; its values["least"] is the smallest that trains."""
     need = world + 1
     if kept >= need:
         return
@@ -161,14 +162,16 @@ def require_batch_norm_images(kept: int, n: int, fraction: float, world: int, ro
     if n < need:
         where = root or "the training split"
         raise DatasetError(f"{where} has {n} training image(s); training needs at least {need}{per} ({why})")
-    raise ConfigError(
-        f"--fraction {fraction:g} keeps {kept} of {n} training images; training needs at least {need} "
-        f"images{per} ({why}): use --fraction >= {min_fraction(need, n):g}"
-    )
+    raise ConfigFieldsError(
+        "{fraction} {value:g} keeps {kept} of {n} training images; training needs at least {need} "
+        "images{per} ({why}): use {fraction} >= {least:g}",
+        ["fraction"],
+        value=fraction, kept=kept, n=n, need=need, per=per, why=why, least=min_fraction(need, n),
+    )  # fmt: skip
 
 
 def min_fraction(need: int, n: int) -> float:
-    """The smallest --fraction with 2 significant digits that keeps `need` of `n` images (rounded up)."""
+    """The smallest fraction with 2 significant digits that keeps `need` of `n` images (rounded up)."""
     exact = need / n
     step = 10.0 ** (math.floor(math.log10(exact)) - 1)  # 2 significant digits
     return float(f"{math.ceil(round(exact / step, 9)) * step:.2g}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from optkit import limits
-from optkit.errors import ConfigError
+from optkit.limits import ConfigFieldsError, FieldError
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSProp")
 NOMINAL_BATCH = 64  # gradients are accumulated up to this many images per optimizer step
@@ -55,42 +55,49 @@ class TrainConfig:
     # `data` None means "the saved dataset" until the resume has read it; so the trainer validates once the
     # config is complete (Trainer.prepare), and `optkit train` before any work when it is not resuming.
     def validate(self) -> TrainConfig:
-        """Check every option (one message each, naming its flag) against optkit.limits; returns self."""
+        """Check every option (one message each) against optkit.limits; returns self. The messages name
+        the fields (FieldError, ConfigFieldsError); the flows that own the flags word them
+        (optkit.workflows.train.FLAGS, with optkit.limits.options_named)."""
         if self.data is None:  # a new run (a resume has taken its saved dataset by now)
             self.data = DEFAULT_DATA
+        model_or_weights = ("model", "weights", "model_options")
         if not self.model and not self.weights:
-            raise ConfigError("give --model NAME (train from scratch) or --weights CKPT (fine-tune)")
+            raise ConfigFieldsError(
+                "give {model} NAME (train from scratch) or {weights} CKPT (fine-tune)", model_or_weights
+            )
         if self.model and self.weights:
-            raise ConfigError("give either --model or --weights, not both")
+            raise ConfigFieldsError("give either {model} or {weights}, not both", model_or_weights)
         if self.weights and self.model_options:
-            raise ConfigError("--act, --dropout and --model-opt apply to --model; a checkpoint keeps its own")
+            raise ConfigFieldsError(
+                "{model_options} apply to {model}; a checkpoint keeps its own", model_or_weights
+            )
         if self.imgsz is not None and self.imgsz not in limits.IMGSZ:
             from optkit.models.imgsz import check_imgsz
 
-            check_imgsz(self.imgsz, name="--imgsz")  # every imgsz refusal in one wording (stride: later)
+            check_imgsz(self.imgsz)  # every imgsz refusal in one wording (the stride is checked later)
         if self.batch_size != AUTOBATCH:
-            limits.BATCH.check("--batch-size", self.batch_size, hint=" (or -1 for autobatch)")
-        for flag, value, bounds in self._bounded():
+            limits.BATCH.check("batch_size", self.batch_size, hint=" (or -1 for autobatch)")
+        for name, value, bounds in self._bounded():
             if value is not None:  # None: chosen later (workers) or not asked for (stop_after)
-                bounds.check(flag, value)
+                bounds.check(name, value)
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise FieldError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         return self
 
     def _bounded(self) -> list[tuple[str, object, limits.Bounds]]:
         return [
-            ("--epochs", self.epochs, limits.EPOCHS),
-            ("--lr0", self.lr0, limits.LR0),
-            ("--lrf", self.lrf, limits.LRF),
-            ("--momentum", self.momentum, limits.NON_NEGATIVE),
-            ("--weight-decay", self.weight_decay, limits.NON_NEGATIVE),
-            ("--warmup-epochs", self.warmup_epochs, limits.NON_NEGATIVE),
-            ("--label-smoothing", self.label_smoothing, limits.LABEL_SMOOTHING),
-            ("--fraction", self.fraction, limits.FRACTION),
-            ("--patience", self.patience, limits.PATIENCE),
-            ("--freeze", self.freeze, limits.FREEZE),
-            ("--workers", self.workers, limits.WORKERS),
-            ("--stop-after", self.stop_after, limits.STOP_AFTER),
+            ("epochs", self.epochs, limits.EPOCHS),
+            ("lr0", self.lr0, limits.LR0),
+            ("lrf", self.lrf, limits.LRF),
+            ("momentum", self.momentum, limits.NON_NEGATIVE),
+            ("weight_decay", self.weight_decay, limits.NON_NEGATIVE),
+            ("warmup_epochs", self.warmup_epochs, limits.NON_NEGATIVE),
+            ("label_smoothing", self.label_smoothing, limits.LABEL_SMOOTHING),
+            ("fraction", self.fraction, limits.FRACTION),
+            ("patience", self.patience, limits.PATIENCE),
+            ("freeze", self.freeze, limits.FREEZE),
+            ("workers", self.workers, limits.WORKERS),
+            ("stop_after", self.stop_after, limits.STOP_AFTER),
         ]
 
     def to_dict(self) -> dict:
@@ -115,11 +122,10 @@ def require_batch_norm_batch(model, batch_size: int, world: int = 1) -> None:
     per_process = batch_size // world
     if per_process >= MIN_BATCH_NORM_BATCH or not has_batch_norm(model):
         return
-    least = MIN_BATCH_NORM_BATCH * world
-    what = f"--batch-size {batch_size}"
-    if world > 1:
-        what += f" leaves {per_process} image per process ({world} torchrun processes)"
-    raise ConfigError(
-        f"{what}: the model has BatchNorm layers, which need at least {MIN_BATCH_NORM_BATCH} images per "
-        f"process to train; use --batch-size {least} or more"
-    )
+    per = f" leaves {per_process} image per process ({world} torchrun processes)" if world > 1 else ""
+    raise ConfigFieldsError(
+        "{batch_size} {batch}{per}: the model has BatchNorm layers, which need at least {each} images per "
+        "process to train; use {batch_size} {least} or more",
+        ["batch_size"],
+        batch=batch_size, per=per, each=MIN_BATCH_NORM_BATCH, least=MIN_BATCH_NORM_BATCH * world,
+    )  # fmt: skip

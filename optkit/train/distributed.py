@@ -15,6 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from optkit.errors import ConfigError, DeviceError
+from optkit.limits import ConfigFieldsError, FieldsError
+
+FIELDS = ("device", "batch_size", "sync_bn", "nproc_per_node")  # what the messages name (a flow: its flags)
+
+
+class ProcessDeviceError(FieldsError, DeviceError):
+    """The GPUs asked for do not match the torchrun processes on this node; the message names the fields
+    `device` and torchrun's `nproc_per_node`, and the train flow names the flags."""
+
+    def __init__(self, template: str, **values):
+        super().__init__(template, FIELDS, **values)
 
 
 @dataclass(frozen=True)
@@ -70,18 +81,23 @@ def rank_device(spec: str | None, ctx: DistContext):
             return torch.device("cpu")
         spec = str(ctx.local_rank)
         if ctx.local_world_size > torch.cuda.device_count():
-            raise DeviceError(
-                f"{ctx.local_world_size} processes on this node but {torch.cuda.device_count()} GPU(s); "
-                "use --nproc_per_node <= the GPU count, or --device cpu"
+            raise ProcessDeviceError(
+                "{processes} processes on this node but {gpus} GPU(s); use {nproc_per_node} <= the GPU "
+                "count, or {device} cpu",
+                processes=ctx.local_world_size,
+                gpus=torch.cuda.device_count(),
             )
         return select_device(spec)
     if spec == "cpu":
         return select_device(spec)
     ids = spec.split(",")
     if len(ids) != ctx.local_world_size:
-        raise DeviceError(
-            f"--device {spec} names {len(ids)} GPU(s) for {ctx.local_world_size} processes on this node; "
-            "give one GPU per process (torchrun --nproc_per_node N with --device of N ids)"
+        raise ProcessDeviceError(
+            "{device} {spec} names {gpus} GPU(s) for {processes} processes on this node; give one GPU per "
+            "process (torchrun {nproc_per_node} N with {device} of N ids)",
+            spec=spec,
+            gpus=len(ids),
+            processes=ctx.local_world_size,
         )
     return select_device(ids[ctx.local_rank])
 
@@ -89,13 +105,18 @@ def rank_device(spec: str | None, ctx: DistContext):
 def check_options(ctx: DistContext, batch_size: int, sync_bn: bool, device) -> None:
     """Refuse what cannot run with this many processes, before any process group exists."""
     if sync_bn and device.type != "cuda":
-        raise ConfigError(
-            f"--sync-bn needs CUDA (torch's SyncBatchNorm runs only on GPUs with nccl), not {device.type}"
+        raise ConfigFieldsError(
+            "{sync_bn} needs CUDA (torch's SyncBatchNorm runs only on GPUs with nccl), not {kind}",
+            FIELDS,
+            kind=device.type,
         )
     if ctx.enabled and batch_size != -1 and batch_size % ctx.world_size:
-        raise ConfigError(
-            f"--batch-size {batch_size} is the global batch and must be divisible by the "
-            f"{ctx.world_size} processes (each takes batch/{ctx.world_size})"
+        raise ConfigFieldsError(
+            "{batch_size} {batch} is the global batch and must be divisible by the {world} processes (each "
+            "takes batch/{world})",
+            FIELDS,
+            batch=batch_size,
+            world=ctx.world_size,
         )
 
 

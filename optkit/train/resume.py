@@ -12,7 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from optkit.errors import CheckpointError, DatasetError
+from optkit.limits import FieldsError
 from optkit.train.results import read_results
+
+FIELDS = ("resume_from", "weights", "data")  # TrainConfig's fields the messages name (a flow: its flags)
+
+
+class ResumeFileError(FieldsError, CheckpointError):
+    """last.pt cannot be resumed where it is; the message names TrainConfig's fields."""
+
+    def __init__(self, template: str, **values):
+        super().__init__(template, FIELDS, **values)
+
+
+class ResumeDataError(FieldsError, DatasetError):
+    """The dataset a resume needs is not there, or not the same; the message names TrainConfig's fields."""
+
+    def __init__(self, template: str, **values):
+        super().__init__(template, FIELDS, **values)
 
 
 def short_names(names: list[str], n: int = 6) -> str:
@@ -25,10 +42,11 @@ def run_folder_of(last: str | Path) -> Path:
     named is the run)."""
     path = Path(last).absolute()
     if path.parent.name != "weights":
-        raise CheckpointError(
-            f"{last} is not in a run folder (<run>/weights/last.pt): --resume continues the run it "
-            f"belongs to; put it back in its run folder's weights/, or start a new run from it with "
-            f"--weights {last}"
+        raise ResumeFileError(
+            "{last} is not in a run folder (<run>/weights/last.pt): {resume_from} continues the run it "
+            "belongs to; put it back in its run folder's weights/, or start a new run from it with "
+            "{weights} {last}",
+            last=last,
         )
     return path.parent.parent
 
@@ -65,11 +83,13 @@ def check_same_classes(data_names: list[str], ckpt_names: list[str], root, last)
     """A resumed run trains the classes last.pt was trained on: a dataset whose classes changed (a class
     added, removed or renamed, or a relative --data read from another folder) is refused."""
     if list(data_names) != list(ckpt_names):
-        raise DatasetError(
-            f"dataset classes changed since {last} was saved: {root} has {len(data_names)} "
-            f"({short_names(data_names)}), last.pt has {len(ckpt_names)} ({short_names(ckpt_names)}); "
-            "resume needs the data the run started on (or start a new run from it with --weights)"
-        )
+        raise ResumeDataError(
+            "dataset classes changed since {last} was saved: {root} has {n_data} ({data_names}), last.pt "
+            "has {n_ckpt} ({ckpt_names}); resume needs the data the run started on (or start a new run "
+            "from it with {weights})",
+            last=last, root=root, n_data=len(data_names), data_names=short_names(data_names),
+            n_ckpt=len(ckpt_names), ckpt_names=short_names(ckpt_names),
+        )  # fmt: skip
 
 
 def check_saved_data(data: str, last) -> None:
@@ -79,9 +99,12 @@ def check_saved_data(data: str, last) -> None:
     if data.startswith("builtin:") or path.exists():
         return
     relative = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()})"
-    raise DatasetError(
-        f"{data}: the dataset {last} was trained on is not there{relative}; if it moved, pass "
-        "--data NEW_PATH (a dataset with the same classes)"
+    raise ResumeDataError(
+        "{path}: the dataset {last} was trained on is not there{relative}; if it moved, pass "
+        "{data} NEW_PATH (a dataset with the same classes)",
+        path=data,
+        last=last,
+        relative=relative,
     )
 
 

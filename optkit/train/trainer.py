@@ -28,8 +28,9 @@ from optkit.checkpoint import (
     save_checkpoint,
     state_dict_cpu,
 )
-from optkit.errors import CheckpointError, ConfigError, Interrupted
+from optkit.errors import CheckpointError, Interrupted
 from optkit.io import WriteError, atomic_write_text
+from optkit.limits import ConfigFieldsError, FieldError
 from optkit.models.imgsz import check_imgsz
 from optkit.tasks import get_task
 from optkit.train import distributed, interrupt, resume
@@ -133,7 +134,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.data = self._resolve_data()
         self._build_model(resume_ckpt)
-        check_imgsz(self.imgsz, self.model.stride, "--imgsz")
+        check_imgsz(self.imgsz, self.model.stride)  # names the field; the train flow says its flag
         self._build_loaders()
         self._plan_warmup()
         self._freeze(cfg.freeze)
@@ -159,9 +160,12 @@ class Trainer:
             )
         saved = TrainConfig.from_dict(ckpt.train_args)
         if ckpt.epoch + 1 >= saved.epochs:
-            raise ConfigError(
-                f"{path} finished all {saved.epochs} epochs; nothing to resume "
-                f"(to train more: optkit train --weights {path} --epochs N)"
+            raise ConfigFieldsError(
+                "{path} finished all {done} epochs; nothing to resume (to train more: optkit train {weights} "
+                "{path} {epochs} N)",
+                ["weights", "epochs"],
+                path=path,
+                done=saved.epochs,
             )
         self.resume_dir = resume.run_folder_of(path)  # <run>/weights/last.pt, wherever <run> now is
         if self.dist.is_main:  # rank 0 alone reads and writes the run folder
@@ -301,9 +305,8 @@ class Trainer:
     def _freeze(self, n: int) -> None:
         blocks = self.model.model
         if n >= len(blocks):
-            raise ConfigError(
-                f"--freeze {n}: the model has only {len(blocks)} top-level blocks (the last is the head)"
-            )
+            detail = f"{n}: the model has only {len(blocks)} top-level blocks (the last is the head)"
+            raise FieldError("freeze", detail)
         for block in list(blocks)[:n]:
             for p in block.parameters():
                 p.requires_grad_(False)

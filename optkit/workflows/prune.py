@@ -14,7 +14,8 @@ from optkit.errors import ConfigError
 FINETUNE_LR0 = 0.002
 FINETUNE_PROJECT = "runs/prune"  # the fine-tuning run folders: runs/prune/<stem>, <stem>2, ...
 # the pruning configs' fields -> the flags that set them: the stages' errors name fields, this flow flags
-FLAGS = {"amount": "--amount", "importance": "--importance", "round_to": "--round-to", "ignore": "--ignore"}
+FLAGS = {"amount": "--amount", "importance": "--importance", "round_to": "--round-to", "ignore": "--ignore",
+         "batch_size": "--batch-size"}  # fmt: skip
 
 
 @dataclass
@@ -83,7 +84,8 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     spec = _resolve(req, src, progress.line)
     model = src.model()
     if req.finetune_epochs:  # the fine-tune's batch, refused now rather than after pruning
-        require_batch_norm_batch(model, req.batch_size)
+        with limits.options_named(FLAGS):
+            require_batch_norm_batch(model, req.batch_size)
     keep = [name for name in kept_whole(model) if name not in req.ignore]  # optkit.models.parts
     result: dict = {"source": req.weights, "output": str(target), "amount": req.amount}
     if keep:

@@ -38,6 +38,14 @@ class QatRequest:
 def run_qat(req: QatRequest, progress=None) -> dict:
     """`progress`: an optkit.report.progress display (default: quiet), a TrainDisplay to also show the
     epochs. Every input is checked before the first step that prints a line."""
+    from optkit.limits import options_named
+    from optkit.workflows.train import FLAGS
+
+    with options_named(FLAGS):  # the trainer's errors name TrainConfig's fields; qat's flags are train's
+        return _qat(req, progress)
+
+
+def _qat(req: QatRequest, progress) -> dict:
     from optkit.measure.validate import check_classes
     from optkit.quant.qat import QatTrainer
     from optkit.quant.quantizers import quantize_entry

@@ -7,7 +7,19 @@ and an error of their own (a file missing on their node, a bug) names the rank.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from optkit.errors import ConfigError, Interrupted, OptkitError, QuietExit
+from optkit.limits import options_named
+from optkit.train.config import TrainConfig
+
+# TrainConfig's fields -> the flags that set them (optkit.cli.train; qat's are the same): the trainer and
+# its config name fields in their errors, and the train and qat flows word them (options_named)
+FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)} | {
+    "resume_from": "--resume",
+    "model_options": "--act, --dropout and --model-opt",
+    "nproc_per_node": "--nproc_per_node",  # torchrun's
+}
 
 
 def run_train(cfg, progress=None, dist=None):
@@ -20,10 +32,11 @@ def run_train(cfg, progress=None, dist=None):
     if not dist.is_main:
         _run_quietly(Trainer(cfg, dist=dist), cfg, dist)
         return None
-    if cfg.resume_from is None:
-        cfg.validate()  # before any data is generated or memory allocated
-    check_run_folder(cfg.project, cfg.resume_from)  # before any work: the run folder can be written
-    return _run(Trainer(cfg, progress=progress, dist=dist), dist)
+    with options_named(FLAGS):
+        if cfg.resume_from is None:
+            cfg.validate()  # before any data is generated or memory allocated
+        check_run_folder(cfg.project, cfg.resume_from)  # before any work: the run folder can be written
+        return _run(Trainer(cfg, progress=progress, dist=dist), dist)
 
 
 def _run(trainer, dist):
@@ -44,9 +57,10 @@ def _run(trainer, dist):
 def _run_quietly(trainer, cfg, dist) -> None:
     """A torchrun rank other than 0: no progress, no summary."""
     try:
-        if cfg.resume_from is None:
-            cfg.validate()
-        _run(trainer, dist)
+        with options_named(FLAGS):
+            if cfg.resume_from is None:
+                cfg.validate()
+            _run(trainer, dist)
     except ConfigError:
         raise QuietExit(1) from None
     except Interrupted as e:  # rank 0 says what last.pt holds; this rank knows nothing of the saves
@@ -54,7 +68,15 @@ def _run_quietly(trainer, cfg, dist) -> None:
     except OptkitError as e:
         if isinstance(e.__cause__, RuntimeError):  # the connection to a failed process
             raise QuietExit(1) from None
-        raise type(e)(f"rank {dist.rank}: {e}") from e
+        raise _on_rank(e, dist.rank) from e
+
+
+def _on_rank(error: OptkitError, rank: int) -> OptkitError:
+    """The same error (its type and facts) with the rank in front of its message."""
+    ranked = type(error).__new__(type(error))
+    ranked.__dict__.update(error.__dict__)
+    ranked.args = (f"rank {rank}: {error}",)
+    return ranked
 
 
 def model_options(act: str | None, dropout: float | None, pairs: list[str]) -> dict:

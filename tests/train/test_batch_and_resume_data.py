@@ -93,11 +93,16 @@ def test_batch_of_one_is_refused_before_any_work(cli, tmp_path, tiny_data, resol
 
 def test_a_global_batch_leaving_one_image_per_process_is_refused():
     from optkit.errors import ConfigError
+    from optkit.limits import options_named
     from optkit.train.distributed import DistContext
+    from optkit.workflows.train import FLAGS
 
     cfg = TrainConfig(model="test-tiny", batch_size=2, device="cpu")
     two = DistContext(rank=0, world_size=2, local_rank=0, local_world_size=2)
     with pytest.raises(ConfigError) as e:
+        Trainer(cfg, dist=two).prepare()
+    assert "batch_size 4" in str(e.value) and e.value.values["least"] == 4  # the trainer names the field
+    with pytest.raises(ConfigError) as e, options_named(FLAGS):  # the train flow names the flag
         Trainer(cfg, dist=two).prepare()
     message = str(e.value)
     assert "1 image per process" in message and "--batch-size 4" in message and "BatchNorm" in message
