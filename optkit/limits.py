@@ -4,7 +4,8 @@ once").
 The request and config dataclasses that own an option check it against these bounds in `__post_init__`
 and name the option in their message (`BATCH.check("--batch-size", value)`); library configs name the
 field instead (`AMOUNT.check("amount", value)`), and the FieldError they raise carries the field and the
-words after it, so a flow can say its flag instead (`error.for_option("--amount")`). The CLI's shared
+words after it, so a flow can say its flag instead (`error.for_option("--amount")`); a message over
+several fields is a FieldsError, and a flow words both kinds with `options_named(FLAGS)`. The CLI's shared
 checks (optkit.cli.checks) use the same constants, so a value out of range gets the same one-line
 message whichever check sees it first:
 

@@ -303,3 +303,23 @@ def test_the_trainers_errors_carry_fields():
     with pytest.raises(ConfigError) as info:
         TrainConfig(weights="w.pt", model_options={"act": "relu"}).validate()
     assert str(info.value) == "model_options apply to model; a checkpoint keeps its own"
+
+
+def test_options_named_words_fields_and_keeps_the_errors_kind_and_facts():
+    from optkit.errors import CheckpointError
+    from optkit.limits import FieldError, FieldsError, options_named
+
+    class Moved(FieldsError, CheckpointError):
+        pass
+
+    flags = {"data": "--data", "amount": "--amount"}
+    with pytest.raises(CheckpointError) as info, options_named(flags):
+        raise Moved("{path} is gone; pass {data} {{NEW}}", ["data"], path="/d/{x}")
+    assert type(info.value) is Moved and info.value.values == {"path": "/d/{x}"}
+    assert str(info.value) == "/d/{x} is gone; pass --data {NEW}"  # a value's braces are not a template
+    with pytest.raises(FieldError) as info, options_named(flags):
+        raise FieldError("amount", "must be in [0, 1), got 1.0")
+    assert str(info.value) == "--amount must be in [0, 1), got 1.0"
+    with pytest.raises(FieldError) as info, options_named(flags):  # a field the flow has no flag for
+        raise FieldError("scope", "must be global or layer")
+    assert str(info.value) == "scope must be global or layer"
