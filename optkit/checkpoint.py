@@ -1,4 +1,4 @@
-"""optkit's checkpoint: a build recipe plus weights, safe to load (DESIGN §3).
+"""optkit's checkpoint: a build recipe plus weights, safe to load (docs/architecture.md, Checkpoints).
 
 A file holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(..., weights_only=True)` and never runs code from the file. A model is rebuilt as

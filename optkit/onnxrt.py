@@ -5,7 +5,7 @@ optkit writes these `metadata_props` when it exports (all values are strings in 
 `names` (JSON list), `imgsz`, `stride` (ints), `task`, `arch`, `optkit_version`, `source_sha256` and
 `preprocess` (JSON {"mean": [...], "std": [...]}). `read_metadata` decodes them.
 
-onnx, onnxruntime, numpy and torch are imported inside the functions (DESIGN §2).
+onnx, onnxruntime, numpy and torch are imported inside the functions (docs/architecture.md, Heavy imports).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ stored in `values` with its sign, as are NaNs with their payloads, so `unpack_st
 reproduces every tensor byte for byte. -0.0 is rare in pruned weights (pruning writes +0.0), so keeping
 it costs nothing in practice and saves callers from ever wondering whether a round trip is lossless.
 
-torch is imported inside the functions (DESIGN §2), so `optkit.checkpoint` can import this module freely.
+torch is imported inside the functions (docs/architecture.md, Heavy imports), so `optkit.checkpoint` can
+import this module freely.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ ModelOpt also adds `output_quantizer`s, which stay disabled.
 
 Checkpoints never pickle these modules: the transform entry records the QuantConfig and the shape of
 every enabled quantizer's `_amax`; `replay` inserts the same quantizers into a fresh architecture and
-creates the `_amax` buffers so that the strict state_dict load fills them (DESIGN §3).
+creates the `_amax` buffers so that the strict state_dict load fills them (docs/architecture.md, Checkpoints).
 
-ModelOpt is imported inside the functions: its import takes seconds (DESIGN §5).
+ModelOpt is imported inside the functions: its import takes seconds (docs/architecture.md, Heavy imports).
 """
 
 from __future__ import annotations

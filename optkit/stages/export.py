@@ -1,4 +1,4 @@
-"""export: a model as one self-contained ONNX file, checked against PyTorch with ONNX Runtime (DESIGN §4).
+"""export: a model as one self-contained ONNX file, checked against PyTorch with ONNX Runtime (README).
 
 Exporter: torch.onnx's TorchScript-based exporter (`dynamo=False`). It gives one clean single-file graph
 for every zoo model and for fused, structurally pruned, sparse and fp16-stored checkpoints (rebuilt in

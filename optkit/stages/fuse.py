@@ -1,4 +1,4 @@
-"""fuse: fold BatchNorm into the conv / linear layer that feeds it (DESIGN §4).
+"""fuse: fold BatchNorm into the conv / linear layer that feeds it (README).
 
 In eval mode BatchNorm is a per-channel affine map, so after a layer with weight w and bias b it folds
 into that layer (b = 0 when the layer had none; arithmetic in float64, cast back to the weight's dtype):
@@ -32,7 +32,7 @@ shared with another module, or a module registered under several names.
 Known limit: a Linear -> BatchNorm1d pair assumes 2-D (N, C) activations; on a 3-D (N, L, C) Linear
 output BatchNorm1d normalizes dim 1 instead. `fuse`'s output check catches such a model.
 
-torch is imported inside the functions (DESIGN §2).
+torch is imported inside the functions (docs/architecture.md, Heavy imports).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unstructured L1 pruning: zero the smallest-magnitude weights, permanently (DESIGN §4, prune).
+"""Unstructured L1 pruning: zero the smallest-magnitude weights, permanently (README, `optkit prune`).
 
 Which tensors count ("prunable weights"): the `.weight` of every Conv1d/2d/3d, ConvTranspose1d/2d/3d and
 Linear module, except the model's output layers (the classifier's Linear that makes the logits, as the

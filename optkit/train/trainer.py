@@ -579,4 +579,3 @@ def _output_layer_keys(model) -> set[str]:
         for name, layer in zip(output_layer_names(model), output_layers(model), strict=True)
         for p, _ in layer.named_parameters(recurse=False)
     }
-

@@ -1,4 +1,4 @@
-"""DESIGN §6 bad-input rows for train / val / info: exit code, one line on stderr, nothing written."""
+"""Bad-input rows for train / val / info: exit code, one line on stderr, nothing written."""
 
 from __future__ import annotations
 

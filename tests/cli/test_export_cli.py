@@ -1,4 +1,5 @@
-"""`optkit export` and `optkit val model.onnx` through the CLI: outputs, figures, bad input (DESIGN §6)."""
+"""`optkit export` and `optkit val model.onnx` through the CLI: outputs, figures, bad input
+(docs/architecture.md, bad input)."""
 
 from __future__ import annotations
 

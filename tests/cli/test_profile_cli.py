@@ -1,6 +1,6 @@
 """`optkit profile` through the real entry point: the --json schema, an ONNX export and its .pt agreeing
 on params and FLOPs, per-layer / sweep / backward / autobatch sections, the default source, and every
-DESIGN §6 bad-input row (exit code, one line on stderr, no traceback)."""
+a bad-input row (exit code, one line on stderr, no traceback)."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_default_source_newest_best_else_zoo_default(cli, tmp_path, monkeypatch,
     assert "runs/train/exp/weights/best.pt" in r.out and "newest runs/**/weights/best.pt" in r.out
 
 
-# -- bad input (DESIGN §6) -------------------------------------------------------------------------
+# -- bad input (docs/architecture.md, bad input) ---------------------------------------------------
 
 
 def _assert_refused(r, code: int, fragment: str) -> None:

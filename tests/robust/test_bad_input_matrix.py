@@ -1,4 +1,4 @@
-"""DESIGN §6, the bad-input matrix: every command × every row that applies to it.
+"""The bad-input matrix (docs/architecture.md, bad input): every command × every row that applies to it.
 
 Each case runs the real CLI entry point in-process and asserts: the exit code (1 for a bad file or
 value, 2 for a usage error), exactly one line on stderr (`error: ...`, naming what is wrong), nothing on
