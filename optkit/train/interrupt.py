@@ -39,10 +39,16 @@ def raise_terminated(signum, frame) -> None:
     A SIGTERM sent to the whole process group (`timeout`, systemd) also ends the DataLoader workers (torch
     lets them die of it), and torch's SIGCHLD handler would then raise "DataLoader worker ... is killed by
     signal" in the middle of this process's cleanup. From here on children ending is expected: SIGCHLD
-    goes back to its default (nothing)."""
+    gets a Python handler that does nothing. Not SIG_DFL: a SIGCHLD that arrived before this line but is
+    handled after it would make CPython raise "OSError: Signal 17 ignored due to race condition" in
+    whatever runs next (seen inside the DataLoader's worker shutdown)."""
     with contextlib.suppress(AttributeError, ValueError):  # no SIGCHLD on Windows
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, _children_may_end)
     raise Terminated
+
+
+def _children_may_end(signum, frame) -> None:
+    """SIGCHLD after a SIGTERM: a child ending is expected, nothing to do."""
 
 
 class Sigterm:

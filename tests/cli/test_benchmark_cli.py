@@ -11,6 +11,18 @@ from optkit.checkpoint import checkpoint_from_model, save_checkpoint
 from optkit.models import create_model
 
 
+@pytest.fixture(autouse=True)
+def _tables_at_pipe_width(monkeypatch):
+    """The table at optkit's pipe width, as a user piping the output sees it: pytest-xdist workers export
+    COLUMNS=80, which optkit.report.console obeys, and these tests read whole rows."""
+    from optkit.report import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console.out.cache_clear()
+    yield
+    console.out.cache_clear()
+
+
 @pytest.fixture
 def artifacts(cli, tmp_path):
     torch.manual_seed(0)

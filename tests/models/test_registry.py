@@ -24,7 +24,9 @@ TEST_MODELS = ["test-concat", "test-resnet", "test-tiny"]
 
 def test_list_models_hides_test_models_by_default():
     assert list_models() == REAL_MODELS
-    assert list_models(include_test=True) == sorted(REAL_MODELS + TEST_MODELS)
+    listed, builtin = list_models(include_test=True), sorted(REAL_MODELS + TEST_MODELS)
+    assert [m for m in listed if m in builtin] == builtin and listed == sorted(listed)
+    assert all(get_spec(m).is_test for m in listed if m not in builtin)  # registered by other test modules
 
 
 def test_get_spec():
