@@ -14,10 +14,10 @@ from optkit.threads import prepare_cpu_threading
 
 
 @pytest.mark.parametrize("command", ["train", "val", "prune", "ptq-calibrate", "qat"])
-def test_data_loop_commands_let_waiting_threads_sleep(command):
+def test_data_loop_commands_let_waiting_threads_sleep_sooner(command):
     environ: dict[str, str] = {}
     prepare_cpu_threading(command, environ)
-    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert environ == {"GOMP_SPINCOUNT": "3000"}
 
 
 @pytest.mark.parametrize("command", ["profile", "benchmark", "export", None])
