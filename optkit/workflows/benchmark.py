@@ -11,6 +11,7 @@ latency in the same round), and a row whose per-round ratios spread more than SP
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
     _add_latency(rows, times, req.batch, latency_imgsz)
     for row, label in zip(rows, short_labels(req.artifacts), strict=True):
         row["label"] = label
+    add_int8_gain_notes(rows)
     return {
         "imgsz": imgsz,
         "latency_imgsz": latency_imgsz,
@@ -195,6 +197,26 @@ def row_notes(row: dict, latency_imgsz: int, first: bool) -> list[str]:
     if not first and row["speedup"] < 1:
         notes.append(f"{NO_GAIN_NOTE} at {latency_imgsz} px: slower than the first artifact at this size")
     return notes
+
+
+INT8_GAIN = 1.05  # an INT8 ONNX file less than 5% faster than the float ONNX file in the table gains nothing
+
+
+def add_int8_gain_notes(rows: list[dict]) -> None:
+    """An INT8 ONNX row is judged against the first float ONNX row (the file it was made to replace),
+    by the median of their paired per-round ratios: a small model at a small size can gain nothing."""
+    float_rows = [r for r in rows if r["format"] == "onnx"]
+    if not float_rows:
+        return
+    base = float_rows[0]
+    for row in rows:
+        if row["format"] != "onnx int8":
+            continue
+        pairs = zip(base["round_latency_ms"], row["round_latency_ms"], strict=True)
+        gain = statistics.median(b / m for b, m in pairs)
+        row["speedup_vs_float_onnx"] = gain
+        if gain < INT8_GAIN:
+            row["notes"].append(f"no int8 gain over {base['label']} ({gain:.2f}x)")
 
 
 def short_labels(paths: list[str]) -> list[str]:

@@ -242,3 +242,22 @@ def test_benchmark_plot_is_readable(artifacts, tmp_path):
         t.get_text() for ax in fig.axes for t in ax.get_yticklabels()
     }
     assert {"train/weights/best.pt", "qat/weights/best.pt"} <= {t.split("  ")[-1] for t in texts}
+
+
+def test_int8_onnx_rows_are_judged_against_the_float_onnx_file():
+    from optkit.workflows.benchmark import add_int8_gain_notes
+
+    def row(fmt, label, rounds):
+        return {"format": fmt, "label": label, "round_latency_ms": rounds, "notes": []}
+
+    rows = [
+        row("pytorch", "best.pt", [5.0, 5.0, 5.0]),
+        row("onnx", "model.onnx", [1.2, 1.3, 1.2]),
+        row("onnx int8", "int8.onnx", [1.2, 1.25, 1.1]),  # paired ratios 1.0, 1.04, 1.09: median 1.04
+        row("onnx int8", "fast.onnx", [0.6, 0.65, 0.6]),  # twice as fast
+    ]
+    add_int8_gain_notes(rows)
+    assert rows[2]["speedup_vs_float_onnx"] == pytest.approx(1.3 / 1.25)
+    assert rows[2]["notes"] == ["no int8 gain over model.onnx (1.04x)"]
+    assert rows[3]["speedup_vs_float_onnx"] == pytest.approx(2.0) and rows[3]["notes"] == []
+    assert "speedup_vs_float_onnx" not in rows[0] and rows[0]["notes"] == []
