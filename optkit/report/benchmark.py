@@ -20,6 +20,7 @@ CSV_COLUMNS = (
     "latency_ms",
     "p90_ms",
     "speedup",
+    "speedup_vs_float_onnx",  # INT8 ONNX rows: against the first float ONNX row (paired rounds)
     # added with interleaved rounds: the label shown, the timed size, the per-round ratios' range and
     # spread, how many rounds, the flag and the notes
     "label",
