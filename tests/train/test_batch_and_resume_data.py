@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_train import tiny_train_config
 
 from optkit.train.config import TrainConfig
 from optkit.train.trainer import Trainer
@@ -26,20 +27,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "checkpoints"  
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(
-        model="test-tiny",
-        data=str(data),
-        epochs=2,
-        imgsz=32,
-        batch_size=16,
-        workers=0,
-        project=str(tmp_path / "runs"),
-        name="exp",
-        warmup_epochs=0.0,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(tmp_path, data, **kw)
 
 
 def _tree(root) -> dict[str, bytes]:

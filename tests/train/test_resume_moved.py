@@ -9,6 +9,7 @@ import os
 import shutil
 
 import pytest
+from tiny_train import tiny_train_config
 
 from optkit.errors import CheckpointError, DatasetError
 from optkit.train.config import TrainConfig
@@ -16,21 +17,7 @@ from optkit.train.trainer import Trainer
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(
-        model="test-tiny",
-        data=str(data),
-        epochs=2,
-        stop_after=1,
-        imgsz=32,
-        batch_size=16,
-        workers=0,
-        project=str(tmp_path / "runs"),
-        name="exp",
-        warmup_epochs=0.0,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(tmp_path, data, **{"stop_after": 1, **kw})  # split runs: resumed later
 
 
 def _resume(last) -> Trainer:

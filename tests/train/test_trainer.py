@@ -6,6 +6,7 @@ import csv
 
 import pytest
 import torch
+from tiny_train import tiny_train_config
 
 from optkit.checkpoint import build_model, load_checkpoint
 from optkit.train.config import TrainConfig
@@ -13,20 +14,7 @@ from optkit.train.trainer import Trainer
 
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
-    base = dict(
-        model="test-tiny",
-        data=str(data),
-        epochs=2,
-        imgsz=32,
-        batch_size=16,
-        workers=0,
-        project=str(tmp_path / "runs"),
-        name="exp",
-        warmup_epochs=0.0,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(tmp_path, data, **kw)
 
 
 def _rows(path):
