@@ -140,6 +140,7 @@ FINETUNE_EPOCHS = Bounds(0, 100_000)  # 0: no fine-tuning
 STOP_AFTER = Bounds(1, 100_000)  # epochs this run trains before stopping (resume later)
 PATIENCE = Bounds(0, 1_000_000)  # epochs without improvement before stopping early
 FREEZE = Bounds(0, 1_000_000)  # leading blocks frozen
+CLOSE_MOSAIC = Bounds(0, 100_000)  # detect: final epochs without mosaic
 RUNS = Bounds(1, 1_000_000)  # timed passes
 WARMUP = Bounds(0, 1_000_000)  # untimed passes
 ROUNDS = Bounds(1, 1000)  # benchmark's interleaved rounds
@@ -147,6 +148,7 @@ TOP = Bounds(1, 100_000)  # table rows shown
 ROUND_TO = Bounds(1, 1024)  # structured prune: kept channels are a multiple of this
 
 # --- fractions and rates ----------------------------------------------------------------------------
+SCORE = Bounds(0, 1, integer=False)  # detect: a confidence or IoU threshold
 AMOUNT = Bounds(0, 1, integer=False, high_open=True)  # prune: fraction of weights / channels removed
 FRACTION = Bounds(0, 1, integer=False, low_open=True)  # share of a dataset used
 LABEL_SMOOTHING = Bounds(0, 1, integer=False, high_open=True)

@@ -58,6 +58,13 @@ Freeze = Annotated[int, typer.Option("--freeze", help="Freeze the first N top-le
 Seed = Annotated[int, typer.Option("--seed", help="Seed for order, augmentation and init.")]
 Fraction = Annotated[float, typer.Option("--fraction", help="Train on this fraction of the train split.")]
 Cache = Annotated[bool, typer.Option("--cache", help="Keep decoded training images in RAM.")]
+SkipBadLabels = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-labels",
+        help="Detectors: drop images whose label files have bad rows (and say how many) instead of stopping.",
+    ),
+]
 Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")]
 Project = Annotated[str, typer.Option("--project", help="Parent folder of runs.")]
 Name = Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")]

@@ -23,8 +23,9 @@ def train(
         str | None,
         typer.Option(
             "--data",
-            help="builtin:shapes (the default) or a folder with train/ and val/ class folders; with "
-            "--resume: where the run's dataset is now (default: the path last.pt was trained on).",
+            help="Classifiers: builtin:shapes (the default) or a folder with train/ and val/ class "
+            "folders. Detectors: builtin:shapes-det or a YOLO data.yaml. With --resume: where the run's "
+            "dataset is now (default: the path last.pt was trained on).",
         ),
     ] = None,  # None: builtin:shapes, or on --resume the saved path (TrainConfig.data)
     epochs: o.Epochs = 10,
@@ -52,6 +53,13 @@ def train(
     cos_lr: Annotated[bool, typer.Option("--cos-lr", help="Cosine instead of linear lr decay.")] = False,
     warmup_epochs: o.WarmupEpochs = 1.0,
     label_smoothing: o.LabelSmoothing = 0.0,
+    close_mosaic: Annotated[
+        int, typer.Option("--close-mosaic", help="Detectors: train the last N epochs without mosaic.")
+    ] = 10,
+    box: Annotated[float, typer.Option("--box", help="Detectors: box (CIoU) loss gain.")] = 7.5,
+    cls: Annotated[float, typer.Option("--cls", help="Detectors: class (BCE) loss gain.")] = 0.5,
+    dfl: Annotated[float, typer.Option("--dfl", help="Detectors: distribution focal loss gain.")] = 1.5,
+    skip_bad_labels: o.SkipBadLabels = False,
     patience: o.Patience = 50,
     freeze: o.Freeze = 0,
     seed: o.Seed = 0,
@@ -101,6 +109,11 @@ def train(
         cos_lr=cos_lr,
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
+        close_mosaic=close_mosaic,
+        box=box,
+        cls=cls,
+        dfl=dfl,
+        skip_bad_labels=skip_bad_labels,
         patience=patience,
         freeze=freeze,
         seed=seed,

@@ -48,13 +48,15 @@ class QatTrainer(Trainer):
         """The trainer's loss of the batch (optkit.train.trainer's hook), plus the distillation term."""
         import torch
 
+        from optkit.train.trainer import loss_parts
+
         outputs = self.train_model(images)
-        loss = self.criterion(outputs, labels)
+        loss, items = loss_parts(self.criterion(outputs, labels))
         if self.teacher is not None:
             with torch.no_grad():
                 teacher = self.teacher(images)
             loss = loss + distillation_loss(outputs, teacher, self.temperature)
-        return loss
+        return loss, items
 
 
 def remeasure_onnx_ranges_(ckpt, batches: list) -> None:

@@ -21,8 +21,8 @@ class TrainDisplay(StepDisplay):
     def _on_log(self, line: str) -> None:
         self.line(line)
 
-    def _on_start(self, save_dir, start_epoch: int, notes: list[str], metrics=()) -> None:
-        self.metrics = metrics
+    def _on_start(self, save_dir, start_epoch: int, notes: list[str], metrics=(), loss_names=("loss",)) -> None:
+        self.metrics, self.loss_names = metrics, loss_names
         for note in notes:
             self.note(note)
         resumed = f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""
@@ -41,10 +41,24 @@ class TrainDisplay(StepDisplay):
             self.epoch_step = None
         star = " *" if improved else ""
         self.line(
-            f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"epoch {row['epoch']:>3}  {_loss_text(self.loss_names, row)}  "
             f"{_metric_text(self.metrics, row)}  lr {row['lr_weights']:.2e}  "
             f"{images_per_s:,.0f} img/s  {row['time']:.1f}s{star}"
         )
+
+
+def _loss_text(loss_names, row: dict) -> str:
+    """'loss 0.4321  val_loss 0.5012' for one loss; the parts of several ('box 1.20/1.31  cls ...',
+    train/val) otherwise."""
+    if tuple(loss_names) == ("loss",):
+        return f"loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}"
+    return "  ".join(
+        f"{n.removesuffix('_loss')} {row[f'train_{n}']:.3f}/{_maybe(row[f'val_{n}'])}" for n in loss_names
+    )
+
+
+def _maybe(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _metric_text(metrics, values: dict, label: bool = False) -> str:

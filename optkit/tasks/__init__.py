@@ -11,7 +11,7 @@ import importlib
 
 from optkit.tasks.base import Metric, Task, get_task, register_task
 
-BUILTIN_TASKS = ("optkit.tasks.classify",)  # modules that register a task when imported
+BUILTIN_TASKS = ("optkit.tasks.classify", "optkit.tasks.detect")  # modules that register a task when imported
 
 __all__ = ["Metric", "Task", "get_task", "load_builtin_tasks", "register_task"]
 

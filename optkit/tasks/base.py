@@ -33,20 +33,31 @@ class Task:
     metrics: tuple[Metric, ...] = ()  # what evaluate() returns, in report order (plus "loss", "images")
     fitness_key: str = ""  # the metric that picks best.pt; higher is better
     output_names: tuple[str, ...] = ()  # names of an exported graph's outputs
+    loss_names: tuple[str, ...] = ("loss",)  # the parts of the training loss (results.csv: train_<name>)
+    preprocess: dict = {}  # {"mean", "std"} the task's models read images with ({}: ImageNet's)
 
     # ---- data -------------------------------------------------------------------------------
-    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None) -> Any:
+    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False) -> Any:
         """`--data` to a dataset description with `.names` (class names) and `.root`; raises
-        DatasetError naming what is wrong. `log` receives progress lines (dataset generation)."""
+        DatasetError naming what is wrong. `log` receives progress lines (dataset generation, label
+        scans); `skip_bad_labels`: drop images whose labels are bad instead of refusing the dataset (a
+        task without label files ignores it)."""
         raise NotImplementedError
+
+    def default_imgsz(self, spec: str) -> int | None:
+        """The training size for dataset `spec` when none is given (a built-in set's own size), or None
+        for the model's default."""
+        return None
 
     def check_classes(self, names: list[str], root) -> None:
         """Refuse a class list this task cannot learn or measure (e.g. one class for a classifier)."""
 
     def train_loader(self, data, names: list[str], imgsz: int, batch: int, workers: int, seed: int,
-                     fraction: float = 1.0, rank: int = 0, world: int = 1, cache: bool = False):  # fmt: skip
+                     fraction: float = 1.0, rank: int = 0, world: int = 1, cache: bool = False,
+                     options: dict | None = None):  # fmt: skip
         """(DataLoader, sampler with set_epoch) over the train split with augmentation that is a pure
-        function of (seed, epoch, index), so resume is exact."""
+        function of (seed, epoch, index), so resume is exact. `options`: the run's task options (detect:
+        "mosaic_epochs", the epochs at the start that use mosaic)."""
         raise NotImplementedError
 
     def val_loader(self, data, names: list[str], imgsz: int, batch: int, workers: int,
@@ -60,13 +71,15 @@ class Task:
         raise NotImplementedError
 
     # ---- training and evaluation ----------------------------------------------------------------
-    def loss(self, options: dict) -> Callable:
-        """`loss(outputs, targets) -> scalar tensor` for a training batch; `options` are the train
-        config's task options (e.g. label_smoothing)."""
+    def loss(self, options: dict, model=None) -> Callable:
+        """`loss(outputs, targets)` for a training batch of `model`: a scalar tensor, or `(total, items)`
+        with `items` a detached tensor of the `loss_names` parts per image (what results.csv logs);
+        `options` are the train config's task options (e.g. label_smoothing, detect's box/cls/dfl gains)."""
         raise NotImplementedError
 
     def evaluate(self, model, loader, device, amp: bool = False) -> dict:
-        """Metrics of `model` on `loader`: every key of `metrics`, plus "loss" and "images"."""
+        """Metrics of `model` on `loader`: every key of `metrics`, plus "loss" (None when the model
+        cannot give it), each of `loss_names` and "images"."""
         raise NotImplementedError
 
     def fitness(self, metrics: dict) -> float:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from optkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from optkit.tasks.base import Metric, Task, register_task
+
+BUILTIN_IMGSZ = 64  # pixels: the built-in classification sets are generated at this size
 
 
 class Classify(Task):
@@ -13,12 +16,16 @@ class Classify(Task):
     metrics = (Metric("top1", "top-1", percent=True), Metric("top5", "top-5", percent=True))
     fitness_key = "top1"
     output_names = ("logits",)
+    preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # 0-1 scale
 
     # ---- data -------------------------------------------------------------------------------
-    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None):
+    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False):
         from optkit.data.loader import resolve_data
 
-        return resolve_data(spec, log=log)
+        return resolve_data(spec, log=log)  # class folders have no label files to skip
+
+    def default_imgsz(self, spec: str) -> int | None:
+        return BUILTIN_IMGSZ if spec.startswith("builtin:") else None
 
     def check_classes(self, names: list[str], root) -> None:
         from optkit.data.loader import require_two_classes
@@ -26,7 +33,7 @@ class Classify(Task):
         require_two_classes(list(names), root)
 
     def train_loader(self, data, names, imgsz, batch, workers, seed, fraction=1.0, rank=0, world=1,
-                     cache=False):  # fmt: skip
+                     cache=False, options=None):  # fmt: skip
         from optkit.data import ImageFolder, TrainTransform, build_train_loader
 
         dataset = ImageFolder(data.train_dir, TrainTransform(imgsz), classes=list(names), cache=cache)
@@ -45,7 +52,7 @@ class Classify(Task):
         return ImageFolder(folder, ValTransform(imgsz, **norm), classes=list(names))
 
     # ---- training and evaluation ----------------------------------------------------------------
-    def loss(self, options: dict) -> Callable:
+    def loss(self, options: dict, model=None) -> Callable:
         import torch
 
         return torch.nn.CrossEntropyLoss(label_smoothing=options.get("label_smoothing", 0.0))

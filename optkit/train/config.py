@@ -34,7 +34,12 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # classify
+    close_mosaic: int = 10  # detect: the last N epochs train without mosaic
+    box: float = 7.5  # detect: loss gains (YOLOv8's)
+    cls: float = 0.5
+    dfl: float = 1.5
+    skip_bad_labels: bool = False  # detect: drop images with bad label rows instead of refusing the data
     patience: int = 50  # epochs without val top-1 improvement before stopping early
     freeze: int = 0  # freeze the first N top-level blocks
     seed: int = 0
@@ -93,12 +98,27 @@ class TrainConfig:
             ("weight_decay", self.weight_decay, limits.NON_NEGATIVE),
             ("warmup_epochs", self.warmup_epochs, limits.NON_NEGATIVE),
             ("label_smoothing", self.label_smoothing, limits.LABEL_SMOOTHING),
+            ("close_mosaic", self.close_mosaic, limits.CLOSE_MOSAIC),
+            ("box", self.box, limits.NON_NEGATIVE),
+            ("cls", self.cls, limits.NON_NEGATIVE),
+            ("dfl", self.dfl, limits.NON_NEGATIVE),
             ("fraction", self.fraction, limits.FRACTION),
             ("patience", self.patience, limits.PATIENCE),
             ("freeze", self.freeze, limits.FREEZE),
             ("workers", self.workers, limits.WORKERS),
             ("stop_after", self.stop_after, limits.STOP_AFTER),
         ]
+
+    def task_options(self) -> dict:
+        """What the task's loss and loader read (optkit.tasks): a classifier's label smoothing, a
+        detector's loss gains and the epochs that use mosaic."""
+        return {
+            "label_smoothing": self.label_smoothing,
+            "box": self.box,
+            "cls": self.cls,
+            "dfl": self.dfl,
+            "mosaic_epochs": max(self.epochs - self.close_mosaic, 0),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,10 +14,11 @@ from pathlib import Path
 from optkit.io import atomic_write_text
 
 
-def columns(metric_keys) -> tuple[str, ...]:
-    """results.csv's columns: the task's metrics (optkit.tasks; top1, top5 for a classifier) between
-    the losses and the learning rates."""
-    return ("epoch", "train_loss", "val_loss", *metric_keys, "lr_weights", "lr_norm", "lr_bias", "time")
+def columns(metric_keys, loss_names=("loss",)) -> tuple[str, ...]:
+    """results.csv's columns: the task's losses (optkit.tasks; `loss` for a classifier, box/cls/dfl for
+    a detector) on train then val, then its metrics (top1, top5 for a classifier), the learning rates."""
+    losses = (*(f"train_{n}" for n in loss_names), *(f"val_{n}" for n in loss_names))
+    return ("epoch", *losses, *metric_keys, "lr_weights", "lr_norm", "lr_bias", "time")
 
 
 def format_row(row: dict, cols: tuple[str, ...]) -> dict:

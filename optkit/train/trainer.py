@@ -46,7 +46,6 @@ from optkit.train.results import (
 
 log = logging.getLogger("optkit")
 
-BUILTIN_IMGSZ = 64  # the built-in datasets are generated at 64 px
 GRAD_CLIP = 10.0  # max gradient norm per optimizer step
 
 
@@ -96,7 +95,7 @@ class Trainer:
         self.resume_ckpt = self._load_resume() if self.cfg.resume_from else None
         cfg = self.cfg.validate()
         self.task = get_task(self._task_name())
-        self.columns = columns(m.key for m in self.task.metrics)  # of results.csv
+        self.columns = columns((m.key for m in self.task.metrics), self.task.loss_names)  # of results.csv
         self.device = distributed.rank_device(cfg.device, self.dist)
         distributed.check_options(self.dist, cfg.batch_size, cfg.sync_bn, self.device)
         if 0 < cfg.batch_size < MIN_BATCH_NORM_BATCH * self.dist.world_size:  # 1 image per process
@@ -170,7 +169,8 @@ class Trainer:
         self.resume_dir = resume.run_folder_of(path)  # <run>/weights/last.pt, wherever <run> now is
         if self.dist.is_main:  # rank 0 alone reads and writes the run folder
             best_epoch = (ckpt.train_state or {}).get("best_epoch", -1) + 1
-            cols = columns(m.key for m in get_task(ckpt.task).metrics)
+            task = get_task(ckpt.task)
+            cols = columns((m.key for m in task.metrics), task.loss_names)
             carried = carried_rows(ckpt.train_state, ckpt.epoch + 1, cols) is not None
             resume.check_run_folder(self.resume_dir, ckpt.epoch + 1, best_epoch, carried)
         saved.device = self.cfg.device or saved.device  # the machine may differ
@@ -185,7 +185,8 @@ class Trainer:
         return ckpt
 
     def _resolve_data(self):
-        data = self.task.resolve_data(self.cfg.data, log=self._log)
+        skip = {"skip_bad_labels": True} if self.cfg.skip_bad_labels else {}  # only tasks with label files
+        data = self.task.resolve_data(self.cfg.data, log=self._log, **skip)
         self.task.check_classes(list(data.names), data.root)
         return data
 
@@ -213,8 +214,7 @@ class Trainer:
         else:
             self.names = list(self.data.names)
             self.model = create_model(cfg.model, num_classes=len(self.names), **cfg.model_options)
-            default = BUILTIN_IMGSZ if cfg.data.startswith("builtin:") else get_spec(cfg.model).default_imgsz
-            self.imgsz = cfg.imgsz or default
+            self.imgsz = cfg.imgsz or self.task.default_imgsz(cfg.data) or get_spec(cfg.model).default_imgsz
             self.lineage, self.transforms = [], []
 
     def _sparsity_masks(self) -> dict:
@@ -232,10 +232,10 @@ class Trainer:
         return masks
 
     def _model_for_classes(self, ckpt: Checkpoint, names: list[str]):
-        """The checkpoint's model. When the dataset's classes differ, its output layers (the classifier's
-        Linear, as the model declares it: optkit.models.parts) are re-initialised: with another count
-        their shape changes, and with the same count under other names their outputs would mean other
-        classes."""
+        """The checkpoint's model. When the dataset's classes differ, its class output layers (the
+        classifier's Linear, a detector's class convs, as the model declares them: optkit.models.parts)
+        are re-initialised: with another count their shape changes, and with the same count under other
+        names their outputs would mean other classes."""
         from optkit.checkpoint import create_architecture
 
         if ckpt.names == names:
@@ -271,6 +271,7 @@ class Trainer:
         self.train_loader, self.sampler = task.train_loader(
             self.data, self.names, self.imgsz, per_rank, workers, cfg.seed,
             fraction=cfg.fraction, rank=dist.rank, world=dist.world_size, cache=cfg.cache,
+            options=cfg.task_options(),
         )  # fmt: skip
         self.val_loader = None  # rank 0 alone validates
         if dist.is_main:
@@ -336,7 +337,7 @@ class Trainer:
             self.stopper = EarlyStopper(cfg.patience, state.get("best_fitness"), state.get("best_epoch", -1))
             self.start_epoch = resume_ckpt.epoch + 1
         self.ema.ema.to(self.device)
-        self.criterion = self.task.loss({"label_smoothing": cfg.label_smoothing})
+        self.criterion = self.task.loss(cfg.task_options(), self.model)
 
     def _run_dir(self, resume_ckpt: Checkpoint | None) -> Path:
         if resume_ckpt is not None:
@@ -363,7 +364,7 @@ class Trainer:
             self.rows = restore_results(self.save_dir / "results.csv", state, self.start_epoch, self.columns)
         self._emit(
             "start", save_dir=self.save_dir, start_epoch=self.start_epoch, notes=self.notes,
-            metrics=self.task.metrics,
+            metrics=self.task.metrics, loss_names=self.task.loss_names,
         )  # fmt: skip
         t_run = time.perf_counter()
         images = train_seconds = 0.0
@@ -411,15 +412,16 @@ class Trainer:
     def _epoch(self, epoch: int, wdir: Path) -> tuple[dict, int, float]:
         """Train, validate, log and save one epoch; returns (val metrics, images trained, train seconds)."""
         t0 = time.perf_counter()
-        train_loss, n_images = self._train_one_epoch(epoch)
+        train_losses, n_images = self._train_one_epoch(epoch)
         t_train = time.perf_counter() - t0
         metrics = self._validate()
         improved = self.stopper.update(epoch, self.task.fitness(metrics))
         lrs = [g["lr"] for g in self.optimizer.param_groups]
+        names = self.task.loss_names
         row = {
             "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "val_loss": metrics["loss"],
+            **{f"train_{n}": value for n, value in zip(names, train_losses, strict=True)},
+            **{f"val_{n}": metrics[n] for n in names},
             **{m.key: metrics[m.key] for m in self.task.metrics},
             "lr_weights": lrs[0],
             "lr_norm": lrs[1],
@@ -442,7 +444,8 @@ class Trainer:
             and epoch + 1 < self.cfg.epochs
         )
 
-    def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
+    def _train_one_epoch(self, epoch: int) -> tuple[list[float], int]:
+        """(mean of each loss part per image over the epoch, images trained on all ranks)."""
         import torch
 
         from optkit.train.optim import set_schedule
@@ -453,7 +456,7 @@ class Trainer:
         self.train_model.train()
         nb = len(self.train_loader)  # the same on every rank: the sampler pads its shards
         warmup = self.warmup  # iterations (_plan_warmup)
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen = torch.zeros(len(self.task.loss_names), dtype=torch.float64), 0
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(self.train_loader):
             set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
@@ -462,28 +465,29 @@ class Trainer:
             step = (i + 1) % self.accumulate == 0 or i + 1 == nb
             # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
             with self._gradient_sync(step), torch.autocast("cuda", enabled=self.amp):
-                loss = self._loss(images, labels)
+                loss, items = self._loss(images, labels)
                 self.scaler.scale(loss / self.accumulate).backward()
             if step:
                 self._optimizer_step()
-            loss_sum += loss.item() * labels.numel()
-            seen += labels.numel()
+            loss_sum += items.detach().double().cpu() * len(images)
+            seen += len(images)
             self.ctrl_c.check()
             self._emit(
                 "batch",
                 epoch=epoch,
                 i=i,
                 nb=nb,
-                loss=loss_sum / seen,  # this rank's shard
+                loss=float(loss_sum.sum()) / seen,  # this rank's shard
                 seen=seen * world,  # ranks take equal batches
                 lr=self.optimizer.param_groups[0]["lr"],
             )
-        loss_sum, seen = distributed.all_sum([loss_sum, seen], self.dist, device)
-        return loss_sum / max(seen, 1), int(seen)
+        *loss_sum, seen = distributed.all_sum([*loss_sum.tolist(), seen], self.dist, device)
+        return [value / max(seen, 1) for value in loss_sum], int(seen)
 
     def _loss(self, images, labels):
-        """The training loss of one batch (QAT's distillation adds to it: optkit.quant.qat)."""
-        return self.criterion(self.train_model(images), labels)
+        """(loss to back-propagate, its parts per image) of one batch (QAT's distillation adds to it:
+        optkit.quant.qat)."""
+        return loss_parts(self.criterion(self.train_model(images), labels))
 
     def _gradient_sync(self, step: bool):
         if self.dist.enabled and not step:
@@ -541,7 +545,7 @@ class Trainer:
         ckpt.best_fitness = self.stopper.best_fitness
         ckpt.task = self.task.name
         ckpt.metrics = {**{m.key: metrics[m.key] for m in self.task.metrics}, "loss": metrics["loss"]}
-        ckpt.preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        ckpt.preprocess = dict(self.task.preprocess) or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         if not for_deploy:
             ckpt.ema = state_dict_cpu(self.ema.ema)
             ckpt.updates = self.ema.updates
@@ -567,6 +571,13 @@ class Trainer:
     def _emit(self, event: str, **info) -> None:
         if self.progress is not None and self.dist.is_main:
             self.progress(event, **info)
+
+
+def loss_parts(output):
+    """A task loss's result as (loss, detached parts): a scalar loss is its own one part."""
+    if isinstance(output, tuple):
+        return output
+    return output, output.detach().reshape(1)
 
 
 def _output_layer_keys(model) -> set[str]:

@@ -55,7 +55,7 @@ class FakeMeanColour(Task):
         return ColourData(root, ["r", "g", "b"], root / "train", root / "val")
 
     def train_loader(self, data, names, imgsz, batch, workers, seed, fraction=1.0, rank=0, world=1,
-                     cache=False):  # fmt: skip
+                     cache=False, options=None):  # fmt: skip
         from optkit.data import ImageFolder, TrainTransform, build_train_loader
 
         images = ImageFolder(data.train_dir, TrainTransform(imgsz))
@@ -72,7 +72,7 @@ class FakeMeanColour(Task):
 
         return build_val_loader(self.image_dataset(data, names, imgsz, "val"), batch, workers)
 
-    def loss(self, options):
+    def loss(self, options, model=None):
         return nn.MSELoss()
 
     def evaluate(self, model, loader, device, amp=False) -> dict:

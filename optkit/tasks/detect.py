@@ -1,0 +1,138 @@
+"""Object detection: YOLO-format data (a data.yaml), the YOLOv8 loss, COCO mAP (docs/architecture.md,
+"The task seam"). The second task behind the seam: every flow that trains, validates or measures a
+detector asks this object, as it asks optkit.tasks.classify for a classifier.
+
+Images reach a detector as RGB in [0, 1] (pixels / 255, no mean or std), letterboxed to a square of
+`imgsz` with grey (114) padding; targets are (batch index, class, cx, cy, w, h) rows normalised to that
+square (optkit.data.detect_dataset). A detector's eval output is [B, 4 + nc, N] (box centre and size in
+input pixels, class probabilities), the layout of Ultralytics' ONNX export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from optkit.tasks.base import Metric, Task, register_task
+
+BUILTIN_DETECT_IMGSZ = 128  # pixels: what `builtin:shapes-det` trains at when --imgsz is not given
+FITNESS_WEIGHTS = (0.1, 0.9)  # best.pt: 0.1 * mAP50 + 0.9 * mAP50-95 (as YOLOv5/v8 choose it)
+DEFAULT_GAINS = {"box": 7.5, "cls": 0.5, "dfl": 1.5}  # loss gains (YOLOv8's)
+DETECTION_BUILTINS = ("shapes-det",)  # builtin datasets that are YOLO folders with a data.yaml
+CLOSE_MOSAIC = 10  # last epochs trained without mosaic, so the model ends on whole, unstitched images
+
+
+class Detect(Task):
+    name = "detect"
+    metrics = (
+        Metric("precision", "P"),
+        Metric("recall", "R"),
+        Metric("map50", "mAP50"),
+        Metric("map", "mAP50-95"),
+    )
+    fitness_key = "map"  # budgets (--auto-skip) are mAP50-95 points; best.pt uses fitness() below
+    output_names = ("output0",)  # [B, 4 + nc, N], as Ultralytics names it
+    loss_names = ("box_loss", "cls_loss", "dfl_loss")
+    preprocess = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # pixels / 255 only
+
+    # ---- data -------------------------------------------------------------------------------
+    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False):
+        """`builtin:shapes-det` (generated once into the cache) or a data.yaml (or a folder holding one)."""
+        from optkit.data.yolo_format import load_yolo_data
+
+        yaml_path = data_yaml(spec, log)
+        data = load_yolo_data(yaml_path, skip_bad_labels=skip_bad_labels, log=log)
+        data.name = spec
+        return data
+
+    def default_imgsz(self, spec: str) -> int | None:
+        return BUILTIN_DETECT_IMGSZ if spec.startswith("builtin:") else None
+
+    def train_loader(self, data, names, imgsz, batch, workers, seed, fraction=1.0, rank=0, world=1,
+                     cache=False, options=None):  # fmt: skip
+        from optkit.data import build_train_loader
+        from optkit.data.detect_dataset import DetectDataset, collate_detect
+
+        options = options or {}
+        split = data.splits["train"]
+        dataset = DetectDataset(
+            split.images, split.labels, imgsz, augment=True,
+            mosaic_epochs=options.get("mosaic_epochs", 0), cache=cache, root=data.root,
+        )  # fmt: skip
+        return build_train_loader(
+            dataset, batch, workers, seed, fraction=fraction, rank=rank, world=world, collate_fn=collate_detect
+        )
+
+    def val_loader(self, data, names, imgsz, batch, workers, preprocess=None):
+        from optkit.data import build_val_loader
+        from optkit.data.detect_dataset import collate_detect
+
+        dataset = self.image_dataset(data, names, imgsz, "val", preprocess)
+        return build_val_loader(dataset, batch, workers, collate_fn=collate_detect)
+
+    def image_dataset(self, data, names, imgsz, split, preprocess=None):
+        from optkit.data.detect_dataset import DetectDataset
+
+        chosen = data.splits[split]
+        return DetectDataset(chosen.images, chosen.labels, imgsz, augment=False, root=data.root)
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, options: dict, model=None) -> Callable:
+        from optkit.tasks.detect_loss import DetectionLoss
+
+        head = detect_head(model)
+        gains = {k: options.get(k, v) for k, v in DEFAULT_GAINS.items()}
+        return DetectionLoss(head.nc, strides=tuple(head.strides), reg_max=head.reg_max, **gains)
+
+    def evaluate(self, model, loader, device, amp: bool = False) -> dict:
+        from optkit.measure.detect_eval import evaluate_detector
+
+        return evaluate_detector(model, loader, device, amp=amp, loss_names=self.loss_names)
+
+    def fitness(self, metrics: dict) -> float:
+        w50, w = FITNESS_WEIGHTS
+        return w50 * float(metrics["map50"]) + w * float(metrics["map"])
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def read_outputs(self, output, num_classes: int):
+        from optkit.measure.detect_eval import detector_output
+
+        return detector_output(output, num_classes)
+
+
+def data_yaml(spec: str, log=None) -> Path:
+    """The data.yaml that `--data` names: a builtin's (generated on first use), a .yaml file, or the
+    data.yaml inside a folder."""
+    from optkit.errors import DatasetError
+
+    if spec.startswith("builtin:"):
+        from optkit.data.shapes import BUILTINS, builtin_root
+
+        name = spec.split(":", 1)[1]
+        if name in BUILTINS and name not in DETECTION_BUILTINS:
+            raise DatasetError(
+                f"{spec} is a classification dataset (class folders); a detector trains and is measured on "
+                "builtin:shapes-det or a YOLO data.yaml"
+            )
+        return builtin_root(name, log=log) / "data.yaml"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "data.yaml").is_file():
+            return path / "data.yaml"
+        raise DatasetError(
+            f"{path} is a folder without a data.yaml; a detector reads a YOLO data.yaml (path, train, val, names)"
+        )
+    if not path.exists():
+        raise DatasetError(f"{path}: no such data.yaml")
+    return path
+
+
+def detect_head(model):
+    """The Detect block of a zoo detector (its last block), which knows nc, reg_max and strides."""
+    from optkit.models.parts import head_name
+
+    head = dict(model.named_modules())[head_name(model)]
+    return head
+
+
+DETECT = register_task(Detect())
