@@ -126,10 +126,18 @@ def _clamp_workers(workers: int) -> int:
 
 
 def build_train_loader(
-    dataset, batch_size: int, workers: int, seed: int, fraction: float = 1.0, rank: int = 0, world: int = 1
+    dataset,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    fraction: float = 1.0,
+    rank: int = 0,
+    world: int = 1,
+    collate_fn=None,
 ):
     """(DataLoader, EpochSampler). `batch_size` is per process (rank `rank` of `world`). A last batch of
-    one image is dropped: BatchNorm cannot train on it."""
+    one image is dropped: BatchNorm cannot train on it. `collate_fn` batches items (None: torch's default;
+    detection passes optkit.data.detect_dataset.collate_detect)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -146,6 +154,7 @@ def build_train_loader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         drop_last=len(sampler) % batch_size == 1 and len(sampler) > 1,
+        collate_fn=collate_fn,
     )
     return loader, sampler
 
@@ -177,7 +186,8 @@ def min_fraction(need: int, n: int) -> float:
     return float(f"{math.ceil(round(exact / step, 9)) * step:.2g}")
 
 
-def build_val_loader(dataset, batch_size: int, workers: int):
+def build_val_loader(dataset, batch_size: int, workers: int, collate_fn=None):
+    """Val batches in dataset order; `collate_fn` as for build_train_loader."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -187,4 +197,5 @@ def build_val_loader(dataset, batch_size: int, workers: int):
         shuffle=False,
         num_workers=_clamp_workers(workers),
         pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn,
     )
