@@ -145,6 +145,7 @@ RUNS = Bounds(1, 1_000_000)  # timed passes
 WARMUP = Bounds(0, 1_000_000)  # untimed passes
 ROUNDS = Bounds(1, 1000)  # benchmark's interleaved rounds
 TOP = Bounds(1, 100_000)  # table rows shown
+MAX_DET = Bounds(1, 100_000)  # detections kept per image
 ROUND_TO = Bounds(1, 1024)  # structured prune: kept channels are a multiple of this
 
 # --- fractions and rates ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def root(
 COMMANDS = {
     "train": "optkit.cli.train:train",
     "val": "optkit.cli.val:val",
+    "predict": "optkit.cli.predict:predict",
     "info": "optkit.cli.info:info",
     "models": "optkit.cli.models:models",
     "fuse": "optkit.cli.fuse:fuse",

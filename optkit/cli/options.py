@@ -12,6 +12,19 @@ Device = Annotated[str, typer.Option("--device", help="cpu, 0, cuda:0; empty = C
 Data = Annotated[
     str, typer.Option("--data", help="builtin:shapes or a folder with train/ and val/ class folders.")
 ]
+ModelData = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Classifiers: builtin:shapes (default) or a folder with train/ and val/ class folders. "
+        "Detectors: builtin:shapes-det (default) or a YOLO data.yaml.",
+    ),
+]
+Conf = Annotated[
+    float | None, typer.Option("--conf", help="Detectors: score threshold (val 0.001, predict 0.25).")
+]
+Iou = Annotated[float | None, typer.Option("--iou", help="Detectors: NMS IoU threshold (0.7).")]
+MaxDet = Annotated[int | None, typer.Option("--max-det", help="Detectors: detections kept per image (300).")]
 Imgsz = Annotated[int | None, typer.Option("--imgsz", help="Input size in pixels (multiple of 32).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
 Workers = Annotated[

@@ -116,7 +116,9 @@ def _find_output(output, num_classes: int):
             output.shape[1] == 4 + num_classes or output.shape[2] in (4 + num_classes, 5 + num_classes)
         )
         return output if ok else None
-    items = output.values() if isinstance(output, dict) else output if isinstance(output, (list, tuple)) else ()
+    items = (
+        output.values() if isinstance(output, dict) else output if isinstance(output, (list, tuple)) else ()
+    )
     for item in items:
         found = _find_output(item, num_classes)
         if found is not None:

@@ -19,13 +19,15 @@ def measure_on_val(
     workers: int | None = None,
     device: str = "",
     preprocess: dict | None = None,
+    eval_options: dict | None = None,
 ) -> dict:
     """The task's metrics of `model` (an nn.Module or optkit.onnxrt.OrtModel) on the val split of
     `data` (what `task.resolve_data` returned), and how long the pass took.
 
     Returns {"split", "imgsz", "device", <task.evaluate's metrics, with "loss" and "images">, "seconds",
     "images_per_s"}. names: the model's classes, in its output order; preprocess: {"mean", "std"} the
-    model expects (None: optkit's ImageNet normalisation). What the model returns is read by
+    model expects (None: optkit's ImageNet normalisation); eval_options: the task's evaluation settings
+    (a detector's conf, iou, max_det). What the model returns is read by
     `task.read_outputs` (a foreign classifier's probabilities or tuple, for example)."""
     from optkit.data import default_workers
     from optkit.device import select_device
@@ -35,7 +37,8 @@ def measure_on_val(
     workers = workers if workers is not None else default_workers()
     loader = task.val_loader(data, list(names), imgsz, batch_size, workers, preprocess)
     t0 = time.perf_counter()
-    metrics = task.evaluate(OutputsOf(model, task, len(names)).to(dev), loader, dev)
+    options = {"options": eval_options} if eval_options else {}  # tasks without settings take none
+    metrics = task.evaluate(OutputsOf(model, task, len(names)).to(dev), loader, dev, **options)
     seconds = time.perf_counter() - t0
     return {
         "split": "val",

@@ -21,7 +21,9 @@ class TrainDisplay(StepDisplay):
     def _on_log(self, line: str) -> None:
         self.line(line)
 
-    def _on_start(self, save_dir, start_epoch: int, notes: list[str], metrics=(), loss_names=("loss",)) -> None:
+    def _on_start(
+        self, save_dir, start_epoch: int, notes: list[str], metrics=(), loss_names=("loss",)
+    ) -> None:
         self.metrics, self.loss_names = metrics, loss_names
         for note in notes:
             self.note(note)

@@ -1,4 +1,5 @@
-"""What `optkit val` prints: one row, with a column per metric of the model's task."""
+"""What `optkit val` prints: one row, with a column per metric of the model's task; for a detector of
+several classes, a row per class below it (images, instances, P, R, mAP50, mAP50-95)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ def print_val(r: dict) -> None:
 
     from optkit.tasks import get_task
 
-    metrics = get_task(r["task"]).metrics  # classify: top-1, top-5
+    metrics = get_task(r["task"]).metrics  # classify: top-1, top-5; detect: P, R, mAP50, mAP50-95
     table = Table(title=f"optkit val  {r['weights']}")
     for col in ("data", "images", "imgsz", *(m.label for m in metrics), "loss", "img/s"):
         table.add_column(col, justify="right" if col != "data" else "left")
@@ -18,8 +19,33 @@ def print_val(r: dict) -> None:
         r["data"],
         str(r["images"]),
         str(r["imgsz"]),
-        *(pct(r[m.key]) if m.percent else f"{r[m.key]:.4g}" for m in metrics),
-        f"{r['loss']:.4f}",
+        *(_figure(r[m.key], m.percent) for m in metrics),
+        "-" if r.get("loss") is None else f"{r['loss']:.4f}",
         f"{r['images_per_s']:,.0f}",
     )
     out().print(table)
+    per_class = r.get("per_class") or []
+    if len(per_class) > 1:
+        out().print(_per_class_table(per_class))
+
+
+def _figure(value, percent: bool) -> str:
+    if value is None:
+        return "-"
+    return pct(value) if percent else f"{value:.3f}"
+
+
+def _per_class_table(rows: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="per class")
+    for col in ("class", "images", "instances", "P", "R", "mAP50", "mAP50-95"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["images"]),
+            str(row["instances"]),
+            *(_figure(row.get(k), False) for k in ("precision", "recall", "map50", "map")),
+        )
+    return table

@@ -33,11 +33,14 @@ class Task:
     metrics: tuple[Metric, ...] = ()  # what evaluate() returns, in report order (plus "loss", "images")
     fitness_key: str = ""  # the metric that picks best.pt; higher is better
     output_names: tuple[str, ...] = ()  # names of an exported graph's outputs
+    default_data: str = ""  # --data when none is given (a built-in set)
     loss_names: tuple[str, ...] = ("loss",)  # the parts of the training loss (results.csv: train_<name>)
     preprocess: dict = {}  # {"mean", "std"} the task's models read images with ({}: ImageNet's)
 
     # ---- data -------------------------------------------------------------------------------
-    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False) -> Any:
+    def resolve_data(
+        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+    ) -> Any:
         """`--data` to a dataset description with `.names` (class names) and `.root`; raises
         DatasetError naming what is wrong. `log` receives progress lines (dataset generation, label
         scans); `skip_bad_labels`: drop images whose labels are bad instead of refusing the dataset (a
@@ -79,7 +82,8 @@ class Task:
 
     def evaluate(self, model, loader, device, amp: bool = False) -> dict:
         """Metrics of `model` on `loader`: every key of `metrics`, plus "loss" (None when the model
-        cannot give it), each of `loss_names` and "images"."""
+        cannot give it), each of `loss_names` and "images". A task with evaluation settings (a
+        detector's thresholds) also takes `options`, a dict of them."""
         raise NotImplementedError
 
     def fitness(self, metrics: dict) -> float:

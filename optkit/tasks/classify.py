@@ -16,10 +16,13 @@ class Classify(Task):
     metrics = (Metric("top1", "top-1", percent=True), Metric("top5", "top-5", percent=True))
     fitness_key = "top1"
     output_names = ("logits",)
+    default_data = "builtin:shapes"
     preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # 0-1 scale
 
     # ---- data -------------------------------------------------------------------------------
-    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False):
+    def resolve_data(
+        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+    ):
         from optkit.data.loader import resolve_data
 
         return resolve_data(spec, log=log)  # class folders have no label files to skip

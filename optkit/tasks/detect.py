@@ -34,9 +34,12 @@ class Detect(Task):
     output_names = ("output0",)  # [B, 4 + nc, N], as Ultralytics names it
     loss_names = ("box_loss", "cls_loss", "dfl_loss")
     preprocess = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # pixels / 255 only
+    default_data = "builtin:shapes-det"
 
     # ---- data -------------------------------------------------------------------------------
-    def resolve_data(self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False):
+    def resolve_data(
+        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+    ):
         """`builtin:shapes-det` (generated once into the cache) or a data.yaml (or a folder holding one)."""
         from optkit.data.yolo_format import load_yolo_data
 
@@ -60,7 +63,14 @@ class Detect(Task):
             mosaic_epochs=options.get("mosaic_epochs", 0), cache=cache, root=data.root,
         )  # fmt: skip
         return build_train_loader(
-            dataset, batch, workers, seed, fraction=fraction, rank=rank, world=world, collate_fn=collate_detect
+            dataset,
+            batch,
+            workers,
+            seed,
+            fraction=fraction,
+            rank=rank,
+            world=world,
+            collate_fn=collate_detect,
         )
 
     def val_loader(self, data, names, imgsz, batch, workers, preprocess=None):
@@ -84,10 +94,13 @@ class Detect(Task):
         gains = {k: options.get(k, v) for k, v in DEFAULT_GAINS.items()}
         return DetectionLoss(head.nc, strides=tuple(head.strides), reg_max=head.reg_max, **gains)
 
-    def evaluate(self, model, loader, device, amp: bool = False) -> dict:
+    def evaluate(self, model, loader, device, amp: bool = False, options: dict | None = None) -> dict:
+        """`options`: conf, iou, max_det (optkit.measure.detect_eval's validation defaults otherwise)."""
         from optkit.measure.detect_eval import evaluate_detector
 
-        return evaluate_detector(model, loader, device, amp=amp, loss_names=self.loss_names)
+        return evaluate_detector(
+            model, loader, device, amp=amp, loss_names=self.loss_names, **(options or {})
+        )
 
     def fitness(self, metrics: dict) -> float:
         w50, w = FITNESS_WEIGHTS
@@ -120,7 +133,8 @@ def data_yaml(spec: str, log=None) -> Path:
         if (path / "data.yaml").is_file():
             return path / "data.yaml"
         raise DatasetError(
-            f"{path} is a folder without a data.yaml; a detector reads a YOLO data.yaml (path, train, val, names)"
+            f"{path} is a folder without a data.yaml; a detector reads a YOLO data.yaml "
+            "(path, train, val, names)"
         )
     if not path.exists():
         raise DatasetError(f"{path}: no such data.yaml")

@@ -545,7 +545,10 @@ class Trainer:
         ckpt.best_fitness = self.stopper.best_fitness
         ckpt.task = self.task.name
         ckpt.metrics = {**{m.key: metrics[m.key] for m in self.task.metrics}, "loss": metrics["loss"]}
-        ckpt.preprocess = dict(self.task.preprocess) or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        ckpt.preprocess = dict(self.task.preprocess) or {
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        }
         if not for_deploy:
             ckpt.ema = state_dict_cpu(self.ema.ema)
             ckpt.updates = self.ema.updates

@@ -33,7 +33,17 @@ if TYPE_CHECKING:
 TORCHSCRIPT_COMMANDS = ("profile", "export")
 # The commands that open their model file with open_model: they take --trust (a foreign pickled
 # checkpoint) and --model NAME (a plain state_dict). The others read optkit checkpoints only.
-OPEN_MODEL_COMMANDS = ("info", "fuse", "prune", "strip", "export", "profile", "val", "ptq-calibrate")
+OPEN_MODEL_COMMANDS = (
+    "info",
+    "fuse",
+    "prune",
+    "strip",
+    "export",
+    "profile",
+    "val",
+    "predict",
+    "ptq-calibrate",
+)
 TRUSTING_COMMANDS = ", ".join(OPEN_MODEL_COMMANDS[:-1]) + " and " + OPEN_MODEL_COMMANDS[-1]
 
 

@@ -7,10 +7,11 @@ an .onnx from `optkit export` (run by ONNX Runtime on the CPU); which one is tol
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from optkit.errors import CheckpointError, ConfigError
-from optkit.limits import BATCH, options_named
+from optkit.errors import CheckpointError, ConfigError, DatasetError
+from optkit.limits import BATCH, MAX_DET, SCORE, options_named
 
 # the fields onnxrt's input-size refusal names -> the flags (--dynamic is export's: a graph for any size)
 ONNX_SIZE_FLAGS = {"imgsz": "--imgsz", "dynamic": "--dynamic"}
@@ -19,7 +20,7 @@ ONNX_SIZE_FLAGS = {"imgsz": "--imgsz", "dynamic": "--dynamic"}
 @dataclass
 class ValRequest:
     weights: str  # the model file
-    data: str = "builtin:shapes"  # --data: builtin:NAME or a folder with train/ and val/
+    data: str | None = None  # --data: builtin:NAME, a class-folder tree, a data.yaml; None: the task's own
     imgsz: int | None = None  # pixels; None: the model's own
     batch_size: int = 128
     workers: int | None = None  # loader processes; None: optkit.data.default_workers()
@@ -27,9 +28,31 @@ class ValRequest:
     trust: bool = False  # load a foreign pickled checkpoint (runs its code)
     code_dir: str | None = None  # with trust: folder put on the import path
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
+    conf: float | None = None  # detectors: score threshold; None: the task's validation default
+    iou: float | None = None  # detectors: NMS IoU threshold
+    max_det: int | None = None  # detectors: detections kept per image
+    skip_bad_labels: bool = False  # detectors: drop images with bad label rows
 
     def __post_init__(self) -> None:
         BATCH.check("--batch-size", self.batch_size)  # the CLI's bound and words (optkit.limits)
+        for flag, value, bounds in (("--conf", self.conf, SCORE), ("--iou", self.iou, SCORE),
+                                    ("--max-det", self.max_det, MAX_DET)):  # fmt: skip
+            if value is not None:
+                bounds.check(flag, value)
+
+    def eval_options(self) -> dict:
+        """The thresholds given (a detector's evaluation reads them; the defaults are the task's)."""
+        given = {"conf": self.conf, "iou": self.iou, "max_det": self.max_det}
+        return {k: v for k, v in given.items() if v is not None}
+
+    def data_for(self, task) -> str:
+        return self.data or task.default_data
+
+    def resolve(self, task, progress):
+        """The task's dataset, a bad label file worded with the flag that drops such images."""
+        skip = {"skip_bad_labels": True} if self.skip_bad_labels else {}
+        with bad_labels_flag():
+            return task.resolve_data(self.data_for(task), log=progress.line, **skip)
 
 
 def run_val(req: ValRequest, progress=None) -> dict:
@@ -55,15 +78,16 @@ def _val_torch(req: ValRequest, progress) -> dict:
     )
     task = task_to_measure(src.task, src.path, src.arch)
     imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
-    data = task.resolve_data(req.data, log=progress.line)
+    data = req.resolve(task, progress)
     names = src.names
     if src.kind == "state_dict" and len(data.names) == len(names):
         names = list(data.names)  # a state_dict records no class names: take the dataset's, in its order
     check_classes(data, names)
     result = measure_on_val(
-        src.model(), task, data, names, imgsz, req.batch_size, req.workers, req.device, src.preprocess
-    )
-    return {"weights": str(req.weights), "data": req.data, **result, "task": task.name}
+        src.model(), task, data, names, imgsz, req.batch_size, req.workers, req.device, src.preprocess,
+        eval_options=req.eval_options(),
+    )  # fmt: skip
+    return {"weights": str(req.weights), "data": req.data_for(task), **result, "task": task.name}
 
 
 def _val_onnx(req: ValRequest, progress) -> dict:
@@ -86,12 +110,26 @@ def _val_onnx(req: ValRequest, progress) -> dict:
     size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32, "--imgsz")
     with options_named(ONNX_SIZE_FLAGS):
         model.check_input_size(size)
-    data = task.resolve_data(req.data, log=progress.line)
+    data = req.resolve(task, progress)
     check_classes(data, meta["names"], "ONNX model")
     pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
-    result = measure_on_val(model, task, data, meta["names"], size, req.batch_size, req.workers, "cpu", pre)
-    facts = {"weights": str(req.weights), "data": req.data, "runtime": "onnxruntime"}
+    result = measure_on_val(
+        model, task, data, meta["names"], size, req.batch_size, req.workers, "cpu", pre,
+        eval_options=req.eval_options(),
+    )  # fmt: skip
+    facts = {"weights": str(req.weights), "data": req.data_for(task), "runtime": "onnxruntime"}
     return {**facts, **result, "task": task.name}
+
+
+@contextmanager
+def bad_labels_flag():
+    """A dataset refused for bad label rows says which flag drops those images instead."""
+    from optkit.data.yolo_format import BadLabels
+
+    try:
+        yield
+    except BadLabels as e:
+        raise DatasetError(f"{e} (--skip-bad-labels drops them)") from None
 
 
 def task_to_measure(name: str, path, arch: str, command: str = "val"):
@@ -104,7 +142,7 @@ def task_to_measure(name: str, path, arch: str, command: str = "val"):
     except CheckpointError:
         raise ConfigError(
             f"{command}: {path} is a {name} model ({arch}); this optkit cannot measure {name} models yet "
-            "(it measures image classification: top-1/top-5)"
+            "(it measures image classification and detection)"
         ) from None
 
 
