@@ -39,12 +39,17 @@ class Task:
 
     # ---- data -------------------------------------------------------------------------------
     def resolve_data(
-        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+        self,
+        spec: str,
+        log: Callable[[str], None] | None = None,
+        skip_bad_labels: bool = False,
+        splits: tuple[str, ...] = ("train", "val"),
     ) -> Any:
         """`--data` to a dataset description with `.names` (class names) and `.root`; raises
         DatasetError naming what is wrong. `log` receives progress lines (dataset generation, label
         scans); `skip_bad_labels`: drop images whose labels are bad instead of refusing the dataset (a
-        task without label files ignores it)."""
+        task without label files ignores it); `splits`: the splits the caller reads (a task that scans
+        labels scans only those)."""
         raise NotImplementedError
 
     def default_imgsz(self, spec: str) -> int | None:

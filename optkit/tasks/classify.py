@@ -21,7 +21,11 @@ class Classify(Task):
 
     # ---- data -------------------------------------------------------------------------------
     def resolve_data(
-        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+        self,
+        spec: str,
+        log: Callable[[str], None] | None = None,
+        skip_bad_labels: bool = False,
+        splits: tuple[str, ...] = ("train", "val"),
     ):
         from optkit.data.loader import resolve_data
 

@@ -38,13 +38,17 @@ class Detect(Task):
 
     # ---- data -------------------------------------------------------------------------------
     def resolve_data(
-        self, spec: str, log: Callable[[str], None] | None = None, skip_bad_labels: bool = False
+        self,
+        spec: str,
+        log: Callable[[str], None] | None = None,
+        skip_bad_labels: bool = False,
+        splits: tuple[str, ...] = ("train", "val"),
     ):
         """`builtin:shapes-det` (generated once into the cache) or a data.yaml (or a folder holding one)."""
         from optkit.data.yolo_format import load_yolo_data
 
         yaml_path = data_yaml(spec, log)
-        data = load_yolo_data(yaml_path, skip_bad_labels=skip_bad_labels, log=log)
+        data = load_yolo_data(yaml_path, splits=splits, skip_bad_labels=skip_bad_labels, log=log)
         data.name = spec
         return data
 

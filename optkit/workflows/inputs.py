@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optkit.errors import CheckpointError, ConfigError
+from optkit.errors import CheckpointError, ConfigError, DatasetError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -362,3 +362,14 @@ def _script_refusal(path: Path, command: str) -> str:
         f"{path} is a TorchScript file: optkit can profile and export it, but {command} needs a model it "
         "can rebuild (an optkit checkpoint, a foreign checkpoint with --trust, or a state_dict with --model)"
     )
+
+
+@contextmanager
+def bad_labels_flag():
+    """A dataset refused for bad label rows says which flag drops those images instead."""
+    from optkit.data.yolo_format import BadLabels
+
+    try:
+        yield
+    except BadLabels as e:
+        raise DatasetError(f"{e} (--skip-bad-labels drops them)") from None

@@ -15,7 +15,6 @@ from pathlib import Path
 from optkit.errors import ConfigError, DatasetError
 from optkit.limits import MAX_DET, SCORE
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PREDICT_CONF = 0.25  # score threshold: boxes a person would want drawn (val uses 0.001)
 
 
@@ -76,6 +75,8 @@ def run_predict(req: PredictRequest, progress=None) -> PredictResult:
 
 def image_paths(source: str) -> list[Path]:
     """The images `source` names, in a stable order; a clear error when there are none."""
+    from optkit.data.yolo_format import IMAGE_SUFFIXES
+
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f"{path}: no such image, folder or list")

@@ -43,10 +43,11 @@ def _run(trainer, dist):
     """trainer.run(); under torchrun, losing the connection to a process that failed (and printed its
     own error) becomes one line on rank 0."""
     from optkit.train import distributed
-    from optkit.workflows.inputs import optkit_checkpoints_only
+    from optkit.workflows.inputs import bad_labels_flag, optkit_checkpoints_only
 
     try:
-        with optkit_checkpoints_only("train"):  # --weights/--resume: a pickled file's refusal in words
+        # --weights/--resume: a pickled file's refusal in words; bad label rows: the flag that drops them
+        with optkit_checkpoints_only("train"), bad_labels_flag():
             return trainer.run()
     except RuntimeError as e:
         if dist.enabled and distributed.peer_failed(e):

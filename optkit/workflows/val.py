@@ -7,10 +7,9 @@ an .onnx from `optkit export` (run by ONNX Runtime on the CPU); which one is tol
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-from optkit.errors import CheckpointError, ConfigError, DatasetError
+from optkit.errors import CheckpointError, ConfigError
 from optkit.limits import BATCH, MAX_DET, SCORE, options_named
 
 # the fields onnxrt's input-size refusal names -> the flags (--dynamic is export's: a graph for any size)
@@ -50,9 +49,11 @@ class ValRequest:
 
     def resolve(self, task, progress):
         """The task's dataset, a bad label file worded with the flag that drops such images."""
+        from optkit.workflows.inputs import bad_labels_flag
+
         skip = {"skip_bad_labels": True} if self.skip_bad_labels else {}
         with bad_labels_flag():
-            return task.resolve_data(self.data_for(task), log=progress.line, **skip)
+            return task.resolve_data(self.data_for(task), log=progress.line, splits=("val",), **skip)
 
 
 def run_val(req: ValRequest, progress=None) -> dict:
@@ -119,17 +120,6 @@ def _val_onnx(req: ValRequest, progress) -> dict:
     )  # fmt: skip
     facts = {"weights": str(req.weights), "data": req.data_for(task), "runtime": "onnxruntime"}
     return {**facts, **result, "task": task.name}
-
-
-@contextmanager
-def bad_labels_flag():
-    """A dataset refused for bad label rows says which flag drops those images instead."""
-    from optkit.data.yolo_format import BadLabels
-
-    try:
-        yield
-    except BadLabels as e:
-        raise DatasetError(f"{e} (--skip-bad-labels drops them)") from None
 
 
 def task_to_measure(name: str, path, arch: str, command: str = "val"):
