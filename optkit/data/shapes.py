@@ -390,6 +390,19 @@ class Builtin:
     n_val: int
     seed: int
     description: str
+    imgsz: int | None = None  # pixels it is always generated at; None: the imgsz asked for
+    params: Callable[..., dict] = _params  # params(imgsz, n_train, n_val, seed): a finished build's marker
+
+
+def _from_shapes_det(name: str) -> Callable:
+    """optkit.data.shapes_det.<name>, imported at the first call (that module imports this one)."""
+
+    def call(*args, **kwargs):
+        from optkit.data import shapes_det
+
+        return getattr(shapes_det, name)(*args, **kwargs)
+
+    return call
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -400,6 +413,17 @@ BUILTINS: dict[str, Builtin] = {
         n_val=1600,
         seed=0,
         description="8 geometric shapes on textured backgrounds, 8000 train / 1600 val",
+    ),
+    # the values of shapes_det.VERSION, N_TRAIN, N_VAL, SEED, IMGSZ (tests/data/test_shapes_det.py checks)
+    "shapes-det": Builtin(
+        _from_shapes_det("generate_shapes_det"),
+        1,
+        n_train=3000,
+        n_val=300,
+        seed=0,
+        description="detection: 1-6 of 6 shapes per image, YOLO folder with data.yaml, 3000 train / 300 val",
+        imgsz=256,
+        params=_from_shapes_det("params"),
     ),
 }
 
@@ -468,6 +492,7 @@ def builtin_root(
     name: str, imgsz: int = 64, cache_dir: Path | None = None, *, log: Callable[[str], None] | None = None
 ) -> Path:
     """Folder of builtin dataset `name` at `imgsz` px, generated on first use and reused afterwards.
+    A builtin with a size of its own (`Builtin.imgsz`, e.g. shapes-det) is generated at that size instead.
 
     The one-line "generating ..." (or "waiting for ...") message goes to `log` when given, else to this
     module's logger (INFO).
@@ -476,8 +501,9 @@ def builtin_root(
         known = ", ".join(f"builtin:{n}" for n in BUILTINS)
         raise DatasetError(f"unknown builtin dataset 'builtin:{name}' (known: {known})")
     spec = BUILTINS[name]
+    imgsz = spec.imgsz or imgsz
     root = cache_root(cache_dir) / "datasets" / f"{name}-v{spec.version}-{imgsz}"
-    params = _params(imgsz, spec.n_train, spec.n_val, spec.seed)
+    params = spec.params(imgsz, spec.n_train, spec.n_val, spec.seed)
     if is_complete(root, params):
         return root
     log = log or logger.info
