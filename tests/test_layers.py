@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "quant": 3,
     "train": 3,
     "foreign": 3,
+    "pictures": 3,
     "workflows": 4,
     "report": 5,
     "cli": 6,
