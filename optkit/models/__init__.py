@@ -10,7 +10,7 @@ Importing this package registers the families below; it has no other effect.
 
 from __future__ import annotations
 
-from optkit.models import mobilenet, resnet, tiny, yolo  # noqa: F401  (registers the models)
+from optkit.models import mobilenet, resnet, tiny, yolo, yolo_det  # noqa: F401  (registers the models)
 from optkit.models.activations import ACTIVATIONS
 from optkit.models.params import count_params
 from optkit.models.registry import ModelSpec, create_model, get_spec, list_models, register_model

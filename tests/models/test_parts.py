@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from optkit.models import create_model, list_models
+from optkit.models import create_model, get_spec, list_models
 from optkit.models.parts import head_name, kept_whole, output_layer_names, output_layers
 
 
@@ -16,9 +16,15 @@ def test_zoo_models_declare_their_head_and_output_layer(name):
     model = create_model(name, num_classes=7)
     assert callable(getattr(type(model), "head_name", None))  # declared by the class
     assert head_name(model) == f"model.{len(model.model) - 1}"
-    (layer,) = output_layers(model)
-    assert isinstance(layer, nn.Linear) and layer.out_features == 7
-    assert output_layer_names(model) == [f"{head_name(model)}.linear"]
+    if get_spec(name).task == "detect":  # per level a box conv (4 sides x 16 DFL bins) and a class conv
+        layers = output_layers(model)
+        assert all(isinstance(m, nn.Conv2d) for m in layers)
+        assert sorted(m.out_channels for m in layers) == [7] * 3 + [64] * 3
+        assert all(n.startswith(f"{head_name(model)}.") for n in output_layer_names(model))
+    else:
+        (layer,) = output_layers(model)
+        assert isinstance(layer, nn.Linear) and layer.out_features == 7
+        assert output_layer_names(model) == [f"{head_name(model)}.linear"]
     assert kept_whole(model) == []
 
 

@@ -18,8 +18,8 @@ from optkit.models import (
     registry,
 )
 
-REAL_MODELS = ["mobilenet-v2", "resnet18", "yolo-cls-n", "yolo-cls-s"]
-TEST_MODELS = ["test-concat", "test-resnet", "test-tiny"]
+REAL_MODELS = ["mobilenet-v2", "resnet18", "yolo-cls-n", "yolo-cls-s", "yolo-det-n", "yolo-det-s"]
+TEST_MODELS = ["test-concat", "test-det", "test-resnet", "test-tiny"]
 
 
 def test_list_models_hides_test_models_by_default():
@@ -40,7 +40,10 @@ def test_get_spec():
 def test_unknown_model_lists_known_models():
     with pytest.raises(ModelError) as e:
         create_model("foo")
-    assert str(e.value) == "unknown model 'foo'; known models: mobilenet-v2, resnet18, yolo-cls-n, yolo-cls-s"
+    assert str(e.value) == (
+        "unknown model 'foo'; known models: "
+        "mobilenet-v2, resnet18, yolo-cls-n, yolo-cls-s, yolo-det-n, yolo-det-s"
+    )
     with pytest.raises(ModelError, match="known models: mobilenet-v2"):
         get_spec("foo")
 
@@ -59,7 +62,9 @@ def test_option_values_must_be_json_simple():
         create_model("test-tiny", act=torch.nn.ReLU)
 
 
-@pytest.mark.parametrize("name", ["test-tiny", "test-resnet", "resnet18", "mobilenet-v2", "yolo-cls-n"])
+@pytest.mark.parametrize(
+    "name", ["test-tiny", "test-resnet", "resnet18", "mobilenet-v2", "yolo-cls-n", "yolo-det-n", "test-det"]
+)
 def test_bad_act(name):
     with pytest.raises(ModelError) as e:
         create_model(name, act="gelu")

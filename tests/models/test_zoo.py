@@ -6,12 +6,44 @@ import pytest
 import torch
 from torch import nn
 
-from optkit.models import ACTIVATIONS, count_params, create_model, list_models
+from optkit.models import ACTIVATIONS, count_params, create_model, get_spec, list_models
 
 ALL_MODELS = list_models(include_test=True)
 BIG_MODELS = set(list_models())
 ACT_CLASSES = {"hardswish": nn.Hardswish, "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU}
 NUM_CLASSES = 5
+
+
+def _detects(name: str) -> bool:
+    return get_spec(name).task == "detect"
+
+
+def _check_output(name: str, model: nn.Module, y, batch: int, h: int, w: int) -> None:
+    """A classifier's logits (batch, classes); a detector's raw maps (training) or decoded boxes and
+    class probabilities [batch, 4 + classes, anchor points] (eval), as optkit.models.yolo_det documents."""
+    if not _detects(name):
+        assert y.shape == (batch, NUM_CLASSES), (name, h, w)
+        assert torch.isfinite(y).all()
+        return
+    strides = (8, 16, 32)
+    if model.training:
+        channels = 4 * model.model[-1].reg_max + NUM_CLASSES
+        assert [tuple(r.shape) for r in y] == [(batch, channels, h // s, w // s) for s in strides], (
+            name,
+            h,
+            w,
+        )
+        assert all(torch.isfinite(r).all() for r in y)
+    else:
+        assert y.shape == (batch, 4 + NUM_CLASSES, sum((h // s) * (w // s) for s in strides)), (name, h, w)
+        assert torch.isfinite(y).all()
+
+
+def _loss(name: str, y) -> torch.Tensor:
+    """A scalar that depends on every output (a detector's training output is a list of maps)."""
+    if _detects(name):
+        return sum(r.pow(2).mean() for r in y)
+    return nn.functional.cross_entropy(y, torch.arange(len(y)) % NUM_CLASSES)
 
 
 def _sizes(name: str) -> list[tuple[int, int]]:
@@ -32,25 +64,32 @@ def test_output_shape(built, train):
     for h, w in _sizes(name):
         with torch.no_grad():
             y = model(torch.randn(2, 3, h, w))
-        assert y.shape == (2, NUM_CLASSES), (name, h, w)
-        assert torch.isfinite(y).all()
+        _check_output(name, model, y, 2, h, w)
 
 
 def test_layout(built):
-    _, model = built
+    name, model = built
     assert isinstance(model.model, nn.Sequential)
     head = model.model[-1]
-    assert isinstance(head.linear, nn.Linear)
-    assert head.linear.out_features == NUM_CLASSES == model.num_classes
+    if _detects(name):
+        assert head.nc == NUM_CLASSES == model.num_classes and head.strides == (8, 16, 32)
+    else:
+        assert isinstance(head.linear, nn.Linear)
+        assert head.linear.out_features == NUM_CLASSES == model.num_classes
     assert model.stride == 32
     assert next(iter(model.state_dict())).startswith("model.0.")
 
 
 def test_stride_is_32(built):
-    """A 32x32 input reaches the head as a 1x1 map; 64x96 as 2x3."""
+    """A 32x32 input reaches the head as a 1x1 map; 64x96 as 2x3 (a detector's coarsest map)."""
     _, model = built
     seen = []
-    hook = model.model[-1].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-2:]))
+
+    def coarsest(module, args):
+        maps = args[0]
+        seen.append((maps[-1] if isinstance(maps, list) else maps).shape[-2:])
+
+    hook = model.model[-1].register_forward_pre_hook(coarsest)
     with torch.no_grad():
         model.eval()(torch.randn(1, 3, 32, 32))
         model(torch.randn(1, 3, 64, 96))
@@ -59,11 +98,10 @@ def test_stride_is_32(built):
 
 
 def test_backward_reaches_first_block(built):
-    _, model = built
+    name, model = built
     model.train()
     model.zero_grad()
-    loss = nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1]))
-    loss.backward()
+    _loss(name, model(torch.randn(2, 3, 32, 32))).backward()
     grads = [p.grad for p in model.model[0].parameters()]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
@@ -77,7 +115,7 @@ def test_every_activation(name, act):
     assert ACT_CLASSES[act] in classes
     assert not (classes & (set(ACT_CLASSES.values()) - {ACT_CLASSES[act]}))  # no other activation left
     if name not in BIG_MODELS:  # in-place activations must not break autograd
-        model(torch.randn(2, 3, 32, 32)).sum().backward()
+        _loss(name, model(torch.randn(2, 3, 32, 32))).backward()
 
 
 def test_tiny_models_are_tiny():
