@@ -7,7 +7,7 @@
 - `Concat`, nn.Upsample: the PAN neck's joins (channel concat of the maps a `from` table names).
 - `DFL`: distribution focal loss decoding: softmax over 16 bins, expectation of the bin index.
 - `Detect`: the decoupled head, per level a box branch (to 4 x 16 DFL logits) and a class branch (to nc
-  logits); `raw` / `decode` / `forward` as docs (notes/det_contract.md) fix them.
+  logits); `raw` (training output), `decode` (eval output: the Ultralytics ONNX layout), `forward`.
 
 Anchor geometry and box <-> distance conversions come from `optkit.models.anchors` (shared with the loss).
 """
