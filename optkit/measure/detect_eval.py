@@ -170,7 +170,6 @@ def _losses(loss_sum, images: int, loss_names) -> dict:
 
 
 def _per_class(scores) -> list[dict]:
-    rows = []
-    for row in scores.per_class:
-        rows.append(dict(row) if isinstance(row, dict) else dict(vars(row)))
-    return rows
+    """optkit.measure.detect_map's class rows as plain dicts (index, images, instances, P, R, mAP50,
+    mAP50-95; None where the class has no ground truth)."""
+    return [dict(vars(row)) for row in scores.per_class]

@@ -40,6 +40,8 @@ def measure_on_val(
     options = {"options": eval_options} if eval_options else {}  # tasks without settings take none
     metrics = task.evaluate(OutputsOf(model, task, len(names)).to(dev), loader, dev, **options)
     seconds = time.perf_counter() - t0
+    for row in metrics.get("per_class", ()):  # a detector's rows name their class
+        row["name"] = names[row["index"]]
     return {
         "split": "val",
         "imgsz": imgsz,
