@@ -13,8 +13,12 @@ def val(
     weights: Annotated[
         str, typer.Argument(help="An optkit .pt checkpoint, or an .onnx from optkit export (ONNX Runtime).")
     ],
-    data: o.Data = "builtin:shapes",
+    data: o.ModelData = None,
     imgsz: o.Imgsz = None,
+    conf: o.Conf = None,
+    iou: o.Iou = None,
+    max_det: o.MaxDet = None,
+    skip_bad_labels: o.SkipBadLabels = False,
     batch_size: o.BatchSize = 128,
     workers: o.Workers = None,
     device: o.Device = "",
@@ -25,7 +29,8 @@ def val(
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
-    """Validate: accuracy and loss on the val split (the checkpoint's EMA weights if it has them)."""
+    """Validate on the val split: a classifier's top-1/top-5, a detector's P, R, mAP50 and mAP50-95 (COCO,
+    also per class), and the loss (the checkpoint's EMA weights if it has them)."""
     from optkit.report.console import emit_json
     from optkit.report.progress import StepDisplay
     from optkit.report.val import print_val
@@ -43,6 +48,10 @@ def val(
         trust=trust,
         code_dir=code_dir,
         model_name=model_name,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        skip_bad_labels=skip_bad_labels,
     )
     with StepDisplay() as progress:
         result = run_val(request, progress=progress)
