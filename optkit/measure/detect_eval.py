@@ -18,14 +18,15 @@ MAX_DET = 300  # detections kept per image
 
 def evaluate_detector(
     model, loader, device, amp: bool = False, loss_names=(), conf: float = VAL_CONF, iou: float = VAL_IOU,
-    max_det: int = MAX_DET, keep_first_batch: bool = False,
+    max_det: int = MAX_DET, details: bool = False,
 ) -> dict:  # fmt: skip
     """P, R, mAP50, mAP50-95 of `model` on `loader` (batches from optkit.data.detect_dataset), its val
     losses (`loss_names`, and their sum "loss"; None when the model gives no raw maps: ONNX, foreign),
     "images", "per_class" (a list of plain dicts) and "nms_seconds" (the share NMS took).
 
-    `keep_first_batch`: also return "first_batch" = (images, targets, predictions) of the first batch,
-    on the CPU, for the pictures of a run (optkit.report.detect_plots)."""
+    `details`: also return "details", what a run's pictures draw (Detect.pictures): "first_batch" =
+    (images, targets, predictions) of the first batch on the CPU, "pr_curve" (detect_map.PRCurve) and
+    "ap50" (per class, None without ground truth)."""
     import torch
 
     from optkit.measure.detect_map import evaluate_detections
@@ -56,7 +57,7 @@ def evaluate_detector(
             truth = truth_boxes(targets, len(images), images.shape[-1], images.shape[-2])
             predictions += [d.cpu().numpy() for d in dets]
             truths += truth
-            if keep_first_batch and first is None:
+            if details and first is None:
                 first = (images.cpu(), targets.cpu(), [d.cpu() for d in dets])
             images_seen += len(images)
     model.train(was_training)
@@ -67,8 +68,9 @@ def evaluate_detector(
     scores = evaluate_detections(predictions, truths, num_classes)
     result = {**scores.as_dict(), **_losses(loss_sum, images_seen, loss_names)}
     result.update(images=images_seen, per_class=_per_class(scores), nms_seconds=nms_seconds)
-    if keep_first_batch:
-        result["first_batch"] = first
+    if details:
+        ap50 = [row.map50 for row in scores.per_class]
+        result["details"] = {"first_batch": first, "pr_curve": scores.pr_curve, "ap50": ap50}
     return result
 
 

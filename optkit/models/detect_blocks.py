@@ -121,6 +121,7 @@ class Detect(nn.Module):
     strides = STRIDES
     # the final 1x1 convs: their output channels are the box and class layout (optkit.models.parts)
     output_layers = tuple(f"{kind}.{i}.2" for kind in ("box", "cls") for i in range(len(STRIDES)))
+    class_layers = tuple(f"cls.{i}.2" for i in range(len(STRIDES)))  # what other classes re-initialise
 
     def __init__(
         self,

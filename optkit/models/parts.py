@@ -56,6 +56,18 @@ def output_layer_names(model: nn.Module) -> list[str]:
     return [linears[-1][0]] if linears else []
 
 
+def class_layer_names(model: nn.Module) -> list[str]:
+    """The output layers whose channels are classes (what a fine-tune on other classes re-initialises):
+    the head's declared `class_layers` (a detector's class convs; its box convs keep their meaning), else
+    every output layer (a classifier's Linear)."""
+    head = head_name(model)
+    block = dict(model.named_modules()).get(head) if head is not None else None
+    declared = getattr(type(block), "class_layers", None) if block is not None else None
+    if declared:
+        return [f"{head}.{name}" for name in declared]
+    return output_layer_names(model)
+
+
 def output_layers(model: nn.Module) -> list[nn.Module]:
     modules = dict(model.named_modules())
     return [modules[name] for name in output_layer_names(model)]

@@ -78,6 +78,11 @@ def print_summary(result) -> None:
 
     task = get_task(result.task)
     best = next(m for m in task.metrics if m.key == result.fitness_key)
+    best_text = (
+        f"{task.fitness_label} {result.best_fitness:.4f}"
+        if task.fitness_label
+        else _metric_text([best], {best.key: result.best_fitness}, True)
+    )
 
     for note in result.notes:
         err().print(f"note: {note}")
@@ -86,9 +91,7 @@ def print_summary(result) -> None:
     table.add_column("")
     table.add_row("run", str(result.save_dir))
     table.add_row("epochs", f"{result.epoch}" + (" (stopped early)" if result.stopped_early else ""))
-    table.add_row(
-        "best epoch", f"{result.best_epoch}  {_metric_text([best], {best.key: result.best_fitness}, True)}"
-    )
+    table.add_row("best epoch", f"{result.best_epoch}  {best_text}")
     if result.final:
         table.add_row("last epoch", _metric_text(task.metrics, result.final, label=True))
     table.add_row("throughput", f"{result.images_per_s:,.0f} img/s (training)")

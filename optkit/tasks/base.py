@@ -94,6 +94,17 @@ class Task:
     def fitness(self, metrics: dict) -> float:
         return float(metrics[self.fitness_key])
 
+    fitness_label: str = (
+        ""  # how the report names fitness() when it is not one metric ("": that metric's label)
+    )
+
+    # ---- pictures -------------------------------------------------------------------------------
+    draws_pictures: bool = False  # evaluate(..., options={"details": True}) returns "details" for pictures()
+
+    def pictures(self, folder, details, names: list[str]) -> list[str]:
+        """Write the task's pictures of a validation (its `details`) into `folder`; returns their names."""
+        return []
+
     # ---- outputs --------------------------------------------------------------------------------
     def read_outputs(self, output, num_classes: int):
         """The tensor the task's metrics read from what a model returns (a foreign model may wrap it)."""

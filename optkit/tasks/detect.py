@@ -106,6 +106,24 @@ class Detect(Task):
             model, loader, device, amp=amp, loss_names=self.loss_names, **(options or {})
         )
 
+    fitness_label = "fitness (0.1 mAP50 + 0.9 mAP50-95)"
+    draws_pictures = True
+
+    def pictures(self, folder, details, names) -> list[str]:
+        """val_batch0_labels.jpg and val_batch0_pred.jpg (the first val batch with its ground truth and
+        with the predictions scored 0.25 or more) and PR_curve.png (precision-recall at IoU 0.5)."""
+        from optkit.pictures.boxes import batch_grid, predictions_by_image, save_jpg, targets_by_image
+        from optkit.pictures.curves import plot_pr_curve
+
+        folder = Path(folder)
+        images, targets, predictions = details["first_batch"]
+        truth = targets_by_image(targets, len(images), images.shape[-1])
+        save_jpg(batch_grid(images, truth, names), folder / "val_batch0_labels.jpg")
+        save_jpg(batch_grid(images, predictions_by_image(predictions), names), folder / "val_batch0_pred.jpg")
+        curve = details["pr_curve"]
+        plot_pr_curve(curve.recall, curve.precision, names, details["ap50"], folder / "PR_curve.png")
+        return ["val_batch0_labels.jpg", "val_batch0_pred.jpg", "PR_curve.png"]
+
     def fitness(self, metrics: dict) -> float:
         w50, w = FITNESS_WEIGHTS
         return w50 * float(metrics["map50"]) + w * float(metrics["map"])

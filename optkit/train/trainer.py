@@ -241,7 +241,7 @@ class Trainer:
         if ckpt.names == names:
             return build_model(ckpt).train()
         model = create_architecture(dataclasses.replace(ckpt, names=names))
-        state, head = model.state_dict(), _output_layer_keys(model)
+        state, head = model.state_dict(), _class_layer_keys(model)
         weights = ckpt.inference_weights()
         loaded = {
             k: v for k, v in weights.items() if k in state and k not in head and state[k].shape == v.shape
@@ -252,12 +252,12 @@ class Trainer:
         if len(ckpt.names) != len(names):
             self.notes.append(
                 f"dataset classes differ from the checkpoint's ({len(ckpt.names)} -> {len(names)} classes: "
-                f"({old}) -> ({new})): classifier head reshaped and re-initialised ({fresh})"
+                f"({old}) -> ({new})): class output layers reshaped and re-initialised ({fresh})"
             )
         else:
             self.notes.append(
                 f"dataset classes ({new}) are not the checkpoint's ({old}): same count, other meaning, so "
-                f"the classifier head is re-initialised ({fresh})"
+                f"the class output layers are re-initialised ({fresh})"
             )
         return model.train()
 
@@ -391,6 +391,9 @@ class Trainer:
             raise Interrupted(self._interrupted_message(wdir, self.saved_epoch)) from None
         except WriteError as e:  # a full disk: also what last.pt holds, and how to continue
             raise WriteError(f"{e}; {self._interrupted_message(wdir, self.saved_epoch)}") from None
+        finally:
+            if self.dist.is_main and self.rows:
+                self._draw_pictures()
         return TrainResult(
             save_dir=self.save_dir,
             best=wdir / "best.pt",
@@ -434,6 +437,18 @@ class Trainer:
             write_results(self.save_dir / "results.csv", self.rows, self.columns)  # never ahead of it
         self._emit("epoch", row=row, improved=improved, images_per_s=n_images / t_train)
         return metrics, n_images, t_train
+
+    def _draw_pictures(self) -> None:
+        """results.png (every results.csv column per epoch) and the task's pictures of the last
+        validation, in the run folder. A picture that cannot be drawn is a note, never a failed run."""
+        from optkit.pictures.curves import plot_results
+
+        try:
+            plot_results(self.save_dir / "results.csv", self.save_dir / "results.png")
+            if getattr(self, "details", None) is not None:
+                self.task.pictures(self.save_dir, self.details, list(self.names))
+        except Exception as e:  # matplotlib / Pillow / a full disk: the weights are saved already
+            self.notes.append(f"could not draw the run's pictures: {type(e).__name__}: {e}")
 
     def _stop_here(self, epoch: int) -> bool:
         """--stop-after N: this process has run N epochs and the run is not finished."""
@@ -513,7 +528,9 @@ class Trainer:
         (so early stopping and best.pt decisions agree), which equal a single process's on those weights."""
         metrics = None
         if self.dist.is_main:
-            metrics = self.task.evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp)
+            options = {"options": {"details": True}} if self.task.draws_pictures else {}
+            metrics = self.task.evaluate(self.ema.ema, self.val_loader, self.device, amp=self.amp, **options)
+            self.details = metrics.pop("details", None)  # what the run's pictures draw (_draw_pictures)
         return distributed.broadcast(metrics, self.dist)
 
     def _interrupted_message(self, wdir: Path, last_epoch: int) -> str:
@@ -583,13 +600,11 @@ def loss_parts(output):
     return output, output.detach().reshape(1)
 
 
-def _output_layer_keys(model) -> set[str]:
-    """State-dict keys of the parameters of the model's output layers (optkit.models.parts): what a new
-    class list re-initialises."""
-    from optkit.models.parts import output_layer_names, output_layers
+def _class_layer_keys(model) -> set[str]:
+    """State-dict keys of the parameters of the model's class output layers (optkit.models.parts): what
+    a new class list re-initialises."""
+    from optkit.models.parts import class_layer_names
 
-    return {
-        f"{name}.{p}"
-        for name, layer in zip(output_layer_names(model), output_layers(model), strict=True)
-        for p, _ in layer.named_parameters(recurse=False)
-    }
+    modules = dict(model.named_modules())
+    names = class_layer_names(model)
+    return {f"{name}.{p}" for name in names for p, _ in modules[name].named_parameters(recurse=False)}

@@ -50,7 +50,7 @@ class FakeMeanColour(Task):
     fitness_key = "closeness"
     output_names = ("mean_rgb",)
 
-    def resolve_data(self, spec, log=None):
+    def resolve_data(self, spec, log=None, skip_bad_labels=False, splits=("train", "val")):
         root = Path(spec)
         return ColourData(root, ["r", "g", "b"], root / "train", root / "val")
 

@@ -47,7 +47,7 @@ def test_same_count_other_names_reinitialises_the_head_and_says_so(tmp_path, tin
     assert head and all(not torch.equal(before[k], after[k].cpu()) for k in head)  # re-initialised
     body = [k for k in before if k not in head and k.endswith("weight")]
     assert all(torch.equal(before[k], after[k].cpu()) for k in body)  # the rest is kept
-    notes = [n for n in t.notes if "classifier head" in n]
+    notes = [n for n in t.notes if "class output layers" in n]
     assert len(notes) == 1, t.notes
     note = notes[0]
     assert "(ant, bee, cow)" in note and "(blue, green, red)" in note and "re-initialised" in note
@@ -57,13 +57,13 @@ def test_same_count_other_names_reinitialises_the_head_and_says_so(tmp_path, tin
     t = _finetune(tmp_path, same, tiny_data)
     kept = torch.load(same, weights_only=True)["model"]
     assert all(torch.equal(v, t.model.state_dict()[k].cpu()) for k, v in kept.items())
-    assert not [n for n in t.notes if "classifier head" in n]
+    assert not [n for n in t.notes if "class output layers" in n]
 
 
 def test_other_count_names_the_reshaped_tensors(tmp_path):
     data = write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=8)
     start = _start(tmp_path, ["ant", "bee", "cow"])
     t = _finetune(tmp_path, start, data)
-    (note,) = [n for n in t.notes if "classifier head" in n]
+    (note,) = [n for n in t.notes if "class output layers" in n]
     assert "3 -> 2 classes" in note and "(cat, dog)" in note
     assert all(k in note for k in _head(torch.load(start, weights_only=True)["model"]))
