@@ -11,8 +11,20 @@ from optkit.cli import options as o
 
 def benchmark(
     artifacts: Annotated[list[str], typer.Argument(help="Checkpoints (.pt) and ONNX files (.onnx).")],
-    data: Annotated[str | None, typer.Option("--data", help="Dataset for top-1 (val split).")] = None,
-    imgsz: o.Imgsz = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="Dataset whose val split measures accuracy; once per task (e.g. builtin:shapes for the "
+            "classifiers, builtin:shapes-det or a data.yaml for the detectors).",
+        ),
+    ] = None,
+    imgsz: Annotated[
+        int | None,
+        typer.Option(
+            "--imgsz", help="Measure every artifact at this size (default: each one's trained size)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per timed run.")] = 1,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each artifact first.")] = 10,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs of each artifact per round.")] = 10,
@@ -21,7 +33,9 @@ def benchmark(
     ] = 5,
     latency_imgsz: Annotated[
         int | None,
-        typer.Option("--latency-imgsz", help="Time at this input size (accuracy stays at --imgsz)."),
+        typer.Option(
+            "--latency-imgsz", help="Time every artifact at this size (default: its accuracy size)."
+        ),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for both backends.")] = None,
     csv_path: Annotated[
@@ -31,8 +45,9 @@ def benchmark(
     json_out: o.Json = False,
     debug: o.Debug = False,
 ) -> None:
-    """Benchmark: format, size, params, GFLOPs, top-1, latency and speed-up vs the first artifact
-    (the median of per-round ratios; rows whose rounds disagree are marked)."""
+    """Benchmark: format, size, params, GFLOPs, accuracy (top-1 / mAP50-95 with --data), latency and
+    speed-up vs the first artifact of the same task (the median of per-round ratios; rows whose rounds
+    disagree are marked)."""
     from optkit.report.benchmark import print_benchmark, write_csv, write_plot
     from optkit.report.console import emit_json
     from optkit.report.progress import StepDisplay

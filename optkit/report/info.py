@@ -1,4 +1,5 @@
-"""What `optkit info` prints."""
+"""What `optkit info` prints: a checkpoint's figures under its task's names (top-1 for a classifier,
+mAP50-95 and mAP50 for a detector; the flow's "figures" and "fitness")."""
 
 from __future__ import annotations
 
@@ -23,15 +24,9 @@ def print_info(r: dict) -> None:
     table.add_row("classes", f"{r['num_classes']}: {names}")
     table.add_row("imgsz", str(r["imgsz"]))
     table.add_row("epoch", "n/a" if r["epoch"] is None else str(r["epoch"]))
-    table.add_row(
-        "best fitness", pct(r["best_fitness"]) + " val top-1" if r["best_fitness"] is not None else "n/a"
-    )
-    metrics = r["metrics"]
-    if metrics:
-        table.add_row(
-            "metrics",
-            "  ".join(f"{k} {pct(v) if k.startswith('top') else f'{v:.4g}'}" for k, v in metrics.items()),
-        )
+    table.add_row("best fitness", _fitness_text(r["best_fitness"], r["fitness"]))
+    if r["metrics"]:
+        table.add_row("metrics", _metrics_text(r["metrics"], r["figures"]))
     table.add_row("params", f"{r['params']:,}")
     table.add_row("precision", r["precision"])
     table.add_row("carries", ", ".join(k for k, v in r["carries"].items() if v) or "weights only")
@@ -41,10 +36,30 @@ def print_info(r: dict) -> None:
         table.add_row("note", note)
     out().print(table)
     if r["lineage"]:
-        out().print(_lineage_table(r["lineage"]))
+        out().print(_lineage_table(r["lineage"], r["headline"]))
 
 
-def _lineage_table(lineage: list[dict]):
+def _figure(value: float, percent: bool) -> str:
+    return pct(value) if percent else f"{value:.4f}"
+
+
+def _fitness_text(value: float | None, fitness: dict) -> str:
+    """ "98.62% val top-1", "0.6482 fitness (0.1 mAP50 + 0.9 mAP50-95)"."""
+    if value is None:
+        return "n/a"
+    return f"{_figure(value, fitness['percent'])} {fitness['label']}"
+
+
+def _metrics_text(metrics: dict, figures: list[dict]) -> str:
+    """The task's figures by their labels, headline first ("mAP50-95 0.6120  mAP50 0.9030  P ..."), then
+    the other numbers the checkpoint holds (loss) by their keys."""
+    named = [f"{f['label']} {_figure(f['value'], f['percent'])}" for f in figures]
+    keys = {f["key"] for f in figures}
+    rest = [f"{k} {v:.4g}" for k, v in metrics.items() if k not in keys and isinstance(v, (int, float))]
+    return "  ".join(named + rest)
+
+
+def _lineage_table(lineage: list[dict], headline: list[dict]):
     from rich.table import Table
 
     table = Table(title="lineage")
@@ -53,9 +68,12 @@ def _lineage_table(lineage: list[dict]):
     for i, entry in enumerate(lineage, 1):
         metrics = entry.get("metrics") or {}
         shown = "  ".join(
-            f"{k} {pct(v) if k.startswith('top') else v}"
-            for k, v in metrics.items()
-            if k in ("top1", "top5", "epoch")
+            [
+                f"{m['label']} {_figure(metrics[m['key']], m['percent'])}"
+                for m in headline
+                if isinstance(metrics.get(m["key"]), (int, float))
+            ]
+            + ([f"epoch {metrics['epoch']}"] if "epoch" in metrics else [])
         )
         table.add_row(
             str(i), entry.get("stage", "?"), entry.get("time", ""), shown, entry.get("optkit_version", "")
@@ -86,4 +104,4 @@ def print_foreign_info(r: dict) -> None:
 
     out().print(kv_table(f"optkit info  {r['path']}", rows))
     if r["lineage"]:
-        out().print(_lineage_table(r["lineage"]))
+        out().print(_lineage_table(r["lineage"], r.get("headline") or []))

@@ -1,6 +1,7 @@
 """The `optkit info` flow: open a model file and describe it (what it is, what it carries, how it was
 made). Opening proves the file loads; an optkit checkpoint is also rebuilt, which proves its transforms
-replay and its weights fit."""
+replay and its weights fit. The figures a checkpoint carries are named by its task (optkit.tasks): top-1
+and top-5 for a classifier, mAP50-95, mAP50, P and R for a detector."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def describe(src) -> dict:
         "epoch": ckpt.epoch + 1 if ckpt.epoch >= 0 else None,  # 1-based, None when not from training
         "best_fitness": ckpt.best_fitness,
         "metrics": ckpt.metrics,
+        **task_figures(ckpt.task, ckpt.metrics),
         "params": count_params(model),
         "precision": _precision(weights),
         "carries": {
@@ -88,6 +90,7 @@ def _describe_foreign(src) -> dict:
         "stride": src.stride,
         "epoch": epoch + 1 if isinstance(epoch, int) and epoch >= 0 else None,
         "best_fitness": float(fitness) if isinstance(fitness, (int, float)) else None,
+        **task_figures(src.task, {}),
         "params": count_params(fc.stored_module),
         "precision": str(fc.dtype).replace("torch.", ""),
         "carries": {
@@ -100,6 +103,40 @@ def _describe_foreign(src) -> dict:
         "lineage": lineage if isinstance(lineage, list) else [],
         "notes": list(src.notes),
     }
+
+
+def task_figures(task_name: str, metrics: dict) -> dict:
+    """How the report names a model's figures, from its task: "headline" (the metrics a summary shows:
+    classify top-1, top-5; detect mAP50-95, mAP50), "figures" (each task metric `metrics` holds, headline
+    first, with its value) and "fitness" (what best_fitness measures: its label and whether it is a
+    percentage). A task this optkit does not know names none of them."""
+    from optkit.errors import CheckpointError
+    from optkit.tasks import get_task
+    from optkit.workflows.benchmark import headline_metrics
+
+    try:
+        task = get_task(task_name)
+    except CheckpointError:
+        return {"headline": [], "figures": [], "fitness": {"label": "fitness", "percent": False}}
+    headline = headline_metrics(task)
+    ordered = headline + [m for m in task.metrics if m not in headline]
+    fitness = next((m for m in task.metrics if m.key == task.fitness_key), None)
+    return {
+        "headline": [_facts(m) for m in headline],
+        "figures": [
+            {**_facts(m), "value": metrics[m.key]}
+            for m in ordered
+            if isinstance(metrics.get(m.key), (int, float))
+        ],
+        "fitness": {
+            "label": task.fitness_label or f"val {fitness.label if fitness else task.fitness_key}",
+            "percent": not task.fitness_label and bool(fitness and fitness.percent),
+        },
+    }
+
+
+def _facts(metric) -> dict:
+    return {"key": metric.key, "label": metric.label, "percent": metric.percent}
 
 
 def _precision(state: dict) -> str:

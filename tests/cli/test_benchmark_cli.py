@@ -60,8 +60,14 @@ def test_benchmark_pt_and_onnx(cli, artifacts, tiny_data, tmp_path):
         second["gflops"], rel=0.02
     )
     assert abs(first["top1"] - second["top1"]) <= 1 / 18  # same model, at most one image apart
+    assert first["top1"] <= first["top5"] and "map" not in first  # a classifier's figures only
+    facts = [(row["task"], row["imgsz"], row["reference"]) for row in out["rows"]]
+    assert facts == [("classify", 32, "m.pt")] * 2
+    assert out["data"] == [str(tiny_data)] and list(out["tasks"]) == ["classify"]
     with open(tmp_path / "b.csv") as f:
-        assert [row["format"] for row in csv.DictReader(f)] == ["pytorch", "onnx"]
+        rows = list(csv.DictReader(f))
+    assert [row["format"] for row in rows] == ["pytorch", "onnx"]
+    assert float(rows[0]["top1"]) == first["top1"] and "map" not in rows[0]
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,6 +75,7 @@ def test_benchmark_table_without_data(cli, artifacts):
     pt, _ = artifacts
     r = cli("benchmark", pt, "--runs", "3", "--warmup", "0")
     assert r.code == 0 and "1.00x" in r.out and "n/a" in r.out  # no --data: top-1 not measured
+    assert "top-1" in r.out and "top-5" in r.out and "mAP50" not in r.out
 
 
 @pytest.mark.parametrize(
@@ -225,6 +232,7 @@ def test_latency_imgsz_on_onnx(cli, artifacts, tiny_data, tmp_path):
 
 def test_benchmark_plot_is_readable(artifacts, tmp_path):
     from optkit.report.benchmark import benchmark_figure, pareto_front
+    from optkit.workflows.benchmark import task_facts
 
     rows = [
         {"label": "train/weights/best.pt", "format": "pytorch", "latency_ms": 3.0, "top1": 0.97},
@@ -234,30 +242,75 @@ def test_benchmark_plot_is_readable(artifacts, tmp_path):
     ]
     for row in rows:
         row.update(file_bytes=1_000_000, speedup=3.0 / row["latency_ms"], unstable=False)
+        row.update(task="classify", imgsz=64, latency_imgsz=224)
     assert pareto_front([(r["latency_ms"], r["top1"]) for r in rows]) == [3, 0]
-    fig = benchmark_figure({"rows": rows, "batch": 1, "imgsz": 64, "latency_imgsz": 224})
+    tasks = {"classify": task_facts("classify", rows)}
+    fig = benchmark_figure({"rows": rows, "tasks": tasks, "batch": 1, "imgsz": 64, "latency_imgsz": 224})
     scatter = fig.axes[0]
-    assert scatter.get_xscale() == "log" and scatter.get_legend() is not None
+    assert len(fig.axes) == 2 and scatter.get_xscale() == "log" and scatter.get_legend() is not None
+    assert scatter.get_ylabel() == "val top-1, % (at 64 px)"
+    assert "224 px" in scatter.get_xlabel()
     texts = {t.get_text() for ax in fig.axes for t in ax.texts} | {
         t.get_text() for ax in fig.axes for t in ax.get_yticklabels()
     }
     assert {"train/weights/best.pt", "qat/weights/best.pt"} <= {t.split("  ")[-1] for t in texts}
 
 
+def test_headline_metrics_are_the_fitness_metric_and_its_neighbour():
+    from optkit.tasks import get_task
+    from optkit.workflows.benchmark import headline_metrics
+
+    assert [m.label for m in headline_metrics(get_task("classify"))] == ["top-1", "top-5"]
+    assert [m.key for m in headline_metrics(get_task("detect"))] == ["map", "map50"]
+
+
+def test_csv_keeps_top1_top5_and_adds_the_other_tasks_metric_keys(tmp_path):
+    from optkit.report.benchmark import CSV_COLUMNS, csv_columns, write_csv
+    from optkit.workflows.benchmark import task_facts
+
+    rows = [
+        {"label": "c.pt", "task": "classify", "top1": 0.5, "top5": 1.0, "notes": []},
+        {"label": "d.pt", "task": "detect", "map": 0.25, "map50": 0.5, "precision": 0.75, "recall": 0.5,
+         "notes": ["fake quantization: runs in float, not a deployment format"]},
+    ]  # fmt: skip
+    r = {
+        "rows": rows,
+        "rounds": 3,
+        "tasks": {name: task_facts(name, rows) for name in ("classify", "detect")},
+    }
+    assert csv_columns(r)[: len(CSV_COLUMNS)] == list(CSV_COLUMNS)  # existing columns stay in place
+    assert csv_columns(r)[len(CSV_COLUMNS) :] == ["precision", "recall", "map50", "map"]
+    write_csv(r, tmp_path / "b.csv")
+    with open(tmp_path / "b.csv") as f:
+        classifier, detector = csv.DictReader(f)
+    assert (classifier["top1"], classifier["map"], classifier["task"]) == ("0.5", "", "classify")
+    assert (detector["top1"], detector["map"], detector["map50"], detector["rounds"]) == (
+        "",
+        "0.25",
+        "0.5",
+        "3",
+    )
+    classify_only = {"rows": rows[:1], "rounds": 3, "tasks": {"classify": r["tasks"]["classify"]}}
+    assert csv_columns(classify_only) == list(CSV_COLUMNS)
+
+
 def test_int8_onnx_rows_are_judged_against_the_float_onnx_file():
     from optkit.workflows.benchmark import add_int8_gain_notes
 
-    def row(fmt, label, rounds):
-        return {"format": fmt, "label": label, "round_latency_ms": rounds, "notes": []}
+    def row(fmt, label, rounds, task="classify"):
+        return {"format": fmt, "label": label, "round_latency_ms": rounds, "notes": [], "task": task}
 
     rows = [
         row("pytorch", "best.pt", [5.0, 5.0, 5.0]),
+        row("onnx", "det.onnx", [9.0, 9.0, 9.0], task="detect"),  # another task's file: not the base
         row("onnx", "model.onnx", [1.2, 1.3, 1.2]),
         row("onnx int8", "int8.onnx", [1.2, 1.25, 1.1]),  # paired ratios 1.0, 1.04, 1.09: median 1.04
         row("onnx int8", "fast.onnx", [0.6, 0.65, 0.6]),  # twice as fast
+        row("onnx int8", "det-int8.onnx", [3.0, 3.0, 3.0], task="detect"),  # against det.onnx: 3x
     ]
     add_int8_gain_notes(rows)
-    assert rows[2]["speedup_vs_float_onnx"] == pytest.approx(1.3 / 1.25)
-    assert rows[2]["notes"] == ["no int8 gain over model.onnx (1.04x)"]
-    assert rows[3]["speedup_vs_float_onnx"] == pytest.approx(2.0) and rows[3]["notes"] == []
+    assert rows[3]["speedup_vs_float_onnx"] == pytest.approx(1.3 / 1.25)
+    assert rows[3]["notes"] == ["no int8 gain over model.onnx (1.04x)"]
+    assert rows[4]["speedup_vs_float_onnx"] == pytest.approx(2.0) and rows[4]["notes"] == []
+    assert rows[5]["speedup_vs_float_onnx"] == pytest.approx(3.0) and rows[5]["notes"] == []
     assert "speedup_vs_float_onnx" not in rows[0] and rows[0]["notes"] == []
