@@ -9,7 +9,10 @@ INT8 QDQ export needs, so all ONNX files optkit writes come from the same one. I
 The graph: input `images` (N, 3, H, W) float32 (float16 with `half`); its outputs are named by the
 model's task (`ExportConfig.output_names`, `Task.output_names`: a classifier's one output is `logits`),
 and output0, output1, ... (as YOLOv5 / Ultralytics name theirs) when the task is not known here or names
-a different number of outputs than the model returns. With `dynamic`, N, H and W are free (named
+a different number of outputs than the model returns. The graph's outputs are the tensors the model
+returns, flattened as torch.onnx flattens them (tuples, lists and dicts, depth first: `flat_tensors`); a
+foreign detector is handed to the export as its detections alone (optkit.stages.task_output, one output
+[B, 4 + nc, N], as Ultralytics exports its own). With `dynamic`, N, H and W are free (named
 batch/height/width): every zoo model is fully convolutional with adaptive pooling, and the parity check
 runs a second batch size and a second input size to prove it.
 
@@ -165,6 +168,7 @@ class ExportReport:
     cases: list[ParityCase] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)  # metadata_props written
     int8: dict | None = None  # quantized checkpoints: target, QDQ placement and ONNX Runtime's coverage
+    outputs_note: str | None = None  # what the graph's output holds when the task chose it (task_output)
 
     def worst(self, kind: str | None = None) -> ParityCase | None:
         cases = [c for c in self.cases if kind is None or c.input == kind]
@@ -456,8 +460,8 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
         output = model(example)
     if isinstance(model, torch.jit.ScriptModule) and len(flat_tensors(output)) != _top_level(output):
         raise ExportError(
-            "the TorchScript module returns nested outputs (a list inside its output tuple), which its ONNX "
-            "export cannot flatten; export the source model, or script it with flat outputs"
+            "the TorchScript module returns nested outputs (a list or dict inside its output), which its "
+            "ONNX export cannot flatten; export the source model, or script it with flat outputs"
         )
     names = output_names(output, config.output_names)
     kwargs = dict(
@@ -553,7 +557,7 @@ def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> P
         for x in batches:
             x = x.float()
             refs.append([t.double() for t in flat_tensors(reference(x))])
-            outs.append([t.double() for t in ort_model.run_all(x)])
+            outs.append([t.double() for t in _run_graph(ort_model, x)])
             shape = [sum(r[0].shape[0] for r in refs), *x.shape[1:]]
     if not refs:
         raise ExportError("the parity check got no images")
@@ -578,12 +582,30 @@ def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> P
     return ParityCase(kind, shape, max_abs, max_rel, agree)
 
 
+def _run_graph(ort_model, x: torch.Tensor) -> list:
+    """Every output of the graph for `x`; a graph that fails to run there is an ExportError in one line
+    (e.g. a model that fixed a size while traced, run at another size)."""
+    try:
+        return ort_model.run_all(x)
+    except Exception as e:  # onnxruntime's pybind errors (Fail, RuntimeException, ...) share no base class
+        dims = "x".join(str(d) for d in x.shape)
+        raise ExportError(
+            f"ONNX Runtime cannot run the exported graph on input {dims}: {_first_line(e)}"
+        ) from None
+
+
 def flat_tensors(output: Any) -> list[torch.Tensor]:
-    """The tensors of a model's output in the order torch.onnx flattens them (tuples/lists, depth first)."""
+    """The tensors of a model's output in the order torch.onnx flattens them into graph outputs: depth
+    first through tuples, lists and dicts (a dict's values in insertion order, as torch.jit._flatten
+    reads them); anything else (None, numbers, strings) is no output. Both sides of a parity check are
+    read this way, so a model returning Ultralytics 8.4's (y, {"boxes", "scores", "feats": [3 maps]})
+    is compared output by output."""
     import torch
 
     if isinstance(output, torch.Tensor):
         return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
     if isinstance(output, (list, tuple)):
         return [t for item in output for t in flat_tensors(item)]
     return []

@@ -4,9 +4,12 @@ with ONNX Runtime on random inputs and, with --data, on real val images.
 An optkit checkpoint (or a state_dict read into a zoo model) exports through
 `optkit.stages.export.export_checkpoint`, which also writes INT8 graphs of quantized checkpoints; a
 trusted foreign module or a TorchScript file exports as the module it is, with the facts taken from the
-file (class names, stride, input size, the preprocessing of its pickled transforms). The graph's output
-names come from the model's task (`Task.output_names`); a task this optkit does not know gets output0,
-output1, ... Errors of the export stage name ExportConfig's fields; this flow words them as flags.
+file (class names, stride, input size, the preprocessing of its pickled transforms, else its task's). A
+foreign detector is exported with its detections alone, [B, 4 + nc, N] (optkit.stages.task_output: what
+Ultralytics' exporter writes, and YOLOv5's [B, N, 5 + nc] turned into it); the metadata's `outputs` says
+so. The graph's output names come from the model's task (`Task.output_names`); a task this optkit does
+not know gets output0, output1, ... Errors of the export stage name ExportConfig's fields; this flow words
+them as flags.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def _export(req: ExportRequest, progress):
     config = req.config()
     config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     config.output_names = output_names_of(src.task)
-    preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else src.preprocess or preprocess_of(None)
+    preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else foreign_preprocess(src)
     images = None
     if req.data:
         images = parity_images(req.data, _data_task(src), src.names, config.imgsz, preprocess)
@@ -115,12 +118,14 @@ def _export(req: ExportRequest, progress):
 def _export_module(src, target: Path, config, images):
     """A model that is not an optkit checkpoint, with the metadata optkit writes taken from the file."""
     from optkit import __version__
-    from optkit.stages.export import export_onnx, preprocess_of, sha256_file
+    from optkit.stages.export import export_onnx, sha256_file
+    from optkit.stages.task_output import exported_output
 
     if config.int8_target:
         raise ConfigError(
             f"--int8-target needs a quantized optkit checkpoint; {src.path} is a {src.kind} file"
         )
+    view = exported_output(src.model(), src.task, len(src.names), int(config.imgsz))
     metadata = {
         "names": list(src.names),
         "imgsz": int(config.imgsz),
@@ -128,11 +133,30 @@ def _export_module(src, target: Path, config, images):
         "task": src.task,
         "arch": src.arch,
         "optkit_version": __version__,
-        "preprocess": src.preprocess or preprocess_of(None),
+        "preprocess": foreign_preprocess(src),
         "source_format": src.kind,
         "source_sha256": sha256_file(src.path),
+        **({"outputs": view.note} if view.note else {}),
     }
-    return export_onnx(src.model(), target, config, metadata, images)
+    report = export_onnx(view.model, target, config, metadata, images)
+    report.outputs_note = view.note
+    return report
+
+
+def foreign_preprocess(src) -> dict:
+    """The input normalisation ({"mean", "std"}) of a model that is not an optkit checkpoint: its pickled
+    transforms', else its task's (a detector reads pixels / 255 alone), else ImageNet's."""
+    from optkit.errors import CheckpointError
+    from optkit.stages.export import preprocess_of
+    from optkit.tasks import get_task
+
+    if src.preprocess:
+        return src.preprocess
+    try:
+        own = dict(get_task(src.task).preprocess)
+    except CheckpointError:  # a task this optkit does not know
+        own = {}
+    return own or preprocess_of(None)
 
 
 def output_names_of(task_name: str) -> tuple[str, ...]:

@@ -1,7 +1,9 @@
 """Source of `yolo_like`, a small model family that imitates the YOLOv5 / Ultralytics layout (Conv with
 .conv/.bn/.act and forward_fuse, C3, Concat, Upsample, a Detect head with anchors, grids and a
-(predictions, feature maps) output, a softmax Classify head, pickled transforms). Tests write it into
-tmp_path, so unpickling a checkpoint that uses it needs --code-dir, as a YOLOv5 checkout does."""
+(predictions, feature maps) output, a softmax Classify head, pickled transforms), and in `v8` an
+anchor-free detector whose head returns what Ultralytics 8.4's does in eval mode: `(y, {"boxes", "scores",
+"feats"})`, y [B, 4 + nc, N]. Tests write it into tmp_path, so unpickling a checkpoint that uses it needs
+--code-dir, as a YOLOv5 checkout does."""
 
 INIT = """
 import os
@@ -215,4 +217,79 @@ class CenterCrop:
 class Normalize:
     def __init__(self, mean, std):
         self.mean, self.std = mean, std
+"""
+
+V8 = """
+import torch
+from torch import nn
+
+from yolo_like.common import C3, Concat, Conv
+from yolo_like.yolo import BaseModel
+
+
+def cell_centres(maps, strides):
+    # every cell's centre in input pixels, level by level, row-major: [N, 2] (x, y), and its stride [N, 1]
+    points, steps = [], []
+    for fmap, s in zip(maps, strides):
+        h, w = fmap.shape[-2:]
+        ys = (torch.arange(h, dtype=fmap.dtype, device=fmap.device) + 0.5) * s
+        xs = (torch.arange(w, dtype=fmap.dtype, device=fmap.device) + 0.5) * s
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack((gx, gy), -1).view(-1, 2))
+        steps.append(torch.full((h * w, 1), float(s), dtype=fmap.dtype, device=fmap.device))
+    return torch.cat(points), torch.cat(steps)
+
+
+class Detect(nn.Module):
+    # an anchor-free head: per level a box branch (4 sides x reg_max bins) and a class branch (nc logits)
+    export = False
+
+    def __init__(self, nc=3, ch=(), reg_max=16):
+        super().__init__()
+        self.nc, self.nl, self.reg_max = nc, len(ch), reg_max
+        self.no = nc + 4 * reg_max
+        self.stride = torch.zeros(self.nl)
+        self.box = nn.ModuleList(nn.Sequential(Conv(c, 16, 3), nn.Conv2d(16, 4 * reg_max, 1)) for c in ch)
+        self.cls = nn.ModuleList(nn.Sequential(Conv(c, 16, 3), nn.Conv2d(16, nc, 1)) for c in ch)
+        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
+
+    def forward(self, x):
+        feats = [torch.cat((b(f), c(f)), 1) for f, b, c in zip(x, self.box, self.cls)]
+        if self.training:
+            return feats
+        bs = feats[0].shape[0]
+        flat = torch.cat([f.view(bs, self.no, -1) for f in feats], 2)  # [B, no, N]
+        boxes, scores = flat.split((4 * self.reg_max, self.nc), 1)
+        y = torch.cat((self.decode(boxes, feats), scores.sigmoid()), 1)  # [B, 4 + nc, N]
+        return y if self.export else (y, {"boxes": boxes, "scores": scores, "feats": feats})
+
+    def decode(self, boxes, feats):
+        # each side's distance: the expectation of its softmax over reg_max bins, in cells
+        bs, _, n = boxes.shape
+        dist = (boxes.view(bs, 4, self.reg_max, n).softmax(2) * self.bins.view(1, 1, -1, 1)).sum(2)
+        centres, steps = cell_centres(feats, [int(s) for s in self.stride])
+        centres, steps = centres.T.unsqueeze(0), steps.T.unsqueeze(0)  # [1, 2, N], [1, 1, N]
+        lt, rb = dist[:, :2] * steps, dist[:, 2:] * steps  # cells to pixels
+        x1y1, x2y2 = centres - lt, centres + rb
+        return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1)  # centre x, y, width, height
+
+
+class DetectionModel(BaseModel):
+    def __init__(self, nc=3, w=8, names=None):
+        super().__init__()
+        detect = Detect(nc, (4 * w, 8 * w, 8 * w))
+        self._link([
+            (-1, Conv(3, w, 3, 2)), (-1, Conv(w, 2 * w, 3, 2)), (-1, C3(2 * w, 2 * w)),
+            (-1, Conv(2 * w, 4 * w, 3, 2)), (-1, C3(4 * w, 4 * w)),  # 4: P3/8
+            (-1, Conv(4 * w, 8 * w, 3, 2)), (-1, C3(8 * w, 8 * w)),  # 6: P4/16
+            (-1, Conv(8 * w, 8 * w, 3, 2)), (-1, C3(8 * w, 8 * w)),  # 8: P5/32
+            (-1, nn.Upsample(None, 2, "nearest")), ([-1, 6], Concat(1)), (-1, C3(16 * w, 8 * w)),  # 11: P4
+            ([4, 11, 8], detect),
+        ])
+        detect.stride = torch.tensor([8.0, 16.0, 32.0])
+        self.stride = detect.stride
+        self.nc = nc
+        self.names = names or {i: f"class{i}" for i in range(nc)}
+        self.yaml = {"nc": nc, "width": w, "head": "anchor-free"}
+        self.args = {"imgsz": 64, "task": "detect"}
 """
