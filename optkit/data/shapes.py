@@ -417,11 +417,11 @@ BUILTINS: dict[str, Builtin] = {
     # the values of shapes_det.VERSION, N_TRAIN, N_VAL, SEED, IMGSZ (tests/data/test_shapes_det.py checks)
     "shapes-det": Builtin(
         _from_shapes_det("generate_shapes_det"),
-        1,
+        2,
         n_train=3000,
         n_val=300,
         seed=0,
-        description="detection: 1-6 of 6 shapes per image, YOLO folder with data.yaml, 3000 train / 300 val",
+        description="detection: 1-4 of 6 shapes per image, YOLO folder with data.yaml, 3000 train / 300 val",
         imgsz=256,
         params=_from_shapes_det("params"),
     ),

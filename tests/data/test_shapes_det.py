@@ -79,7 +79,7 @@ def test_labels_are_valid_yolo_rows(det):
     x2, y2 = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
     assert x1.min() >= 0 and y1.min() >= 0 and x2.max() <= 1 and y2.max() <= 1  # whole objects
     side = boxes[:, 2:].max(axis=1)
-    assert 0.05 < side.min() and side.max() <= 0.51  # within a circle of 10-50 % of the side
+    assert 0.05 < side.min() and side.max() <= 0.51  # within a circle of 15-50 % of the side
     text = (det / "labels" / "train" / "000000.txt").read_text().splitlines()[0]
     assert all(len(v.split(".")[1]) == 6 for v in text.split()[1:])  # 6 decimals
 
@@ -91,7 +91,8 @@ def test_background_images_and_objects_per_image(det):
         assert backgrounds == [i for i in range(n) if i % 20 == 19]  # 5 %, empty label files
         assert all(1 <= c <= shapes_det.MAX_OBJECTS for i, c in enumerate(counts) if i not in backgrounds)
     counts = [len(_labels(det, "train", i)) for i in range(60) if i % 20 != 19]
-    assert 2.5 <= np.mean(counts) <= 4.5 and max(counts) == 6 and min(counts) == 1
+    top = shapes_det.MAX_OBJECTS  # uniform in 1..top, a few placements may fail
+    assert 0.35 * (top + 1) <= np.mean(counts) <= 0.6 * (top + 1) and max(counts) == top and min(counts) == 1
     assert _image(det, "train", 19).std() > 5  # a background image still has texture and clutter
 
 
@@ -138,7 +139,7 @@ def test_occlusion_is_partial():
         placed = shapes_det._add_objects(img, rng, 6, np.zeros(3), np.zeros(3), np.full(3, 255.0))
         hidden += [1 - float(p.visible.sum()) / p.area for p in placed]
     hidden = np.array(hidden)
-    assert hidden.max() <= shapes_det.MAX_HIDDEN + 1e-6  # never more than 40 % hidden
+    assert hidden.max() <= shapes_det.MAX_HIDDEN + 1e-6  # never more than MAX_HIDDEN hidden
     assert (hidden > 0.05).sum() >= 5  # but real overlaps occur
 
 
