@@ -63,7 +63,7 @@ def write_yolo_data(root, n_train: int = 12, n_val: int = 6, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def det_run(tmp_path_factory):
+def bench_run(tmp_path_factory):
     """test-det trained 1 epoch at 64 px on a tiny YOLO dataset, its best.pt exported to a dynamic
     .onnx (`optkit train`, `optkit export`), and a classifier checkpoint with its class-folder data."""
     from optkit.cli.app import main
@@ -113,8 +113,8 @@ def _header(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_detector_benchmark_pt_and_onnx(cli, det_run, tmp_path):
-    best, onnx, data = det_run["best"], det_run["onnx"], det_run["data"]
+def test_detector_benchmark_pt_and_onnx(cli, bench_run, tmp_path):
+    best, onnx, data = bench_run["best"], bench_run["onnx"], bench_run["data"]
     csv_path, plot = tmp_path / "b.csv", tmp_path / "b.png"
     args = ("--data", data, "--latency-imgsz", "128", *QUICK, "--csv", csv_path, "--plot", plot)
     r = cli("benchmark", best, onnx, *args, "--json")
@@ -149,6 +149,24 @@ def test_detector_benchmark_pt_and_onnx(cli, det_run, tmp_path):
     assert cells[header.index("mAP50-95")] == f"{pt_row['map']:.3f}"
 
 
+@pytest.mark.slow
+def test_benchmark_of_a_detector_that_finds_its_objects(cli, learned_det, det_data, tmp_path):
+    """A detector fitted to its val images (tests/detect/conftest.py): benchmark reports the mAP that
+    `optkit val` measures, well above zero, in the mAP columns."""
+    r = cli("benchmark", learned_det, "--data", det_data, *QUICK, "--json")
+    assert r.code == 0, r.err
+    (row,) = r.json()["rows"]
+    val = cli("val", learned_det, "--data", det_data, "--workers", "0", "--json").json()
+    assert row["map50"] > 0.3 and row["map"] > 0.1
+    assert {k: row[k] for k in ("map", "map50", "precision", "recall")} == {
+        k: val[k] for k in ("map", "map50", "precision", "recall")
+    }
+    table = cli("benchmark", learned_det, "--data", det_data, *QUICK)
+    header, cells = _header(table.out), _row(table.out, "learned.pt")
+    assert cells[header.index("mAP50-95")] == f"{row['map']:.3f}"
+    assert cells[header.index("mAP50")] == f"{row['map50']:.3f}"
+
+
 def test_detector_table_shows_map_columns_in_order(cli, tmp_path, monkeypatch):
     """The detector's figures land in their columns: mAP50-95, then mAP50 (a detector trained for one
     epoch scores 0, so the task's evaluation is replaced by known numbers here)."""
@@ -176,9 +194,9 @@ def test_detector_table_shows_map_columns_in_order(cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_mixed_classifier_and_detector_benchmark(cli, det_run, tmp_path):
-    best, onnx, cls_pt = det_run["best"], det_run["onnx"], det_run["cls_pt"]
-    datasets = ("--data", det_run["cls_data"], "--data", det_run["data"])  # in any order
+def test_mixed_classifier_and_detector_benchmark(cli, bench_run, tmp_path):
+    best, onnx, cls_pt = bench_run["best"], bench_run["onnx"], bench_run["cls_pt"]
+    datasets = ("--data", bench_run["cls_data"], "--data", bench_run["data"])  # in any order
     args = (cls_pt, best, onnx, *datasets, *QUICK, "--csv", tmp_path / "m.csv", "--plot", tmp_path / "m.png")
     r = cli("benchmark", *args, "--json")
     assert r.code == 0, r.err
@@ -187,7 +205,7 @@ def test_mixed_classifier_and_detector_benchmark(cli, det_run, tmp_path):
     assert [row["task"] for row in out["rows"]] == ["classify", "detect", "detect"]
     assert [row["imgsz"] for row in out["rows"]] == [32, 64, 64]  # each at its own trained size
     assert out["imgsz"] is None and out["latency_imgsz"] is None  # the sizes differ
-    assert classifier["data"] == str(det_run["cls_data"]) and det_pt["data"] == str(det_run["data"])
+    assert classifier["data"] == str(bench_run["cls_data"]) and det_pt["data"] == str(bench_run["data"])
     assert 0 <= classifier["top1"] <= classifier["top5"] <= 1 and "map" not in classifier
     assert "top1" not in det_pt and 0 <= det_pt["map"] <= det_pt["map50"] <= 1
     # speed-ups against the first artifact of the same task
@@ -388,8 +406,8 @@ def test_info_of_a_classifier_still_shows_top1(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_info_of_a_trained_detector(cli, det_run):
-    info = cli("info", det_run["best"], "--json").json()
+def test_info_of_a_trained_detector(cli, bench_run):
+    info = cli("info", bench_run["best"], "--json").json()
     assert info["task"] == "detect" and info["epoch"] == 1 and info["arch"] == "test-det"
     assert {f["key"] for f in info["figures"]} == {"map", "map50", "precision", "recall"}
     assert info["lineage"][0]["stage"] == "train"
