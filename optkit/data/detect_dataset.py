@@ -126,12 +126,28 @@ def _as_tensors(img: np.ndarray, labels: np.ndarray):
     return image, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32).reshape(-1, 5))
 
 
-def collate_detect(batch):
+class ModelInputs:
+    """A DetectDataset's items as a detector reads them: float images in [0, 1] (pixels / 255), with
+    their labels; what calibration and parity checks take from `Task.image_dataset`."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, labels = self.dataset[index]
+        return image.float().div_(255.0), labels
+
+
+def collate_detect(batch, scale: float = 255.0):
     """[(image uint8 [3, S, S], labels [n_i, 5])] -> (images float32 [B, 3, S, S] in [0, 1], targets float32
-    [M, 6] rows (batch index, class, cx, cy, w, h), M = sum n_i)."""
+    [M, 6] rows (batch index, class, cx, cy, w, h), M = sum n_i). `scale`: what the images are divided by
+    (1 for images already in [0, 1], as `ModelInputs` gives them)."""
     import torch
 
-    images = torch.stack([image for image, _ in batch]).float().div_(255.0)
+    images = torch.stack([image for image, _ in batch]).float().div_(scale)
     rows = [
         torch.cat([torch.full((len(labels), 1), float(i)), labels.float()], dim=1)
         for i, (_, labels) in enumerate(batch)

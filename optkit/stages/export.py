@@ -469,7 +469,7 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
         output_names=names,
         opset_version=config.opset,
         do_constant_folding=True,
-        dynamic_axes={INPUT_NAME: INPUT_AXES, **{n: {0: "batch"} for n in names}} if config.dynamic else None,
+        dynamic_axes={INPUT_NAME: INPUT_AXES, **_output_axes(names, output)} if config.dynamic else None,
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # torch >= 2.9 defaults to the torch.export-based exporter
@@ -482,6 +482,16 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
     except Exception as e:  # torch.onnx raises RuntimeError, OnnxExporterError, SymbolicValueError, ...
         raise ExportError(f"torch.onnx could not export the model: {_first_line(e)}") from None
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _output_axes(names: list[str], output: Any) -> dict:
+    """The free axes of each output of a graph with a free input: the batch, and every axis after the
+    channels (a detector's anchors follow the input size); axis 1 (classes, or 4 + classes) is fixed."""
+    tensors = flat_tensors(output)
+    return {
+        name: {0: "batch", **{axis: f"{name}_dim{axis}" for axis in range(2, t.ndim)}}
+        for name, t in zip(names, tensors, strict=True)
+    }
 
 
 def _simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:

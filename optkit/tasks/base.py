@@ -78,6 +78,12 @@ class Task:
         dataset[i] -> (image, target). Calibration and fidelity read images from it."""
         raise NotImplementedError
 
+    def collate(self, items: list):
+        """A list of `image_dataset` items -> one (images, targets) batch, as the task's loaders make."""
+        from torch.utils.data import default_collate
+
+        return default_collate(items)
+
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, options: dict, model=None) -> Callable:
         """`loss(outputs, targets)` for a training batch of `model`: a scalar tensor, or `(total, items)`

@@ -81,14 +81,25 @@ class Detect(Task):
         from optkit.data import build_val_loader
         from optkit.data.detect_dataset import collate_detect
 
-        dataset = self.image_dataset(data, names, imgsz, "val", preprocess)
+        dataset = self._letterboxed(data, imgsz, "val")  # uint8 items: a quarter of the bytes to collate
         return build_val_loader(dataset, batch, workers, collate_fn=collate_detect)
 
     def image_dataset(self, data, names, imgsz, split, preprocess=None):
+        from optkit.data.detect_dataset import ModelInputs
+
+        return ModelInputs(self._letterboxed(data, imgsz, split))
+
+    def _letterboxed(self, data, imgsz, split):
         from optkit.data.detect_dataset import DetectDataset
 
         chosen = data.splits[split]
         return DetectDataset(chosen.images, chosen.labels, imgsz, augment=False, root=data.root)
+
+    def collate(self, items):
+        """image_dataset items -> (images [B, 3, S, S], targets [M, 6] (batch index, class, cx, cy, w, h))."""
+        from optkit.data.detect_dataset import collate_detect
+
+        return collate_detect(items, scale=1.0)
 
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, options: dict, model=None) -> Callable:

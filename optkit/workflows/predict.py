@@ -58,6 +58,10 @@ def run_predict(req: PredictRequest, progress=None) -> PredictResult:
     from optkit.report.progress import Quiet
 
     progress = progress or Quiet()
+    if req.save:
+        from optkit.workflows.outputs import check_run_folder
+
+        check_run_folder(req.project)  # before any work: the drawn images can be written
     images = image_paths(req.source)
     model, names, imgsz, device = _open_detector(req)
     save_dir = _save_dir(req) if req.save else None
@@ -154,9 +158,7 @@ def _open_detector(req: PredictRequest):
 
 def _save_dir(req: PredictRequest) -> Path:
     from optkit.train.results import next_run_dir
-    from optkit.workflows.outputs import check_run_folder
 
-    check_run_folder(req.project)
     folder = next_run_dir(req.project, req.name, req.exist_ok)
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -253,7 +253,7 @@ def _images(data: _Data, req: PtqRequest, progress) -> _Images:
     """The calibration and val images, preprocessed as the model expects, decoded once (they are run
     many times)."""
     calib = _calibration_batches(data.train, req.num_images, req.batch_size, progress)
-    return _Images(calib, _val_batches(data.val, req.val_images, progress))
+    return _Images(calib, _val_batches(data.val, data.task.collate, req.val_images, progress))
 
 
 def _calibration_batches(dataset, num_images: int, batch_size: int, progress) -> list:
@@ -269,11 +269,9 @@ def _calibration_batches(dataset, num_images: int, batch_size: int, progress) ->
     return batches
 
 
-def _val_batches(dataset, limit: int | None = None, progress=None) -> list:
+def _val_batches(dataset, collate, limit: int | None = None, progress=None) -> list:
     """The val split (or `limit` images spread evenly over it, so every class of the class-sorted
-    folder is in) as (images, targets) batches."""
-    from torch.utils.data import default_collate
-
+    folder is in) as (images, targets) batches, collated as the task does."""
     from optkit.data.subset import evenly_spaced
     from optkit.report.progress import Quiet
 
@@ -281,7 +279,7 @@ def _val_batches(dataset, limit: int | None = None, progress=None) -> list:
     batches = []
     with (progress or Quiet()).step(f"reading {len(indices)} val images", total=len(indices)) as step:
         for i in range(0, len(indices), VAL_BATCH):
-            images, targets = default_collate([dataset[j] for j in indices[i : i + VAL_BATCH]])
+            images, targets = collate([dataset[j] for j in indices[i : i + VAL_BATCH]])
             batches.append((images, targets))
             step.advance(len(images))
     return batches

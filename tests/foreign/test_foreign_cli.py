@@ -269,7 +269,9 @@ def test_profile(cli, best, code_dir):
     assert d["bn_folded"] == 30 and d["gflops"] > 0 and d["latency"]["median_ms"] > 0
 
 
-def test_export_detector_all_outputs(cli, best, tmp_path, code_dir):
+def test_export_detector_one_output(cli, best, tmp_path, code_dir):
+    """A foreign detector exports its detections alone ([B, 4 + nc, N], as Ultralytics' exporter does);
+    its feature maps are not outputs."""
     import onnx
 
     r = cli("export", best, *trusted(code_dir), "--json")
@@ -277,7 +279,7 @@ def test_export_detector_all_outputs(cli, best, tmp_path, code_dir):
     d = r.json()
     assert d["checked"] and d["max_rel"] < 1e-4 and d["top1_agreement"] is None
     proto = onnx.load(str(tmp_path / "best.onnx"))
-    assert [o.name for o in proto.graph.output] == ["output0", "output1", "output2", "output3"]
+    assert [o.name for o in proto.graph.output] == ["output0"]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["names"]) == NAMES and meta["stride"] == "32" and meta["task"] == "detect"
 
@@ -298,5 +300,5 @@ def test_val_classifier_and_export_preprocess(cli, trained_classifier, tiny_data
     assert r.code == 0 and r.json()["top1"] >= 0.9
 
 
-def test_val_refuses_a_detector(cli, best, tiny_data, code_dir):
-    _one_line(cli("val", best, "--data", tiny_data, *trusted(code_dir)), "classification", "detect")
+def test_val_of_a_detector_on_class_folders_says_what_it_reads(cli, best, tiny_data, code_dir):
+    _one_line(cli("val", best, "--data", tiny_data, *trusted(code_dir)), "data.yaml")

@@ -117,12 +117,12 @@ def test_onnx_val_reads_the_session_outputs_through_the_task(cli, tiny_data, tmp
     ],
 )
 def test_a_task_this_optkit_does_not_know_is_refused_in_one_line(cli, tiny_data, tmp_path, command, args):
-    pt = _checkpoint(tmp_path / "m.pt", "detect")
+    pt = _checkpoint(tmp_path / "m.pt", "segment")
     before = set(tmp_path.iterdir())
     r = cli(command.split()[0], pt, "--data", tiny_data, *args)
     lines = r.err.strip().splitlines()
     assert r.code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {command}"), r.err
-    assert "is a detect model" in lines[0] and "cannot measure detect models yet" in lines[0]
+    assert "is a segment model" in lines[0] and "cannot measure segment models yet" in lines[0]
     assert set(tmp_path.iterdir()) == before  # nothing written
 
 
