@@ -5,6 +5,11 @@ value, 2 for a usage error), exactly one line on stderr (`error: ...`, naming wh
 stdout, no traceback, and the folder the command ran in — inputs, dataset and all — byte for byte as it
 was (no output file, no run folder, no temp file). Rows that ask for absurd sizes also assert that they
 were refused before any model was built (a counting wrapper around the registry's `create_model`).
+
+A YOLO dataset's split reports its counts in one line as it is read (`train: 4 images, 4 boxes, ...,
+1 problems in 1 images (...)`, issue 14 part 1): those lines may come before the error line, which is
+then the last and the only `error:` line. The detection datasets are scanned once when they are made, so
+that a case reads their scan caches and writes none.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import resource
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import torch
 from optkit.cli.app import COMMANDS
 
 NAMES = ["blue", "green", "red"]  # tiny_data's classes (tests/conftest.py)
+SCAN_LINE = re.compile(r"^(train|val|test): \d+ images, \d+ boxes, \d+ backgrounds, \d+ problems")
 
 
 # ---- the files a row can feed a command ----------------------------------------------------------
@@ -120,8 +127,10 @@ FILE_COMMANDS = {
     "benchmark": ["benchmark", "{F}", "--runs", "1", "--warmup", "0"],
     "ptq-calibrate": ["ptq-calibrate", "{F}", "--data", "{D}", "--num-images", "8"],
     "qat": ["qat", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
+    "predict": ["predict", "{F}", "--source", "{D}"],  # {D}'s images, found recursively
 }
-ONNX_READERS = {"val", "profile", "benchmark"}  # take ONNX files too (told by content, not by name)
+# take ONNX files too (told by content, not by name)
+ONNX_READERS = {"val", "profile", "benchmark", "predict"}
 
 
 def _file_cases():
@@ -137,7 +146,8 @@ def _file_cases():
 # ---- option rows ---------------------------------------------------------------------------------
 # (command, case id, args with {C} = a valid checkpoint, {D} = tiny data, {D2} = two-class data,
 #  {E} = a dataset folder with classes but no images, {N} = one with no class folders,
-#  exit code, fragment of the message, absurd: must be refused before any model is built)
+#  {CD} = a test-det detector, {Y} = a YOLO data.yaml of its classes, {Y...} = DETECT_DATA's data.yaml
+#  files, exit code, fragment of the message, absurd: must be refused before any model is built)
 
 CUDA = "CUDA"
 TRAIN = ["train", "--model", "test-tiny", "--data", "{D}", "--workers", "0"]
@@ -149,6 +159,23 @@ PTQ = ["ptq-calibrate", "{C}", "--data", "{D}", "--num-images", "8"]
 PRUNE_S = ["prune", "{C}", "--structured", "--amount"]
 QAT = ["qat", "{C}", "--data", "{D}", "--epochs", "1", "--workers", "0"]
 PRUNE_FT = ["prune", "{C}", "--amount", "0.3", "--data", "{D}", "--finetune-epochs", "1", "--workers", "0"]
+TRAIN_DET = ["train", "--model", "test-det", "--epochs", "1", "--workers", "0", "--data"]  # + a data.yaml
+VAL_DET = ["val", "{CD}", "--workers", "0", "--data"]  # + a data.yaml
+TRAIN_Y, VAL_Y = [*TRAIN_DET, "{Y}"], [*VAL_DET, "{Y}"]
+PREDICT_ON = ["predict", "{CD}", "--source"]  # + images
+PREDICT = [*PREDICT_ON, "{D}"]
+PREDICT_SAVE = [*PREDICT, "--save", "--project"]  # + a folder
+
+# YOLO data.yaml problems (issue 14, part 1): (case id, placeholder, fragment), a row each for train and val
+DETECT_DATA = [
+    ("yaml-missing", "{YMISSING}", "no such data.yaml"),
+    ("yaml-not-a-mapping", "{YLIST}", "expected a mapping with train, val and names"),
+    ("yaml-no-val", "{YNOVAL}", "no 'val' split"),
+    ("yaml-nc-names-disagree", "{YNC}", "'nc' is 3 but 'names' lists 2 classes"),
+    ("label-4-columns", "{YCOLUMNS}", "{split}/000.txt:2: 4 columns, expected 5"),
+    ("label-class-out-of-range", "{YCLASS}", "{split}/000.txt:2: class 5 is outside 0..1"),
+    ("image-corrupt", "{YIMAGE}", "{split}/bad.png: cannot decode the image"),
+]
 
 OPTION_ROWS = [
     # train
@@ -271,6 +298,34 @@ OPTION_ROWS = [
     ("benchmark", "plot-under-a-file", [*BENCH, "--plot", "{C}/b.png"], 1, "cannot write --plot", True),
     ("train", "project-under-a-file", [*TRAIN, "--project", "{C}/runs"], 1, "cannot write --project", True),
     ("qat", "project-under-a-file", [*QAT, "--project", "{C}/runs"], 1, "cannot write --project", True),
+    # detectors (issue 14): their options, and every data.yaml row for train and val
+    ("train", "det-close-mosaic-negative", [*TRAIN_Y, "--close-mosaic", "-1"], 1, "--close-mosaic", True),
+    ("train", "det-box-gain-negative", [*TRAIN_Y, "--box", "-1"], 1, "--box", True),
+    ("val", "det-conf-above-1", [*VAL_Y, "--conf", "1.5"], 1, "--conf", True),
+    ("val", "det-iou-negative", [*VAL_Y, "--iou", "-0.1"], 1, "--iou", True),
+    ("val", "det-max-det-0", [*VAL_Y, "--max-det", "0"], 1, "--max-det", True),
+    ("val", "det-on-class-folders", [*VAL_DET, "{D}"], 1, "a detector reads a YOLO data.yaml", False),
+    ("val", "classifier-on-data-yaml", ["val", "{C}", "--data", "{Y}"], 1, "class folders", False),
+    *[
+        ("train", f"det-{case}", [*TRAIN_DET, key], 1, fragment.format(split="train"), False)
+        for case, key, fragment in DETECT_DATA
+    ],
+    *[
+        ("val", f"det-{case}", [*VAL_DET, key], 1, fragment.format(split="val"), False)
+        for case, key, fragment in DETECT_DATA
+    ],
+    # predict
+    ("predict", "conf-above-1", [*PREDICT, "--conf", "2"], 1, "--conf", True),
+    ("predict", "iou-negative", [*PREDICT, "--iou", "-0.1"], 1, "--iou", True),
+    ("predict", "max-det-0", [*PREDICT, "--max-det", "0"], 1, "--max-det", True),
+    ("predict", "imgsz-stride", [*PREDICT, "--imgsz", "50"], 1, "stride 32", False),
+    ("predict", "imgsz-huge", [*PREDICT, "--imgsz", "100000"], 1, "--imgsz", True),
+    ("predict", "threads-0", [*PREDICT, "--threads", "0"], 1, "--threads", True),
+    ("predict", "cuda", [*PREDICT, "--device", "0"], 1, CUDA, False),
+    ("predict", "source-missing", [*PREDICT_ON, "nowhere"], 1, "no such image, folder or list", False),
+    ("predict", "source-no-images", [*PREDICT_ON, "{E}"], 1, "holds no images", False),
+    ("predict", "classifier", ["predict", "{C}", "--source", "{D}"], 1, "is a classify model", False),
+    ("predict", "project-under-a-file", [*PREDICT_SAVE, "{C}/p"], 1, "cannot write --project", True),
 ]
 
 
@@ -330,6 +385,7 @@ def shared(tmp_path_factory) -> dict[str, Path]:
         "{E}": empty,
         "{N}": no_classes,
         **_problem_data(root),
+        **_detect_data(root),
     }
 
 
@@ -372,6 +428,53 @@ def _problem_data(root: Path) -> dict[str, Path]:
     }
 
 
+def _detect_data(root: Path) -> dict[str, Path]:
+    """A test-det checkpoint, a good YOLO dataset and one data.yaml per DETECT_DATA row. Every split that
+    a row reads is scanned here, so its scan cache exists and the case writes none."""
+    from yolo_folders import NAMES as DET_NAMES
+    from yolo_folders import write_yolo_dataset
+
+    from optkit.checkpoint import checkpoint_from_model, save_checkpoint
+    from optkit.data.yolo_format import load_yolo_data
+    from optkit.errors import DatasetError
+    from optkit.models import create_model
+
+    det = root / "detect"
+    good = write_yolo_dataset(det / "good", n_train=4, n_val=2)
+    spec = "path: good\ntrain: images/train\nnames: [rect, ellipse]\n"
+    (det / "no-val.yaml").write_text(spec)
+    (det / "nc.yaml").write_text(spec + "val: images/val\nnc: 3\n")
+    (det / "list.yaml").write_text("- images/train\n- images/val\n")
+    broken = {"{YCOLUMNS}": det / "columns", "{YCLASS}": det / "class", "{YIMAGE}": det / "image"}
+    for folder in broken.values():
+        write_yolo_dataset(folder, n_train=4, n_val=2)
+    for split in ("train", "val"):
+        label = f"labels/{split}/000.txt"
+        first = (broken["{YCOLUMNS}"] / label).read_text().splitlines()[0]
+        (broken["{YCOLUMNS}"] / label).write_text(f"{first}\n0 0.5 0.5 0.2\n")
+        first = (broken["{YCLASS}"] / label).read_text().splitlines()[0]
+        (broken["{YCLASS}"] / label).write_text(f"{first}\n5 0.5 0.5 0.2 0.2\n")
+        (broken["{YIMAGE}"] / "images" / split / "bad.png").write_bytes(b"not an image")
+        (broken["{YIMAGE}"] / "labels" / split / "bad.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    for data in [good, *(folder / "data.yaml" for folder in broken.values())]:
+        for split in ("train", "val"):
+            try:
+                load_yolo_data(data, splits=(split,), log=lambda line: None)
+            except DatasetError:  # the broken ones: the problems are cached with the scan
+                pass
+    torch.manual_seed(0)
+    detector = checkpoint_from_model(create_model("test-det", num_classes=2), DET_NAMES, 64, task="detect")
+    return {
+        "{CD}": save_checkpoint(detector, det / "det.pt"),
+        "{YMISSING}": det / "nothing.yaml",
+        "{YLIST}": det / "list.yaml",
+        "{YNOVAL}": det / "no-val.yaml",
+        "{YNC}": det / "nc.yaml",
+        **{key: folder / "data.yaml" for key, folder in broken.items()},
+        "{Y}": good,
+    }
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, shared) -> dict[str, Path]:
     monkeypatch.chdir(tmp_path)  # where default outputs and run folders would go
@@ -390,13 +493,13 @@ def _expand(args: list[str], values: dict[str, Path]) -> list[str]:
 def _assert_refused(cli, roots: tuple[Path, ...], args: list[str], code: int, fragment: str) -> str:
     before = [_snapshot(root) for root in roots]
     r = cli(*args)
-    lines = r.err.strip().splitlines()
+    *counts, last = r.err.strip().splitlines() or [""]
     assert r.code == code, (r.code, r.err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert last.startswith("error: ") and all(SCAN_LINE.match(line) for line in counts), r.err
     assert "Traceback" not in r.err and r.out == ""
-    assert fragment in lines[0], lines[0]
+    assert fragment in last, last
     assert [_snapshot(root) for root in roots] == before  # no output, run folder or temp file; inputs intact
-    return lines[0]
+    return last
 
 
 @pytest.mark.parametrize("command, kind", list(_file_cases()))
