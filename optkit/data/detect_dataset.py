@@ -141,13 +141,14 @@ class ModelInputs:
         return image.float().div_(255.0), labels
 
 
-def collate_detect(batch, scale: float = 255.0):
-    """[(image uint8 [3, S, S], labels [n_i, 5])] -> (images float32 [B, 3, S, S] in [0, 1], targets float32
-    [M, 6] rows (batch index, class, cx, cy, w, h), M = sum n_i). `scale`: what the images are divided by
-    (1 for images already in [0, 1], as `ModelInputs` gives them)."""
+def collate_detect(batch):
+    """[(image [3, S, S], labels [n_i, 5])] -> (images float32 [B, 3, S, S] in [0, 1], targets float32
+    [M, 6] rows (batch index, class, cx, cy, w, h), M = sum n_i). uint8 images (DetectDataset's) are
+    divided by 255; float ones (ModelInputs') are in [0, 1] already."""
     import torch
 
-    images = torch.stack([image for image, _ in batch]).float().div_(scale)
+    images = torch.stack([image for image, _ in batch])
+    images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     rows = [
         torch.cat([torch.full((len(labels), 1), float(i)), labels.float()], dim=1)
         for i, (_, labels) in enumerate(batch)

@@ -417,7 +417,7 @@ BUILTINS: dict[str, Builtin] = {
     # the values of shapes_det.VERSION, N_TRAIN, N_VAL, SEED, IMGSZ (tests/data/test_shapes_det.py checks)
     "shapes-det": Builtin(
         _from_shapes_det("generate_shapes_det"),
-        2,
+        3,
         n_train=3000,
         n_val=300,
         seed=0,

@@ -1,7 +1,7 @@
 """The built-in synthetic detection set `builtin:shapes-det`: shapes on textured backgrounds, as YOLO files.
 
 Each image holds 1-4 objects of six shape classes (circle, cross, ring, square, star, triangle: they stay
-distinct under rotation and stretch), each with its own size (15-50 % of the image side), aspect ratio
+distinct under rotation and stretch), each with its own size (22-55 % of the image side), aspect ratio
 (0.6-1.6), rotation and colour, over a background texture and clutter (thin lines and small blobs that are
 not objects). Every 20th image is background only. Objects are drawn in order, later ones over earlier
 ones; a placement that would hide more than 25 % of an earlier object is tried again elsewhere, so
@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 from optkit.data import shapes
 from optkit.errors import ConfigError
 
-VERSION = 2  # bump whenever the pixels or labels change: the cache folder name and marker carry it
+VERSION = 3  # bump whenever the pixels or labels change: the cache folder name and marker carry it
 CLASSES = ("circle", "cross", "ring", "square", "star", "triangle")
 SPLITS = shapes.SPLITS
 IMGSZ = 256  # pixels, the side every image is generated at (the trainer resizes to its own --imgsz)
@@ -48,7 +48,7 @@ SEED = 0
 
 SUPERSAMPLE = shapes.SUPERSAMPLE  # objects are drawn at 4x, then box-averaged (anti-aliased edges)
 MAX_OBJECTS = 4  # objects asked for per image: uniform in 1..MAX_OBJECTS (a few placements may fail)
-SIZE_RANGE = (0.15, 0.50)  # object's circumscribed diameter, fraction of the image side
+SIZE_RANGE = (0.22, 0.55)  # object's circumscribed diameter, fraction of the image side
 ASPECT_RANGE = (0.6, 1.6)  # width / height in the object's own frame, log-uniform (as many wide as tall)
 MAX_HIDDEN = 0.25  # a new object may hide at most this fraction of any earlier object's area
 PLACEMENT_TRIES = 20  # tries per object before it is left out

@@ -99,7 +99,7 @@ class Detect(Task):
         """image_dataset items -> (images [B, 3, S, S], targets [M, 6] (batch index, class, cx, cy, w, h))."""
         from optkit.data.detect_dataset import collate_detect
 
-        return collate_detect(items, scale=1.0)
+        return collate_detect(items)
 
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, options: dict, model=None) -> Callable:

@@ -79,7 +79,7 @@ def test_labels_are_valid_yolo_rows(det):
     x2, y2 = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
     assert x1.min() >= 0 and y1.min() >= 0 and x2.max() <= 1 and y2.max() <= 1  # whole objects
     side = boxes[:, 2:].max(axis=1)
-    assert 0.05 < side.min() and side.max() <= 0.51  # within a circle of 15-50 % of the side
+    assert 0.05 < side.min() and side.max() <= shapes_det.SIZE_RANGE[1] + 0.01  # within the size range
     text = (det / "labels" / "train" / "000000.txt").read_text().splitlines()[0]
     assert all(len(v.split(".")[1]) == 6 for v in text.split()[1:])  # 6 decimals
 
