@@ -141,9 +141,10 @@ def test_val_images_compares_on_a_subset_of_every_class(cli, tmp_path, tiny_data
 
     spec = resolve_data(str(tiny_data))
     pre = {"mean": [0.0] * 3, "std": [1.0] * 3}
-    val = get_task("classify").image_dataset(spec, CLASSES, 32, "val", pre)
-    whole = _val_batches(val, None)
-    subset = _val_batches(val, 6)
+    task = get_task("classify")
+    val = task.image_dataset(spec, CLASSES, 32, "val", pre)
+    whole = _val_batches(val, task.collate, None)
+    subset = _val_batches(val, task.collate, 6)
     assert sum(len(y) for _, y in whole) == 18 and sorted(torch.cat([y for _, y in subset]).tolist()) == [
         0, 0, 1, 1, 2, 2
     ]  # fmt: skip

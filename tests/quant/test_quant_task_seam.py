@@ -34,13 +34,13 @@ class Score(Task):
         self.agreement_images = 0
         self.agreed_images = 0.0
 
-    def resolve_data(self, spec, log=None):
+    def resolve_data(self, spec, log=None, skip_bad_labels=False, splits=("train", "val")):
         from optkit.data import resolve_data
 
         return resolve_data(spec)
 
     def train_loader(self, data, names, imgsz, batch, workers, seed, fraction=1.0, rank=0, world=1,
-                     cache=False):  # fmt: skip
+                     cache=False, options=None):  # fmt: skip
         from optkit.data import ImageFolder, TrainTransform, build_train_loader
 
         dataset = ImageFolder(data.train_dir, TrainTransform(imgsz), classes=list(names))
@@ -59,7 +59,7 @@ class Score(Task):
         folder = {"train": data.train_dir, "val": data.val_dir}[split]
         return ImageFolder(folder, ValTransform(imgsz, **norm), classes=list(names))
 
-    def loss(self, options):
+    def loss(self, options, model=None):
         return torch.nn.CrossEntropyLoss()
 
     def evaluate(self, model, loader, device, amp=False) -> dict:
