@@ -9,7 +9,8 @@ deployment size.
 
 Every artifact runs at the same batch and is timed in interleaved rounds (optkit.measure.latency.
 time_interleaved): each is prepared and warmed up once, then every round times each artifact's batch of
---runs runs, the order turned by one per round. Load that comes and goes on a shared machine then lands
+--runs runs, the order turned by one per round; the artifacts of one task take their rounds together,
+then the next task's. Load that comes and goes on a shared machine then lands
 on all rows alike: a row's speed-up is the median over rounds of (its reference's latency / its latency
 in the same round), the reference being the first artifact of the same task (a classifier against a
 detector means nothing), and a row whose per-round ratios spread more than SPREAD_LIMIT is flagged.
@@ -132,10 +133,16 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
         row["label"] = label
     at = _sizes_text(latency_sizes)
     timing = f"timing {len(loaded)} artifacts at {at}: warm-up, then {req.rounds} rounds"
-    with progress.step(timing, total=req.rounds) as step:
-        times = time_interleaved(
-            timers, req.rounds, req.runs, req.warmup, ROUND_WARMUP, on_round=lambda r: step.advance(r > 0)
-        )
+    groups = _task_groups(loaded)
+    with progress.step(timing, total=req.rounds * len(groups)) as step:
+        times = [None] * len(loaded)
+        for group in groups:  # each task's artifacts take turns among themselves (speed-ups are per task)
+            group_times = time_interleaved(
+                [timers[i] for i in group], req.rounds, req.runs, req.warmup, ROUND_WARMUP,
+                on_round=lambda r: step.advance(r > 0),
+            )  # fmt: skip
+            for i, t in zip(group, group_times, strict=True):
+                times[i] = t
     _add_latency(rows, times, req.batch)
     add_int8_gain_notes(rows)
     return {
@@ -191,6 +198,16 @@ def task_facts(name: str, rows: list[dict]) -> dict:
         "fitness_key": task.fitness_key,
         "reference": reference,
     }
+
+
+def _task_groups(loaded: list) -> list[list[int]]:
+    """Artifact indices by task, in order of first appearance: the rounds of one task's artifacts are
+    timed together, so a big detector's runs never sit between two classifiers' (its memory traffic
+    would land on whichever classifier follows it in a round)."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(loaded):
+        groups.setdefault(item.task, []).append(i)
+    return list(groups.values())
 
 
 def _check_latency_imgsz(size: int) -> None:
