@@ -59,7 +59,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -726,15 +725,11 @@ def run_notes(optkit: dict, peer: dict | None, env: dict) -> list[str]:
 
 
 def environment() -> dict:
-    import torch
+    """benchmarks/train.py's facts of the machine, plus the load when the run starts and optkit's spin."""
+    from train import environment as machine  # benchmarks/ is the script's folder: on sys.path
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": cpus,
-        "torch_threads": torch.get_num_threads(),
+        **machine(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "gomp_spincount_optkit": os.environ.get("GOMP_SPINCOUNT"),
     }
