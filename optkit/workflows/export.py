@@ -160,8 +160,8 @@ def foreign_preprocess(src) -> dict:
 
 
 def output_names_of(task_name: str) -> tuple[str, ...]:
-    """The graph's output names the model's task gives; () for a task this optkit does not know (a
-    foreign detector, a TorchScript file that names none): the export then says output0, output1, ..."""
+    """The graph's output names the model's task gives; () for a task this optkit does not know (e.g. a
+    TorchScript file that names none): the export then says output0, output1, ..."""
     from optkit.errors import CheckpointError
     from optkit.tasks import get_task
 

@@ -11,8 +11,9 @@
 5. The float ONNX graph is run on the calibration images for the onnxruntime flavour's ranges, and the
    checkpoint is written (a foreign file keeps its layout, with ModelOpt's save format beside it).
 
-A model of a task optkit has no task object for (a foreign detector today) is calibrated and compared on
-the images of an image folder, read as IMAGE_FOLDER_TASK reads them, labels unused: by SQNR alone.
+A model of a task optkit has no task object for (e.g. a TorchScript file whose config names none) is
+calibrated and compared on the images of an image folder, read as IMAGE_FOLDER_TASK reads them, labels
+unused: by SQNR alone.
 """
 
 from __future__ import annotations
