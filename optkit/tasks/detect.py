@@ -19,7 +19,6 @@ BUILTIN_DETECT_IMGSZ = 128  # pixels: what `builtin:shapes-det` trains at when -
 FITNESS_WEIGHTS = (0.1, 0.9)  # best.pt: 0.1 * mAP50 + 0.9 * mAP50-95 (as YOLOv5/v8 choose it)
 DEFAULT_GAINS = {"box": 7.5, "cls": 0.5, "dfl": 1.5}  # loss gains (YOLOv8's)
 DETECTION_BUILTINS = ("shapes-det",)  # builtin datasets that are YOLO folders with a data.yaml
-CLOSE_MOSAIC = 10  # last epochs trained without mosaic, so the model ends on whole, unstitched images
 
 
 class Detect(Task):
