@@ -5,32 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from torchrun import run_torchrun
 
 from optkit.checkpoint import load_checkpoint
 
 TRAIN = "--model test-det --epochs 2 --imgsz 64 --batch-size 8 --warmup-epochs 0 --workers 0 --close-mosaic 1"
 
 
-def _torchrun(*args, cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):  # not inherited from a torchrun
-        env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.run(
-        [*command, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.mark.slow
 def test_torchrun_trains_a_detector(cli, tmp_path, det_data):
-    r = _torchrun("-m", "optkit", "train", "--data", det_data, *TRAIN.split(), "--json", cwd=tmp_path)
+    r = run_torchrun("-m", "optkit", "train", "--data", det_data, *TRAIN.split(), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 1  # rank 0 alone prints (one JSON object)
     summary = json.loads(r.stdout)

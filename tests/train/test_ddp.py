@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torchrun import run_torchrun
 
 from optkit.checkpoint import build_model, load_checkpoint
 from optkit.data.loader import EpochSampler
@@ -26,16 +26,6 @@ TRAIN = "--model test-tiny --epochs 12 --imgsz 32 --batch-size 16 --lr0 0.02 --w
 # best val top-1 of the 2-process run vs one process, same config (18 val images, so steps of 0.056).
 # Measured on seeds 0, 1, 2: differences 0, +0.33 (the single run stalled at 0.67), 0; seed 0 here.
 TOP1_TOLERANCE = 0.12
-
-
-def _torchrun(*args, cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):  # not inherited from a torchrun
-        env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.run(
-        [*command, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def _rows(path: Path) -> list[dict]:
@@ -189,7 +179,7 @@ def test_a_process_that_joined_a_group_skips_the_interpreter_shutdown(joined):
 # ---- real torchrun runs --------------------------------------------------------------------
 @pytest.mark.slow
 def test_torchrun_train_matches_one_process_and_resumes(cli, tmp_path, tiny_data):
-    r = _torchrun("-m", "optkit", "train", "--data", tiny_data, *TRAIN.split(), "--json", cwd=tmp_path)
+    r = run_torchrun("-m", "optkit", "train", "--data", tiny_data, *TRAIN.split(), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     result = r.stdout.strip().splitlines()
     assert len(result) == 1  # rank 0 alone prints (one JSON object)
@@ -233,13 +223,13 @@ def test_torchrun_train_matches_one_process_and_resumes(cli, tmp_path, tiny_data
     assert abs(ddp_top1 - single.best_fitness) <= TOP1_TOLERANCE, (ddp_top1, single.best_fitness)
 
     # --stop-after then --resume under torchrun gives the straight run's weights and results.csv
-    split = _torchrun(
+    split = run_torchrun(
         "-m", "optkit", "train", "--data", tiny_data, *TRAIN.split(), "--name", "split", "--stop-after", "6",
         cwd=tmp_path,
     )  # fmt: skip
     assert split.returncode == 0, split.stderr
     split_last = tmp_path / "runs/train/split/weights/last.pt"
-    resumed = _torchrun("-m", "optkit", "train", "--resume", split_last, cwd=tmp_path)
+    resumed = run_torchrun("-m", "optkit", "train", "--resume", split_last, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     a, b = last, load_checkpoint(split_last)
     assert b.epoch == 11 and a.updates == b.updates
@@ -264,7 +254,7 @@ def test_without_batchnorm_two_processes_train_the_single_process_weights(tmp_pa
     helper = _no_bn_helper()
     project = tmp_path / "runs"
     single = helper.NoBatchNormTrainer(helper.config(str(tiny_data), str(project), "single")).run()
-    r = _torchrun(HERE / "ddp_no_batchnorm.py", tiny_data, project, "ddp", cwd=tmp_path)
+    r = run_torchrun(HERE / "ddp_no_batchnorm.py", tiny_data, project, "ddp", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = load_checkpoint(single.last), load_checkpoint(project / "ddp/weights/last.pt")
     assert a.updates == b.updates == 4  # 5 batches, accumulate 4: steps after batches 4 and 5
@@ -276,7 +266,7 @@ def test_without_batchnorm_two_processes_train_the_single_process_weights(tmp_pa
 
 @pytest.mark.slow
 def test_torchrun_error_is_one_line_and_nonzero_exit(tmp_path, tiny_data):
-    r = _torchrun(
+    r = run_torchrun(
         "-m", "optkit", "train", "--model", "test-tiny", "--data", tiny_data, "--batch-size", "15",
         "--workers", "0", cwd=tmp_path,
     )  # fmt: skip
