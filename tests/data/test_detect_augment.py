@@ -237,3 +237,25 @@ def test_augment_defaults_and_bounds():
     for field, bad in [("scale", 1.0), ("fliplr", 1.5), ("mosaic", -0.1), ("translate", float("nan"))]:
         with pytest.raises(FieldError, match=f"^{field} must be"):
             Augment(**{field: bad})
+
+
+def test_hsv_gains_keep_hue_and_value_where_they_should():
+    """A third of the circle maps red to green; a saturation gain keeps each pixel's value (its largest
+    channel) and moves the other channels away from it; a value gain scales all three."""
+    from optkit.data.detect_augment import _hue_rotation
+
+    red = np.array([[255.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(red @ _hue_rotation(1 / 3).T, [[0, 255, 0]], atol=1e-3)
+    pixel = np.full((1, 1, 3), (200, 120, 80), np.uint8)
+
+    class Fixed:  # a generator whose uniform draws are fixed: (hue, sat, val) multipliers
+        def __init__(self, draws):
+            self.draws = np.array(draws, np.float64)
+
+        def uniform(self, low, high, size):
+            return self.draws
+
+    saturated = hsv_jitter(pixel, Augment(hsv_h=0, hsv_s=0.5, hsv_v=0), Fixed([0, 1, 0]))[0, 0]
+    assert saturated.tolist() == [200, 80, 20]  # 200 - 1.5 * (200 - c)
+    brighter = hsv_jitter(pixel, Augment(hsv_h=0, hsv_s=0, hsv_v=0.2), Fixed([0, 0, 1]))[0, 0]
+    assert brighter.tolist() == [240, 144, 96]
