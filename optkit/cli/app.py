@@ -83,7 +83,9 @@ def run() -> int:
     from optkit.threads import prepare_cpu_threading
     from optkit.train.distributed import end_process
 
-    prepare_cpu_threading(next((a for a in sys.argv[1:] if not a.startswith("-")), None))
+    args = sys.argv[1:]
+    command = next((a for a in args if not a.startswith("-")), None)
+    prepare_cpu_threading(None if "--help" in args or "-h" in args else command)  # help: no CPU sample
     return end_process(main())
 
 
