@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "sparse": 1,
     "onnxrt": 1,
+    "ovrt": 1,
     "transforms": 1,
     "foreign.scan": 1,
     "checkpoint": 2,
