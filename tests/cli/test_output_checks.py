@@ -42,6 +42,7 @@ WRITERS = {
         ("project", ["qat", "{C}", "--data", "{D}", "--epochs", "1", "--workers", "0", "--project", "{DIR}"]),
     ],
     "predict": [("project", ["predict", "{C}", "--source", "{D}", "--save", "--project", "{DIR}"])],
+    "convert": [("output", ["convert", "{C}", "--trust", "-o", "{FILE}.pt"])],
     "benchmark": [
         ("csv", ["benchmark", "{C}", "--runs", "1", "--warmup", "0", "--csv", "{FILE}.csv"]),
         ("plot", ["benchmark", "{C}", "--runs", "1", "--warmup", "0", "--plot", "{FILE}.png"]),

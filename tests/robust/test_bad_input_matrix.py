@@ -128,6 +128,7 @@ FILE_COMMANDS = {
     "ptq-calibrate": ["ptq-calibrate", "{F}", "--data", "{D}", "--num-images", "8"],
     "qat": ["qat", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
     "predict": ["predict", "{F}", "--source", "{D}"],  # {D}'s images, found recursively
+    "convert": ["convert", "{F}"],
 }
 # take ONNX files too (told by content, not by name)
 ONNX_READERS = {"val", "profile", "benchmark", "predict"}
@@ -165,6 +166,7 @@ TRAIN_Y, VAL_Y = [*TRAIN_DET, "{Y}"], [*VAL_DET, "{Y}"]
 PREDICT_ON = ["predict", "{CD}", "--source"]  # + images
 PREDICT = [*PREDICT_ON, "{D}"]
 PREDICT_SAVE = [*PREDICT, "--save", "--project"]  # + a folder
+CONVERT_TO = ["convert", "{C}", "--trust", "-o"]  # + an output path
 
 # YOLO data.yaml problems (issue 14, part 1): (case id, placeholder, fragment), a row each for train and val
 DETECT_DATA = [
@@ -326,6 +328,10 @@ OPTION_ROWS = [
     ("predict", "source-no-images", [*PREDICT_ON, "{E}"], 1, "holds no images", False),
     ("predict", "classifier", ["predict", "{C}", "--source", "{D}"], 1, "is a classify model", False),
     ("predict", "project-under-a-file", [*PREDICT_SAVE, "{C}/p"], 1, "cannot write --project", True),
+    # convert (issue 15, part 8): an Ultralytics YOLOv8 file -> an optkit checkpoint
+    ("convert", "output-onnx", [*CONVERT_TO, "out.onnx"], 1, "ONNX", True),
+    ("convert", "output-under-a-file", [*CONVERT_TO, "{C}/x.pt"], 1, "cannot write -o", True),
+    ("convert", "optkit-checkpoint", ["convert", "{CD}", "--trust"], 1, "nothing to convert", False),
 ]
 
 
