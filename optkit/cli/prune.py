@@ -29,7 +29,10 @@ def prune(
         int, typer.Option("--round-to", help="Structured: channel counts multiple of N.")
     ] = 8,
     data: Annotated[
-        str | None, typer.Option("--data", help="Dataset for top-1 before/after (and fine-tuning).")
+        str | None,
+        typer.Option(
+            "--data", help="Dataset for the task's metrics (top-1, mAP) before/after, and fine-tuning."
+        ),
     ] = None,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", help="Fine-tune N epochs on --data after pruning.")

@@ -51,17 +51,28 @@ def print_prune(r: dict) -> None:
                 f"{r['latency_before_ms']:.2f} -> {r['latency_after_ms']:.2f} ms ({ratio:.2f}x)",
             )
         )
-    for key, label in (
-        ("top1_before", "top-1 before"),
-        ("top1_pruned", "top-1 pruned"),
-        ("top1_finetuned", "top-1 fine-tuned"),
-    ):
-        if r.get(key) is not None:
-            rows.append((label, pct(r[key])))
+    for when, words in (("before", "before"), ("pruned", "pruned"), ("finetuned", "fine-tuned")):
+        measured = r.get(f"metrics_{when}")
+        if measured is not None:  # one row per stage: "top-1 before", "mAP50-95 / mAP50 pruned"
+            rows.append(_metrics_row(r["metrics"], measured, words))
     rows.append(("size", f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])}"))
     out().print(kv_table(f"optkit prune  {r['source']}", rows))
     if r.get("layers"):
         out().print(_layer_table(r["layers"]))
+
+
+def _metrics_row(shown: list[dict], measured: dict, when: str) -> tuple[str, str]:
+    """The shown metrics of one measurement (a classifier's top-1 as a percentage, a detector's
+    mAP50-95 / mAP50 as fractions, as `optkit val` prints them)."""
+    labels = " / ".join(m["label"] for m in shown)
+    values = " / ".join(_figure(measured[m["key"]], m["percent"]) for m in shown)
+    return f"{labels} {when}", values
+
+
+def _figure(value: float | None, percent: bool) -> str:
+    if value is None:
+        return "n/a"
+    return pct(value) if percent else f"{value:.3f}"
 
 
 def _channels_removed(amount: float, removed: float) -> str:

@@ -14,7 +14,10 @@ them as one group. Policy lives here:
   are reported in the transform entry's `achieved` dict.
 - The model's output layers (the classifier's Linear; a foreign detection head block whole, see
   optkit.models.parts) and the modules named in `ignore` keep all their output channels; the output
-  layer loses input features with its producer.
+  layer loses input features with its producer. A detector's output convs (box DFL bins, class
+  scores) are its output layers; the DFL decode after them has no weights and nothing to prune. A C2f
+  block's cv1 keeps its outputs too: the block splits them into halves of a width fixed at build time
+  (see `_split_convs`, and `_traceable_splits` for how such a block is traced).
 - Importance (`importance`): "l1" / "l2" = group magnitude (the L1/L2 norm of each channel's weights in
   every coupled layer, averaged over the group); "bn-scale" = |gamma| of the group's BatchNorms
   (network slimming); groups without a BatchNorm are then left alone.
@@ -102,11 +105,12 @@ def prune_structured(model: nn.Module, config: StructuredPruneConfig) -> tuple[n
             "num_classes outputs); name the output layer in {ignore} so its outputs are kept",
             ["ignore"],
         )
-    ignored.extend(heads)
+    ignored.extend(heads + _split_convs(pruned))
 
     weights_before, channels_before = prunable_weight_count(pruned), _channel_count(pruned)
     params_before = sum(p.numel() for p in pruned.parameters())
-    with _autograd_on():  # the dependency graph is traced through autograd
+    # the dependency graph is traced through autograd
+    with _autograd_on(), _traceable_splits(pruned):
         pruner = _floored_pruner_type()(
             pruned,
             _example_input(pruned, config.imgsz),
@@ -174,7 +178,7 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     model.eval()  # tracing runs a forward pass: do not update BatchNorm statistics
     _to_normal_tensors(model)
     try:
-        with _autograd_on():
+        with _autograd_on(), _traceable_splits(model):
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example_input(model, imgsz))
             graph.load_pruning_history(
                 [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in history]
@@ -218,8 +222,14 @@ def _prunable_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _channel_count(model: nn.Module) -> int:
-    """Output channels (features) summed over the prunable layers: the basis of `amount`."""
-    return sum(getattr(m, "out_channels", None) or m.out_features for m in _prunable_layers(model))
+    """Output channels (features) summed over the layers whose outputs can be pruned (the prunable
+    layers but a C2f's split cv1, see `_split_convs`): the basis of `amount`."""
+    split = _split_convs(model)
+    return sum(
+        getattr(m, "out_channels", None) or m.out_features
+        for m in _prunable_layers(model)
+        if not any(m is s for s in split)
+    )
 
 
 def _modules_named(model: nn.Module, names: list[str]) -> list[nn.Module]:
@@ -390,6 +400,50 @@ def _to_normal_tensors(model: nn.Module) -> None:
             for name, b in m._buffers.items():
                 if b is not None and b.is_inference():
                     m._buffers[name] = b.clone()
+
+
+def _split_convs(model: nn.Module) -> list[nn.Module]:
+    """The convs whose output a block splits at a width fixed when it was built, so their output
+    channels stay: a detector's C2f blocks split cv1's output into halves of `c` channels (`c` is an
+    attribute, read by the forward). Their input channels still follow their producers."""
+    from optkit.models.detect_blocks import C2f
+
+    return [m.cv1.conv for m in model.modules() if isinstance(m, C2f)]
+
+
+def _c2f_sliced_forward(self, x):
+    """C2f's forward with the same result, written so Torch-Pruning can trace it: cv1's whole output
+    stands in the concat for its two halves, and the second half reaches the bottlenecks by slicing."""
+    import torch
+
+    y = self.cv1(x)
+    last = y[:, self.c :]
+    pieces = [y]
+    for block in self.m:
+        last = block(last)
+        pieces.append(last)
+    return self.cv2(torch.cat(pieces, 1))
+
+
+@contextmanager
+def _traceable_splits(model: nn.Module):
+    """While the dependency graph is traced (pruning and `replay` alike), C2f blocks run
+    `_c2f_sliced_forward`. Their forward splits cv1's output and sends the second half to several
+    layers (the first bottleneck, its residual add, the concat); Torch-Pruning maps a split's outputs
+    to its consumers one to one and fails on that (an IndexError in its concat index mapping), while a
+    slice's channels are mapped for any number of consumers."""
+    import types
+
+    from optkit.models.detect_blocks import C2f
+
+    blocks = [m for m in model.modules() if isinstance(m, C2f)]
+    for block in blocks:
+        block.forward = types.MethodType(_c2f_sliced_forward, block)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward  # the class's forward again
 
 
 @contextmanager

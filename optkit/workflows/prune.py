@@ -81,7 +81,7 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
             f"--finetune-epochs trains with optkit's trainer, which cannot train {req.weights} "
             "(a foreign model); prune without it and fine-tune with the model's own tools"
         )
-    spec = _resolve(req, src, progress.line)
+    measured = _resolve(req, src, progress.line)
     model = src.model()
     if req.finetune_epochs:  # the fine-tune's batch, refused now rather than after pruning
         with limits.options_named(FLAGS):
@@ -91,16 +91,18 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     if keep:
         result["kept_output_layers"] = keep  # a detection head keeps its output layout
     # pruning first (a copy): what it refuses (--ignore, an --amount that removes nothing) is bad input,
-    # refused before any step line; the accuracy before is measured on the untouched `model` after it
+    # refused before any step line; the metrics before are measured on the untouched `model` after it
     prune_step = _structured if req.structured else _unstructured
     pruned, transform, facts = prune_step(model, src.imgsz, req, req.ignore + keep, progress)
     result.update(facts, params_before=count_params(model), params_after=count_params(pruned))
-    if spec is not None:
-        result["top1_before"] = _top1(model, src, spec, req, progress, "before pruning")
-        result["top1_pruned"] = _top1(pruned, src, spec, req, progress, "after pruning")
+    if measured is not None:
+        result.update(task=measured.task.name, metrics=measured.shown())
+        measured.record(result, "before", measured.on_val(model, src, req, progress, "before pruning"))
+        measured.record(result, "pruned", measured.on_val(pruned, src, req, progress, "after pruning"))
     if req.finetune_epochs:
         new = src.stage_checkpoint(pruned, "prune", _args(req), _lineage_metrics(result), transform)
-        new, result["top1_finetuned"], result["finetune_run"] = _finetune(new, req, progress)
+        new, finetuned, result["finetune_run"] = _finetune(new, req, progress)
+        measured.record(result, "finetuned", finetuned)
         save_checkpoint(new, target)
     else:
         src.save_stage_output(pruned, target, "prune", _args(req), _lineage_metrics(result), transform)
@@ -108,42 +110,72 @@ def run_prune(req: PruneRequest, progress=None) -> dict:
     return result
 
 
-def _resolve(req: PruneRequest, src, log):
+@dataclass
+class _Measured:
+    """How `--data` measures the model: its task (classify: top-1; detect: mAP50-95, mAP50) and the
+    dataset it read. The result holds each measurement twice: `metrics_<when>`, every metric the task
+    reports, and `<fitness_key>_<when>` (`top1_before` for a classifier, `map_before` for a detector)."""
+
+    task: object  # optkit.tasks.base.Task
+    spec: object  # what task.resolve_data returned
+
+    def shown(self) -> list[dict]:
+        """The metrics the report shows (key, label, percent): those that pick best.pt, the fitness
+        metric first. A classifier's fitness is top-1; a detector's blends mAP50-95 and mAP50 (its
+        `fitness_label` names the blend), so both are shown."""
+        from optkit.workflows.benchmark import headline_metrics
+
+        metrics = headline_metrics(self.task)[: 2 if self.task.fitness_label else 1]
+        return [{"key": m.key, "label": m.label, "percent": m.percent} for m in metrics]
+
+    def label(self) -> str:
+        return self.shown()[0]["label"]
+
+    def on_val(self, model, src, req: PruneRequest, progress, when: str) -> dict:
+        """The task's metrics of `model` on the val split (optkit.measure.validate.measure_on_val)."""
+        from optkit.measure.validate import measure_on_val
+
+        with progress.step(f"{self.label()} {when} on {_val_split(self.spec)}"):
+            measured = measure_on_val(
+                model, self.task, self.spec, src.names, src.imgsz, req.batch_size, req.workers, req.device,
+                src.preprocess,
+            )  # fmt: skip
+        return measured
+
+    def record(self, result: dict, when: str, metrics: dict) -> None:
+        result[f"metrics_{when}"] = {m.key: metrics[m.key] for m in self.task.metrics}
+        result[f"{self.task.fitness_key}_{when}"] = metrics[self.task.fitness_key]
+
+
+def _val_split(spec) -> str:
+    """Where the val images are, for a step line: a class-folder tree's val folder, else the dataset
+    as given with its split named."""
+    folder = getattr(spec, "val_dir", None)
+    return str(folder) if folder is not None else f"{spec.name} (val)"
+
+
+def _resolve(req: PruneRequest, src, log) -> _Measured | None:
     if not req.data:
         return None
     from optkit.measure.validate import check_classes
     from optkit.workflows.val import task_to_measure
 
-    task = task_to_measure(src.task, src.path, src.arch, command="prune --data (top-1 before/after)")
-    spec = task.resolve_data(req.data, log=log)
+    task = task_to_measure(src.task, src.path, src.arch, command="prune --data (metrics before/after)")
+    splits = ("train", "val") if req.finetune_epochs else ("val",)  # a detector scans only these
+    spec = task.resolve_data(req.data, log=log, splits=splits)
     check_classes(spec, src.names)
-    _check_before_work(spec, src.names, req)
-    return spec
+    _check_before_work(task, spec, src, req, splits)
+    return _Measured(task, spec)
 
 
-def _check_before_work(spec, names: list[str], req: PruneRequest) -> None:
+def _check_before_work(task, spec, src, req: PruneRequest, splits: tuple[str, ...]) -> None:
     """What the evaluations and the fine-tuning would refuse later, refused now: the device, and a
-    split without images."""
-    from optkit.data import ImageFolder
+    split without images (the task's datasets are made: file names scanned, nothing decoded)."""
     from optkit.device import select_device
 
     select_device(req.device)
-    ImageFolder(spec.val_dir, None, classes=list(names))  # scans the folder, decodes nothing
-    if req.finetune_epochs:
-        ImageFolder(spec.train_dir, None, classes=list(names))
-
-
-def _top1(model, src, spec, req: PruneRequest, progress, when: str) -> float:
-    """The model's fitness on the val split (top-1 for a classifier), measured through its task."""
-    from optkit.measure.validate import measure_on_val
-    from optkit.tasks import get_task
-
-    task = get_task(src.task)  # known: _resolve refused an unknown task before any work
-    with progress.step(f"top-1 {when} on {spec.val_dir}"):
-        metrics = measure_on_val(
-            model, task, spec, src.names, src.imgsz, req.batch_size, req.workers, req.device, src.preprocess
-        )
-    return task.fitness(metrics)
+    for split in splits:
+        task.image_dataset(spec, list(src.names), src.imgsz, split, src.preprocess)
 
 
 def _unstructured(model, imgsz: int, req: PruneRequest, ignore: list[str], progress):
@@ -189,8 +221,10 @@ def _structured(model, imgsz: int, req: PruneRequest, ignore: list[str], progres
 
 
 def _finetune(ckpt, req: PruneRequest, progress):
-    """Fine-tune with the embedded trainer; pruned weights stay zero (the trainer applies the masks).
-    The trainer's events go to `progress` (TrainDisplay: the run folder, a bar and a line per epoch)."""
+    """Fine-tune with the embedded trainer, on the task's loss (a classifier's cross-entropy, a
+    detector's box + class + DFL loss); pruned weights stay zero (the trainer applies the masks). The
+    trainer's events go to `progress` (TrainDisplay: the run folder, a bar and a line per epoch).
+    Returns (best.pt's checkpoint, its val metrics as the trainer measured them, the run folder)."""
     from optkit.checkpoint import load_checkpoint, save_checkpoint
     from optkit.train.config import TrainConfig
     from optkit.train.trainer import Trainer
@@ -211,7 +245,8 @@ def _finetune(ckpt, req: PruneRequest, progress):
             cos_lr=True,
         )
         result = Trainer(cfg, progress=progress).run()
-    return load_checkpoint(result.best), result.best_fitness, str(result.save_dir)
+    best = load_checkpoint(result.best)
+    return best, dict(best.metrics), str(result.save_dir)
 
 
 def _args(req: PruneRequest) -> dict:
@@ -219,13 +254,8 @@ def _args(req: PruneRequest) -> dict:
 
 
 def _lineage_metrics(result: dict) -> dict:
-    keys = (
-        "achieved",
-        "params_before",
-        "params_after",
-        "gflops_before",
-        "gflops_after",
-        "top1_before",
-        "top1_pruned",
-    )
-    return {k: result[k] for k in keys if result.get(k) is not None}
+    keys = ("achieved", "params_before", "params_after", "gflops_before", "gflops_after")
+    facts = {k: result[k] for k in keys if result.get(k) is not None}
+    for when in ("before", "pruned"):  # the task's metrics, e.g. top1_before / map_before, map50_before
+        facts.update({f"{k}_{when}": v for k, v in result.get(f"metrics_{when}", {}).items()})
+    return facts

@@ -90,7 +90,7 @@ def test_benchmark_and_prune_measure_through_the_models_task(cli, counting, tiny
     reads = counting.reads
     pruned = cli("prune", pt, "--amount", "0.3", "--data", tiny_data, "--workers", "0", "--json")
     assert pruned.code == 0, pruned.err
-    assert pruned.json()["top1_before"] == hits and counting.reads > reads
+    assert pruned.json()["hits_before"] == hits and counting.reads > reads  # <fitness_key>_before
 
 
 def test_onnx_val_reads_the_session_outputs_through_the_task(cli, tiny_data, tmp_path, monkeypatch):
