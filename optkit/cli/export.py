@@ -54,6 +54,23 @@ def export(
         float | None,
         typer.Option("--atol", help="Max |Δ| / max |output| allowed (default 1e-4; 1e-2 with --half)."),
     ] = None,
+    nms: Annotated[
+        bool,
+        typer.Option(
+            "--nms",
+            help="Detectors: NMS in the graph; the file returns [B, max-det, 6] rows (x1, y1, x2, y2, score, "
+            "class), rows with score 0 are padding.",
+        ),
+    ] = False,
+    conf: Annotated[
+        float | None, typer.Option("--conf", help="With --nms: keep scores above this (default 0.25).")
+    ] = None,
+    iou: Annotated[
+        float | None, typer.Option("--iou", help="With --nms: IoU above which a box is suppressed (0.7).")
+    ] = None,
+    max_det: Annotated[
+        int | None, typer.Option("--max-det", help="With --nms: detections per image (300).")
+    ] = None,
     output: OnnxOutput = None,
     trust: o.Trust = False,
     code_dir: o.CodeDir = None,
@@ -62,7 +79,8 @@ def export(
     debug: o.Debug = False,
 ) -> None:
     """Export to ONNX: writes <stem>.onnx (or -o) with class names and input size in its metadata, after
-    comparing ONNX Runtime's output with PyTorch's (max |Δ|, top-1 agreement)."""
+    comparing ONNX Runtime's output with PyTorch's (max |Δ|; a classifier's top-1 agreement, a detector's
+    boxes and scores each against its own scale, and with --nms its detections against optkit's NMS)."""
     from optkit.report.console import emit_json
     from optkit.report.export import print_export
     from optkit.workflows.export import ExportRequest, run_export
@@ -84,6 +102,10 @@ def export(
         trust=trust,
         code_dir=code_dir,
         model_name=model_name,
+        nms=nms,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
     )
     result = run_export(request)
     emit_json(result) if json_out else print_export(result)

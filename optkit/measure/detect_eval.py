@@ -4,6 +4,11 @@
 What a detector returns is read by `detector_output`: optkit's and Ultralytics' [B, 4 + nc, N] (also
 inside a tuple or dict, as Ultralytics 8.4 returns `(y, {...})` in eval mode), and YOLOv5's
 [B, N, 5 + nc] with an objectness column (class scores = objectness x class probability).
+
+A model whose graph already ends in NMS (`optkit export --nms`: [B, max_det, 6] rows x1, y1, x2, y2, score,
+class; score 0 = padding) is handed in as `FinalDetections`; its rows are scored as they are (no NMS of
+ours), those with a score > conf, at most max_det per image. Such a file's own NMS was fixed at export
+(conf, IoU, best class per box), so its mAP is that of its settings, lower than at val's conf 0.001.
 """
 
 from __future__ import annotations
@@ -14,6 +19,41 @@ import time
 VAL_CONF = 0.001  # score threshold of validation: low, so the PR curve reaches high recall
 VAL_IOU = 0.7  # NMS IoU threshold
 MAX_DET = 300  # detections kept per image
+
+
+class FinalDetections:
+    """A detector whose graph ends in NMS (an --nms ONNX file run by optkit.onnxrt.OrtModel): calling it
+    gives [B, max_det, 6]; `nms` the settings fixed in the file (optkit.stages.onnx_nms.NmsConfig)."""
+
+    training = False
+
+    def __init__(self, model, nms, num_classes: int) -> None:
+        self.model, self.nms, self.num_classes = model, nms, num_classes
+
+    def __call__(self, x):
+        return self.model(x)
+
+    def detections(self, x) -> list:
+        """Per image, float32 [n, 6] rows (x1, y1, x2, y2, score, class), the padding dropped."""
+        y = self.model(x).float()
+        return [rows[rows[:, 4] > 0] for rows in y]
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+def final_detections(model) -> FinalDetections | None:
+    """The FinalDetections inside `model` (itself, or wrapped by measure.validate.OutputsOf), or None."""
+    for candidate in (model, getattr(model, "model", None)):
+        if isinstance(candidate, FinalDetections):
+            return candidate
+    return None
 
 
 def evaluate_detector(
@@ -33,6 +73,7 @@ def evaluate_detector(
     from optkit.measure.nms import non_max_suppression
 
     raw_model = _raw_capable(model)
+    final = final_detections(model)
     loss_fn = _val_loss(raw_model) if raw_model is not None else None
     was_training = model.training
     model.eval()
@@ -47,13 +88,17 @@ def evaluate_detector(
                 _, items = loss_fn([r.float() for r in raw], targets.to(device))
                 batch_loss = items.detach().double().cpu() * len(images)
                 loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-            else:
+            elif final is None:
                 y = model(images)
-            y = y.float()
-            num_classes = y.shape[1] - 4
-            t0 = time.perf_counter()
-            dets = non_max_suppression(y, conf=conf, iou=iou, max_det=max_det, multi_label=True)
-            nms_seconds += time.perf_counter() - t0
+            if final is not None:  # NMS in the graph: its rows, thresholded further by conf, max_det
+                dets = [d[d[:, 4] > conf][:max_det] for d in final.detections(images)]
+                num_classes = final.num_classes
+            else:
+                y = y.float()
+                num_classes = y.shape[1] - 4
+                t0 = time.perf_counter()
+                dets = non_max_suppression(y, conf=conf, iou=iou, max_det=max_det, multi_label=True)
+                nms_seconds += time.perf_counter() - t0
             truth = truth_boxes(targets, len(images), images.shape[-1], images.shape[-2])
             predictions += [d.cpu().numpy() for d in dets]
             truths += truth

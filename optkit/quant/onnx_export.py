@@ -44,6 +44,7 @@ class Int8Plan:
     ranges: dict  # tensor name -> (min, max)
     silu_form: str = "auto"  # onnxruntime: the int8 form of SiLU (optkit.quant.silu_form)
     parity: object = None  # onnxruntime: a silu_form.ParityCheck the SiLU form must pass (None: unchecked)
+    float_tail: bool = False  # onnxruntime: no Q/DQ after the last quantized layers (qdq.build_qdq)
     report: dict = field(default_factory=dict)  # filled by rewrite()
 
     def rewrite(self, proto):
@@ -51,7 +52,9 @@ class Int8Plan:
         from optkit.quant.qdq import build_qdq
 
         def build(silu_unit: bool):
-            return build_qdq(proto, self.layers, self.ranges, self.target, silu_unit=silu_unit)
+            return build_qdq(
+                proto, self.layers, self.ranges, self.target, silu_unit=silu_unit, float_tail=self.float_tail
+            )
 
         if self.target == "onnxruntime":
             qdq, report = silu_form.choose(build, self.silu_form, self.parity)
@@ -61,15 +64,20 @@ class Int8Plan:
         return qdq
 
 
-def int8_plan(model: nn.Module, entry: dict, target: str, silu_form: str = "auto") -> Int8Plan:
+def int8_plan(
+    model: nn.Module, entry: dict, target: str, silu_form: str = "auto", float_tail: bool = False
+) -> Int8Plan:
     """The plan for exporting fake-quant `model` (rebuilt from a checkpoint with quantize transform
-    `entry`) as a `target` QDQ graph."""
+    `entry`) as a `target` QDQ graph. `float_tail`: the post-processing after the last quantized layers
+    stays float (a detector's decode: optkit.stages.task_output.FLOAT_TAIL_TASKS)."""
     from optkit.quant.quantizers import onnx_ranges, quantizers
 
     float_model = copy.deepcopy(model)
     for q in quantizers(float_model).values():
         q.disable()
-    return Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry), silu_form)
+    plan = Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry), silu_form)
+    plan.float_tail = float_tail
+    return plan
 
 
 def layer_quants(model: nn.Module) -> dict:

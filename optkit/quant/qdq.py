@@ -41,6 +41,11 @@ than fp32). So here
 - float layers (skipped, stem) read float tensors, never a DequantizeLinear output: ONNX Runtime would
   otherwise quantize their weights itself (its WeightBiasQuantization pass) and run them in int8.
 benchmarks/silu_remedy.py measures these choices. The graph output (the logits) always stays float.
+With `float_tail` (a detector: optkit.stages.task_output.FLOAT_TAIL_TASKS) the onnxruntime flavour also
+leaves float every tensor from which no quantized layer is reached, the post-processing after the last
+layers (a detector's box decode, class sigmoid and final concat), as the fake-quant model computes it:
+on one uint8 grid the scores (<= 1) would share steps with the box pixels. The last layers' 1x1 convs
+then write float as int8 GEMMs (float_output_gemms).
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class QdqReport:
     silu_parity: dict = field(default_factory=dict)  # form -> worst max |Δ| / output scale, when checked
     silu_reason: str | None = None  # why silu_form was chosen (optkit.quant.silu_form.choose)
     unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
+    float_tail_tensors: int = 0  # float_tail: tensors after the last quantized layers left float
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -128,10 +134,12 @@ def build_qdq(
     target: str,
     silu_unit: bool | None = None,
     float_stem: bool | None = None,
+    float_tail: bool = False,
 ) -> tuple[onnx.ModelProto, QdqReport]:
     """The QDQ graph for `target`. `layers`: quantized layers by PyTorch module name (the Conv/Gemm
     whose weight initializer is `<name>.weight`); `ranges`: measured (min, max) by tensor name.
-    `silu_unit`, `float_stem` (onnxruntime only): see fuse_silu and keep_stem_float; None chooses."""
+    `silu_unit`, `float_stem` (onnxruntime only): see fuse_silu and keep_stem_float; None chooses.
+    `float_tail` (onnxruntime only): no Q/DQ after the last quantized layers (module docstring)."""
     import onnx
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -150,11 +158,13 @@ def build_qdq(
     nodes = graph.layer_nodes(layers, report)
     if target == "onnxruntime" and (float_stem if float_stem is not None else graph.stem_feeds_float(nodes)):
         graph.keep_stem_float(nodes, layers, report)
-    gemms = graph.float_output_gemms(nodes) if target == "onnxruntime" else set()
+    tail = graph.tail_tensors(nodes) if float_tail and target == "onnxruntime" else set()
+    report.float_tail_tensors = len(tail)
+    gemms = graph.float_output_gemms(nodes, tail) if target == "onnxruntime" else set()
     if target == "tensorrt":
         acts = _tensorrt_activations(graph, nodes, layers)
     else:
-        acts = _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms)
+        acts = _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms, tail)
     convs = {i: name for i, name in nodes.items() if i not in gemms}
     graph.quantize_weights(convs, layers, acts if target == "onnxruntime" else None)
     # A float layer reading a DequantizeLinear output would be run in int8 anyway: ONNX Runtime's
@@ -221,9 +231,9 @@ def _tensorrt_activations(graph, nodes, layers) -> dict:
     return acts
 
 
-def _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms) -> dict:
+def _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms, tail=frozenset()) -> dict:
     """{(tensor, None): params}: one uint8 pair per tensor, shared by all its consumers (the outputs of
-    `gemms`, which ONNX Runtime computes in float, excepted)."""
+    `gemms`, which ONNX Runtime computes in float, and the `tail` tensors excepted)."""
     layer_amax: dict[str, float] = {}
     for i, name in nodes.items():
         tensor = graph.nodes[i].input[0]
@@ -239,6 +249,7 @@ def _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms) -> dic
         elif i in nodes and i not in gemms:
             wanted.update(t for t in node.output if graph.is_activation(t))  # so QLinearConv can form
     wanted -= graph.output_names
+    wanted -= tail
     wanted -= {t for t in wanted if graph.only_feeds_relu(t)}  # the Relu's output carries the Q/DQ
     params: dict[str, QuantParams] = {}
     for tensor in graph.topological(wanted):
@@ -529,10 +540,23 @@ class _Graph:
             report.quantized_layers.remove(name)
             report.float_layers[name] = STEM_REASON
 
-    def float_output_gemms(self, nodes: dict[int, str]) -> set[int]:
+    def tail_tensors(self, nodes: dict[int, str]) -> set[str]:
+        """The activations from which no quantized layer (`nodes`) is reached: what follows the last
+        layers (a detector's decode), walked back from the graph outputs."""
+        feeds_layer: dict[str, bool] = {}
+        layer_inputs = {self.nodes[i].input[0] for i in nodes}
+        for node in reversed(self.nodes):  # topological order: readers come after their producers
+            for t in node.output:
+                readers = [self.nodes[j] for j in self.consumers.get(t, [])]
+                feeds_layer[t] = t in layer_inputs or any(
+                    feeds_layer.get(o, False) for reader in readers for o in reader.output
+                )
+        return {t for t, feeds in feeds_layer.items() if not feeds and self.is_activation(t)}
+
+    def float_output_gemms(self, nodes: dict[int, str], tail: set[str] = frozenset()) -> set[int]:
         """The quantized 1x1 Convs (stride 1, no padding, one group) whose output only feeds ops ONNX
-        Runtime computes in float (QuickGelu, HardSwish). As QLinearConv they would write uint8 that a
-        DequantizeLinear turns back into float at once (one more pass, single-threaded in ONNX Runtime
+        Runtime computes in float (QuickGelu, HardSwish), or is a `tail` tensor (left float). As
+        QLinearConv they would write uint8 that a DequantizeLinear turns back into float at once (one more pass, single-threaded in ONNX Runtime
         1.31, and one more rounding); as MatMulIntegerToFloat (as_int8_gemm) the same int8 GEMM writes
         float directly. Measured on yolo-cls-s @224 (20 such layers, 2 threads, side by side): 1.90 ->
         1.76 ms; demo model ONNX SQNR vs fp32 31.9 -> 32.6 dB."""
@@ -543,7 +567,9 @@ class _Graph:
                 continue
             out = node.output[0]
             users = [self.nodes[j] for j in self.consumers.get(out, [])]
-            if users and out not in self.output_names and all(_computes_in_float(u) for u in users):
+            if out in tail or (
+                users and out not in self.output_names and all(_computes_in_float(u) for u in users)
+            ):
                 found.add(i)
         return found
 

@@ -23,8 +23,13 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
         rows.append(("check", "skipped (--no-check)"))
     else:
         for case in r["cases"]:
-            rows.append((_case_label(case), _case_text(case)))
-        rows.append(("tolerance", f"max |Δ| <= {r['atol']:g} of the output scale: passed"))
+            rows.append((_case_label(case, r.get("images_source") or "val images"), _case_text(case)))
+        if "nms" in r["metadata"] and not any(case["input"] == "nms" for case in r["cases"]):
+            rows.append(("NMS check", "not run (no images)"))
+        scale = "its scale (boxes and scores apart)" if _has_parts(r) else "the output scale"
+        rows.append(("tolerance", f"max |Δ| <= {r['atol']:g} of {scale}: passed"))
+    if r.get("outputs_note"):
+        rows.append(("outputs", r["outputs_note"]))
     meta = r["metadata"]
     rows.append(("metadata", ", ".join(meta) if meta else "none"))
     if r.get("int8"):
@@ -50,6 +55,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
             f"{q['quantized_tensors']} activations with Q/DQ",
         ),
         ("kept float", "; ".join(f"{name} ({why})" for name, why in q["float_layers"].items()) or "none"),
+        *([("post-processing", _tail(q))] if q.get("float_tail_tensors") else []),
         *([("NHWC edges", _nhwc(q["nhwc_rewrites"]))] if q.get("nhwc_rewrites") else []),
         ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
         ("ORT int8 ops", _ops(cov["int8_ops"])),
@@ -62,6 +68,13 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
     if q.get("unranged_tensors"):
         rows.append(("no range", f"{len(q['unranged_tensors'])} tensors left float (no calibrated range)"))
     return rows
+
+
+def _tail(q: dict) -> str:
+    return (
+        f"float: {q['float_tail_tensors']} tensors after the last quantized layers (the decode; quantizing "
+        "it costs accuracy and buys no speed)"
+    )
 
 
 def _gemms(q: dict) -> str:
@@ -105,13 +118,31 @@ def _graph(r: dict) -> str:
     return f"{r['nodes_after']} nodes (not simplified)"
 
 
-def _case_label(case: dict) -> str:
+def _has_parts(r: dict) -> bool:
+    return any(case.get("parts") for case in r["cases"])
+
+
+def _case_label(case: dict, images: str) -> str:
+    if case["input"] == "nms":
+        return f"NMS vs optkit's, {case['shape'][0]} {images}"
     if case["input"] == "val":
-        return f"vs PyTorch, {case['shape'][0]} val images"
+        return f"vs PyTorch, {case['shape'][0]} {images}"
     return "vs PyTorch, random " + "x".join(str(d) for d in case["shape"])
 
 
 def _case_text(case: dict) -> str:
+    if case["input"] == "nms":
+        n = case["nms"]
+        iou = f", least IoU {n['min_iou']:.4f}" if n["matched"] else ""
+        return (
+            f"{n['graph_detections']} detections, optkit's NMS {n['detections']}, {n['matched']} matched "
+            f"(same class, IoU >= 0.99{iou}), max |score Δ| {n['score_max_abs']:.3g}"
+        )
+    if case.get("parts"):
+        return ", ".join(
+            f"{name} max |Δ| {p['max_abs']:.3g} ({p['max_rel']:.3g} of {name} scale {p['scale']:.3g})"
+            for name, p in case["parts"].items()
+        )
     return (
         f"max |Δ| {case['max_abs']:.3g} ({case['max_rel']:.3g} of output scale), "
         f"top-1 agreement {pct(case['top1_agreement'])}"

@@ -24,6 +24,8 @@ def print_val(r: dict) -> None:
         f"{r['images_per_s']:,.0f}",
     )
     out().print(table)
+    if r.get("note"):  # e.g. an ONNX file with NMS in its graph (optkit.workflows.val)
+        out().print(f"note: {r['note']}")
     per_class = r.get("per_class") or []
     if len(per_class) > 1:
         out().print(_per_class_table(per_class))

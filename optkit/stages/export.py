@@ -64,6 +64,12 @@ MAX_BYTES = 2**31 - 1  # protobuf's limit for one serialized message; larger nee
 INPUT_NAME = "images"
 INPUT_AXES = {0: "batch", 2: "height", 3: "width"}  # with `dynamic`; every output gets {0: "batch"}
 ATOL_FP32, ATOL_FP16 = 1e-4, 1e-2  # default tolerances: max |Δ| / max |output|
+# The parts of a task's one output that the parity check measures apart, each against its own scale:
+# (first, end) channels of axis 1. A detector's boxes are pixels (hundreds) and its scores
+# probabilities (<= 1): measured together, any score error would vanish under the box scale.
+DECODED_PARTS = {"detect": {"boxes": (0, 4), "scores": (4, None)}}
+NMS_SCORE_ATOL = 1e-5  # --nms check: max |score Δ| between the graph's NMS and optkit's on the same output
+NMS_MIN_IOU = 0.99  # --nms check: a graph detection matches optkit's when IoU >= this (same class)
 
 
 class ExportError(OptkitError):
@@ -109,6 +115,8 @@ class ExportConfig:
     # one name per output tensor (the task's: optkit.tasks); None, or a count that differs from the
     # model's outputs: output0, output1, ... (export_checkpoint fills in the checkpoint's task's)
     output_names: tuple[str, ...] | None = None
+    task: str | None = None  # the model's task (optkit.tasks): how the check reads its output
+    nms: Any = None  # an optkit.stages.onnx_nms.NmsConfig: NMS in the graph (detectors); None: raw output
 
     def tolerance(self) -> float:
         return self.atol if self.atol is not None else (ATOL_FP16 if self.half else ATOL_FP32)
@@ -134,6 +142,13 @@ class ExportConfig:
             check_form(self.silu_form)
         if self.atol is not None:
             ATOL.check("atol", self.atol)  # > 0; NaN fails too
+        if self.nms is not None:
+            from optkit.stages.onnx_nms import NMS_TASKS
+
+            if self.task is not None and self.task not in NMS_TASKS:  # None: not known yet (a request)
+                detail = f"needs a detector (boxes to suppress); this is a {self.task} model"
+                raise FieldError("nms", detail)
+            self.nms.validate()
 
 
 @dataclass
@@ -143,9 +158,16 @@ class ParityCase:
     max_abs: float  # max |ORT - PyTorch| over all outputs
     max_rel: float  # max_abs / max |PyTorch output| (over all outputs)
     top1_agreement: float | None  # fraction of images with the same argmax; None unless one (N, C) output
+    # DECODED_PARTS of the task's output, each {"max_abs", "scale" (max |PyTorch|), "max_rel"}; max_rel
+    # above is then the worst part's
+    parts: dict | None = None
+    # input "nms": the graph's detections vs optkit's NMS on the raw graph's output (_nms_case)
+    nms: dict | None = None
 
     def label(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
+        if self.input == "nms":
+            return f"NMS on val images ({self.shape[0]})"
         return f"{self.input} {dims}" if self.input == "random" else f"val images ({self.shape[0]})"
 
 
@@ -169,9 +191,11 @@ class ExportReport:
     metadata: dict[str, str] = field(default_factory=dict)  # metadata_props written
     int8: dict | None = None  # quantized checkpoints: target, QDQ placement and ONNX Runtime's coverage
     outputs_note: str | None = None  # what the graph's output holds when the task chose it (task_output)
+    images_source: str | None = None  # where the real images of the check came from (set by the flow)
 
     def worst(self, kind: str | None = None) -> ParityCase | None:
-        cases = [c for c in self.cases if kind is None or c.input == kind]
+        """The case with the largest max_rel among the output comparisons (not the NMS check)."""
+        cases = [c for c in self.cases if c.input != "nms" and (kind is None or c.input == kind)]
         return max(cases, key=lambda c: (math.isnan(c.max_rel), c.max_rel)) if cases else None
 
     def as_dict(self) -> dict:
@@ -181,9 +205,13 @@ class ExportReport:
             c.top1_agreement for c in self.cases if c.input == "random" and c.top1_agreement is not None
         ]
         d["size_mb"] = self.bytes / 1e6  # bytes to MB (10^6)
+        outputs = [c for c in self.cases if c.input != "nms"]
         d["checked"] = bool(self.cases)
-        d["max_abs"] = max((c.max_abs for c in self.cases), default=None)
-        d["max_rel"] = max((c.max_rel for c in self.cases), default=None)
+        d["max_abs"] = max((c.max_abs for c in outputs), default=None)
+        d["max_rel"] = max((c.max_rel for c in outputs), default=None)
+        for part in sorted({p for c in outputs for p in (c.parts or {})}):  # e.g. boxes_max_rel
+            d[f"{part}_max_rel"] = max(c.parts[part]["max_rel"] for c in outputs if c.parts)
+        d["nms_check"] = next((c.nms for c in self.cases if c.input == "nms"), None)
         d["top1_agreement"] = min(random_agreement, default=None)  # worst over the random inputs
         d["val_top1_agreement"] = val.top1_agreement if val else None
         d["val_images"] = val.shape[0] if val else None
@@ -205,6 +233,9 @@ def export_onnx(
     preprocessed real images (N, 3, imgsz, imgsz) for the parity check (e.g. `ImageBatches`).
     rewrite: applied to the traced (and simplified) graph, e.g. optkit.quant's QDQ insertion.
     reference: the model the file is checked against (default: `model`).
+    With `config.nms` the NMS nodes go after `rewrite` (optkit.stages.onnx_nms); the check then compares
+    the raw graph (in memory) with PyTorch, and the file's detections with optkit's NMS of the raw
+    graph's output on `images`.
     """
     import onnx
 
@@ -213,13 +244,19 @@ def export_onnx(
     config.validate()
     if config.imgsz is None:
         raise ConfigError("export needs an input size (imgsz)")
+    if config.nms is not None and config.task is None:
+        raise FieldError("nms", "needs a detector (boxes to suppress); this model names no task")
     target = Path(output)
     t0 = time.perf_counter()
     proto, nodes_before, simplify_error, imgsz = float_graph(model, config)
     if rewrite is not None:
         proto = rewrite(proto)
+    raw_proto = proto
+    metadata = dict(metadata or {})
+    if config.nms is not None:
+        proto, metadata = _with_nms(proto, config, metadata)
     reference = copy.deepcopy(reference if reference is not None else model).float().eval().cpu()
-    props = {k: v if isinstance(v, str) else _text(v) for k, v in (metadata or {}).items()}
+    props = {k: v if isinstance(v, str) else _text(v) for k, v in metadata.items()}
     onnx.helper.set_model_props(proto, props)
     try:
         onnx.checker.check_model(proto)
@@ -254,9 +291,47 @@ def export_onnx(
             os.fsync(f.fileno())
         if config.check:
             ort_model = OrtModel(tmp, session=_session(tmp, config.half))
-            report.cases = _parity(reference, ort_model, config, imgsz, images)
+            if config.nms is None:
+                report.cases = _parity(reference, ort_model, config, imgsz, images)
+            else:
+                raw_model = _memory_model(raw_proto, "the raw graph")
+                report.cases = _parity(reference, raw_model, config, imgsz, images)
+                if images is not None:
+                    report.cases.append(_nms_case(raw_model, ort_model, config.nms, images))
             _raise_if_beyond(report, config)
+    if config.nms is not None:
+        from optkit.stages.onnx_nms import output_note
+
+        report.outputs_note = output_note(config.nms)
     return report
+
+
+def _with_nms(proto: onnx.ModelProto, config: ExportConfig, metadata: dict) -> tuple:
+    """(the graph with NMS appended, metadata with its settings and what the output now holds)."""
+    from optkit.stages.onnx_nms import NMS_KEY, append_nms, output_note
+
+    try:
+        proto = append_nms(proto, config.nms)
+    except ValueError as e:
+        raise ExportError(f"cannot put NMS in this graph: {e}") from None
+    return proto, {**metadata, NMS_KEY: config.nms.metadata(), "outputs": output_note(config.nms)}
+
+
+def _memory_model(graph: onnx.ModelProto, what: str):
+    """An optkit.onnxrt.OrtModel of `graph` held in memory (CPU provider)."""
+    import onnxruntime as ort
+
+    from optkit.onnxrt import OrtModel
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(
+            graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime's pybind errors share no base class
+        raise ExportError(f"ONNX Runtime cannot load {what}: {_first_line(e)}") from None
+    return OrtModel(f"<{what} in memory>", session=session)
 
 
 def float_graph(model: nn.Module, config: ExportConfig) -> tuple[onnx.ModelProto, int, str | None, int]:
@@ -297,7 +372,7 @@ def export_checkpoint(
     from optkit.checkpoint import build_model
     from optkit.quant.quantizers import quantize_entry
 
-    config = replace(config, imgsz=config.imgsz or ckpt.imgsz)
+    config = replace(config, imgsz=config.imgsz or ckpt.imgsz, task=config.task or ckpt.task)
     if config.output_names is None:
         from optkit.tasks import get_task
 
@@ -321,10 +396,11 @@ def _export_int8(model, entry: dict, output, config: ExportConfig, metadata: dic
     """A quantized model as a QDQ graph for `config.int8_target`, checked against its fake-quant self."""
     from optkit.quant.coverage import int8_coverage
     from optkit.quant.onnx_export import ATOL_INT8, check_target, default_target, int8_plan
+    from optkit.stages.task_output import FLOAT_TAIL_TASKS
 
     target = check_target(config.int8_target) or default_target()
     config = replace(config, int8_target=target, atol=config.atol or ATOL_INT8[target])
-    plan = int8_plan(model, entry, target, config.silu_form)
+    plan = int8_plan(model, entry, target, config.silu_form, float_tail=config.task in FLOAT_TAIL_TASKS)
     if config.check:  # the SiLU form is chosen among graphs that pass the check the file will get
         images = _replayable(images)
         plan.parity = silu_parity_check(model, config, images)
@@ -349,19 +425,7 @@ def silu_parity_check(reference: nn.Module, config: ExportConfig, images: Iterab
 
 
 def _graph_parity(graph: onnx.ModelProto, reference: nn.Module, config: ExportConfig, images) -> list:
-    import onnxruntime as ort
-
-    from optkit.onnxrt import OrtModel
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    try:
-        session = ort.InferenceSession(
-            graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:  # onnxruntime's pybind errors share no base class
-        raise ExportError(f"ONNX Runtime cannot load the INT8 graph: {_first_line(e)}") from None
-    ort_model = OrtModel("<int8 graph in memory>", session=session)
+    ort_model = _memory_model(graph, "the INT8 graph")
     return _parity(reference, ort_model, config, int(config.imgsz), images)
 
 
@@ -535,12 +599,13 @@ def _parity(
         other_size = imgsz + 32 if imgsz + 32 <= MAX_IMGSZ else imgsz - 32
         shapes += [(other_batch, 3, imgsz, imgsz), (config.batch, 3, other_size, other_size)]
     g = torch.Generator().manual_seed(config.seed)
+    parts = DECODED_PARTS.get(config.task)
     cases = []
     for shape in shapes:
         x = torch.randn(shape, generator=g)
-        cases.append(_compare("random", reference, ort_model, [x]))
+        cases.append(_compare("random", reference, ort_model, [x], parts))
     if images is not None:
-        cases.append(_compare("val", reference, ort_model, images))
+        cases.append(_compare("val", reference, ort_model, images, parts))
     return cases
 
 
@@ -556,8 +621,12 @@ def _session(path: Path, half: bool):
     return create_session(path, threads=None, providers=providers)
 
 
-def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> ParityCase:
-    """PyTorch vs ONNX Runtime on every output (a model may return a tuple/list of tensors)."""
+def _compare(
+    kind: str, reference: nn.Module, ort_model, batches: Iterable, parts: dict | None = None
+) -> ParityCase:
+    """PyTorch vs ONNX Runtime on every output (a model may return a tuple/list of tensors). `parts`
+    (DECODED_PARTS of the task): of a single [B, C, N] output, channel ranges measured apart, each
+    relative to its own scale; max_rel is then the worst of them."""
     import torch
 
     refs: list[list] = []  # per batch, the flat list of output tensors
@@ -589,7 +658,76 @@ def _compare(kind: str, reference: nn.Module, ort_model, batches: Iterable) -> P
     agree = None
     if len(ref) == 1 and ref[0].ndim == 2:  # class scores: compare the predicted classes
         agree = (out[0].argmax(1) == ref[0].argmax(1)).double().mean().item()
-    return ParityCase(kind, shape, max_abs, max_rel, agree)
+    measured = None
+    if parts and len(ref) == 1 and ref[0].ndim == 3:
+        measured = {name: _part_delta(ref[0][:, a:b], out[0][:, a:b]) for name, (a, b) in parts.items()}
+        rels = [p["max_rel"] for p in measured.values()]
+        max_rel = float("nan") if any(math.isnan(r) for r in rels) else max(rels)
+    return ParityCase(kind, shape, max_abs, max_rel, agree, parts=measured)
+
+
+def _part_delta(ref, out) -> dict:
+    """{"max_abs", "scale", "max_rel"} of one part of an output (max |Δ| over max |PyTorch|)."""
+    if not ref.numel():
+        return {"max_abs": 0.0, "scale": 0.0, "max_rel": 0.0}
+    max_abs = (out - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return {"max_abs": max_abs, "scale": scale, "max_rel": max_rel}
+
+
+def _nms_case(raw_model, file_model, nms, batches: Iterable) -> ParityCase:
+    """The file's detections ([B, max_det, 6], optkit.stages.onnx_nms) vs optkit's NMS
+    (optkit.measure.nms, predict's rule: best class per box) of the raw graph's output, image by image:
+    each of optkit's detections must have one of the graph's, same class, IoU >= NMS_MIN_IOU, and the
+    same counts. `max_abs`: the worst |score Δ| of matched pairs."""
+    import torch
+
+    from optkit.measure.nms import non_max_suppression
+
+    counts = {"images": 0, "detections": 0, "graph_detections": 0, "matched": 0}
+    min_iou, score_delta, shape = 1.0, 0.0, None
+    with torch.no_grad():
+        for x in batches:
+            x = x.float()
+            raw = _run_graph(raw_model, x)[0]
+            final = _run_graph(file_model, x)[0]
+            ours = non_max_suppression(raw, conf=nms.conf, iou=nms.iou, max_det=nms.max_det)
+            for mine, theirs in zip(ours, final, strict=True):
+                theirs = theirs[theirs[:, 4] > 0]  # score 0: padding
+                matched, worst_iou, worst_score = _match(mine, theirs)
+                counts["detections"] += len(mine)
+                counts["graph_detections"] += len(theirs)
+                counts["matched"] += matched
+                min_iou, score_delta = min(min_iou, worst_iou), max(score_delta, worst_score)
+            counts["images"] += len(x)
+            shape = [counts["images"], *x.shape[1:]]
+    if shape is None:
+        raise ExportError("the NMS check got no images")
+    found = {**counts, "min_iou": min_iou, "score_max_abs": score_delta}
+    return ParityCase("nms", shape, score_delta, score_delta, None, nms=found)
+
+
+def _match(mine, theirs) -> tuple[int, float, float]:
+    """(how many of `mine` have a detection of `theirs` of the same class with IoU >= NMS_MIN_IOU, each
+    used once; the least IoU of those pairs; the largest |score Δ| of those pairs)."""
+    from optkit.measure.nms import box_iou
+
+    if not len(mine) or not len(theirs):
+        return 0, 1.0, 0.0
+    iou = box_iou(mine[:, :4], theirs[:, :4])
+    iou[mine[:, 5][:, None] != theirs[:, 5][None, :]] = 0.0
+    used, matched, least, worst = set(), 0, 1.0, 0.0
+    for i in range(len(mine)):
+        order = iou[i].argsort(descending=True).tolist()
+        j = next((j for j in order if j not in used and iou[i, j] >= NMS_MIN_IOU), None)
+        if j is None:
+            continue
+        used.add(j)
+        matched += 1
+        least = min(least, iou[i, j].item())
+        worst = max(worst, abs(mine[i, 4] - theirs[j, 4]).item())
+    return matched, least, worst
 
 
 def _run_graph(ort_model, x: torch.Tensor) -> list:
@@ -637,6 +775,7 @@ def output_names(output: Any, wanted: tuple[str, ...] | list[str] | None = None)
 
 
 def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:
+    _raise_if_nms_differs(report)
     worst = report.worst()
     atol = config.tolerance()
     if worst is None or worst.max_rel <= atol:
@@ -646,6 +785,21 @@ def _raise_if_beyond(report: ExportReport, config: ExportConfig) -> None:
         f"{worst.max_rel:.3g} of the output scale, above atol={atol:g}; nothing written"
     )
     raise ParityError(summary, worst.max_rel, report.simplified, config.int8_target)
+
+
+def _raise_if_nms_differs(report: ExportReport) -> None:
+    case = next((c for c in report.cases if c.input == "nms"), None)
+    if case is None:
+        return
+    n = case.nms
+    same = n["matched"] == n["detections"] == n["graph_detections"]
+    if same and n["score_max_abs"] <= NMS_SCORE_ATOL:
+        return
+    raise ExportError(
+        f"the graph's NMS differs from optkit's on {n['images']} val images: {n['graph_detections']} "
+        f"detections vs optkit's {n['detections']}, {n['matched']} matched (same class, IoU >= "
+        f"{NMS_MIN_IOU}), max |score Δ| {n['score_max_abs']:.3g}; nothing written"
+    )
 
 
 def _text(value: Any) -> str:

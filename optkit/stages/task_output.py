@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 ONE_OUTPUT_TASKS = {
     "detect": "box centre x, centre y, width, height in input pixels, then one score per class",
 }
+# tasks whose graph ends in post-processing after its last layers, kept float in an INT8 graph as in the
+# fake-quant model (ModelOpt quantizes Conv/Linear inputs only), and what that post-processing is: on a
+# uint8 grid a detector's scores would share the box pixels' steps, or lose everything below 1/255
+FLOAT_TAIL_TASKS = {
+    "detect": "the box decode (DFL softmax, distances to corners, stride), the class sigmoid, the concat",
+}
 
 
 class TaskOutput(nn.Module):

@@ -10,6 +10,11 @@ Ultralytics' exporter writes, and YOLOv5's [B, N, 5 + nc] turned into it); the m
 so. The graph's output names come from the model's task (`Task.output_names`); a task this optkit does
 not know gets output0, output1, ... Errors of the export stage name ExportConfig's fields; this flow words
 them as flags.
+
+--nms (detectors) puts NMS in the graph (optkit.stages.onnx_nms): the file returns [B, max_det, 6]
+detections, with --conf, --iou and --max-det fixed in it and recorded in its metadata. Its check compares
+the graph's detections with optkit's NMS on real images: --data's val images, else `NMS_IMAGES` scenes of
+builtin:shapes-det rendered in memory (the dataset's own generator, seeded; nothing is written).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from pathlib import Path
 from optkit.errors import ConfigError
 
 PARITY_IMAGES = 256  # real images compared at most (--data)
+NMS_IMAGES = 16  # builtin:shapes-det scenes the --nms check runs on without --data
+NMS_SEED = 0  # seeds those scenes
+BUILTIN_SCENES = "builtin:shapes-det scenes"  # what the report calls them
 # ExportConfig's fields -> the flags that set them (optkit.cli.export)
 FLAGS = {
     "opset": "--opset",
@@ -32,6 +40,10 @@ FLAGS = {
     "half": "--half",
     "silu_form": "--silu-form",
     "data": "--data",  # the export's real images (ExportRequest.data), named by SiLU-form advice
+    "nms": "--nms",
+    "conf": "--conf",
+    "iou": "--iou",
+    "max_det": "--max-det",
 }
 
 
@@ -53,12 +65,29 @@ class ExportRequest:
     trust: bool = False  # load a foreign pickled checkpoint (runs its code)
     code_dir: str | None = None  # with trust: folder put on the import path
     model_name: str | None = None  # a plain state_dict file: the zoo model to load it into
+    nms: bool = False  # detectors: NMS in the graph, [B, max_det, 6] out
+    conf: float | None = None  # with nms: score threshold; None: predict's 0.25
+    iou: float | None = None  # with nms: IoU threshold; None: 0.7
+    max_det: int | None = None  # with nms: detections per image; None: 300
 
     def __post_init__(self) -> None:
+        settings = (("--conf", self.conf), ("--iou", self.iou), ("--max-det", self.max_det))
+        given = [flag for flag, value in settings if value is not None]
+        if given and not self.nms:
+            raise ConfigError(f"{given[0]} sets the NMS that --nms puts in the graph; add --nms or drop it")
         with flags_worded():
             self.config().validate()
         if self.data is not None and not self.check:
             raise ConfigError("--data feeds the output comparison, which --no-check skips; drop one of them")
+
+    def nms_config(self):
+        """The NMS put in the graph (optkit.stages.onnx_nms.NmsConfig), or None without --nms."""
+        if not self.nms:
+            return None
+        from optkit.stages.onnx_nms import NmsConfig
+
+        given = {"conf": self.conf, "iou": self.iou, "max_det": self.max_det}
+        return NmsConfig(**{k: v for k, v in given.items() if v is not None})
 
     def config(self):
         """The export stage's config (optkit.stages.export.ExportConfig); imgsz as asked (maybe None)."""
@@ -75,6 +104,7 @@ class ExportRequest:
             atol=self.atol,
             int8_target=self.int8_target,
             silu_form=self.silu_form,
+            nms=self.nms_config(),
         )
 
 
@@ -101,18 +131,27 @@ def _export(req: ExportRequest, progress):
     src = open_model(
         req.weights, command="export", trust=req.trust, code_dir=req.code_dir, model_name=req.model_name
     )
+    if req.nms:
+        _check_nms_task(src)
     config = req.config()
     config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     config.output_names = output_names_of(src.task)
+    config.task = src.task
     preprocess = preprocess_of(src.ckpt) if src.ckpt is not None else foreign_preprocess(src)
-    images = None
+    images, source = None, None
     if req.data:
         images = parity_images(req.data, _data_task(src), src.names, config.imgsz, preprocess)
+        source = "val images"
+    elif req.nms and req.check:
+        images, source = builtin_scenes(config.imgsz, preprocess), BUILTIN_SCENES
     # line=False: a bar on a terminal only; a failed check is an error line of its own
     with progress.step(f"exporting {src.path} to {target}", line=False):
         if src.ckpt is not None:
-            return export_checkpoint(src.ckpt, target, config, source=req.weights, images=images)
-        return _export_module(src, target, config, images)  # a trusted foreign module or TorchScript
+            report = export_checkpoint(src.ckpt, target, config, source=req.weights, images=images)
+        else:
+            report = _export_module(src, target, config, images)  # a trusted foreign module or TorchScript
+    report.images_source = source
+    return report
 
 
 def _export_module(src, target: Path, config, images):
@@ -141,6 +180,34 @@ def _export_module(src, target: Path, config, images):
     report = export_onnx(view.model, target, config, metadata, images)
     report.outputs_note = view.note
     return report
+
+
+def _check_nms_task(src) -> None:
+    """--nms reads a detector's [B, 4 + nc, N]; any other model is refused before any work."""
+    from optkit.stages.onnx_nms import NMS_TASKS
+
+    if src.task not in NMS_TASKS:
+        raise ConfigError(
+            f"--nms puts a detector's NMS in the graph; {src.path} is a {src.task} model (no boxes to "
+            "suppress): export it without --nms"
+        )
+
+
+def builtin_scenes(imgsz: int, preprocess: dict, count: int = NMS_IMAGES, batch: int = 8) -> list:
+    """`count` scenes of builtin:shapes-det (optkit.data.shapes_det.render_scene, seeded by NMS_SEED)
+    rendered at `imgsz` px in memory, as batches [n, 3, imgsz, imgsz] of (pixels / 255 - mean) / std."""
+    import numpy as np
+    import torch
+
+    from optkit.data.shapes_det import render_scene
+
+    rng = np.random.default_rng(NMS_SEED)
+    pixels = [render_scene(imgsz, rng, background=False)[0] for _ in range(count)]
+    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return list(x.split(batch))
 
 
 def foreign_preprocess(src) -> dict:

@@ -4,7 +4,9 @@ Each image is letterboxed to the model's input size as validation does, the dete
 through the same NMS (optkit.measure.nms; predict's score threshold 0.25), and the boxes are mapped back
 to the image's own pixels. The model file is a checkpoint, a trusted foreign detector or an .onnx from
 `optkit export` (told by its bytes); with --save the drawn images go to a new run folder
-(runs/predict/exp, exp2, ...), checked writable before any image is read.
+(runs/predict/exp, exp2, ...), checked writable before any image is read. An .onnx exported with --nms
+returns its final detections: its own NMS (settings fixed at export) replaces optkit's, and --conf and
+--max-det can only keep fewer of its rows.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ def _open_detector(req: PredictRequest):
             "(measure it with optkit val)"
         )
     imgsz = check_imgsz(size, stride if isinstance(stride, int) else 32, "--imgsz")
+    if model_format(req.weights) == "onnx":
+        from optkit.measure.detect_eval import FinalDetections
+        from optkit.stages.onnx_nms import nms_settings
+
+        nms = nms_settings(meta)
+        if nms is not None:  # NMS in the graph: [1, max_det, 6] out
+            return FinalDetections(model, nms, len(names)), list(names), imgsz, device
     return OutputsOf(model, get_task("detect"), len(names)), list(names), imgsz, device
 
 
@@ -179,8 +188,12 @@ def _predict_one(model, path: Path, names, imgsz: int, device, req: PredictReque
     boxed, scale, pad = letterbox(image, imgsz)
     x = torch.from_numpy(np.ascontiguousarray(boxed)).permute(2, 0, 1)[None].float().div_(255).to(device)
     with torch.inference_mode():
-        y = model(x).float()
-    (det,) = non_max_suppression(y, conf=req.conf, iou=req.iou, max_det=req.max_det)
+        if hasattr(model, "detections"):  # optkit.measure.detect_eval.FinalDetections: NMS in the graph
+            (det,) = model.detections(x)
+            det = det[det[:, 4] > req.conf][: req.max_det]
+        else:
+            y = model(x).float()
+            (det,) = non_max_suppression(y, conf=req.conf, iou=req.iou, max_det=req.max_det)
     det = det.cpu().numpy()
     boxes = unletterbox_xyxy(det[:, :4], scale, pad)
     width, height = image.size

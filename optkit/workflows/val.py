@@ -3,6 +3,10 @@
 A model file is an optkit checkpoint, a trusted foreign model (--trust), a plain state_dict (--model) or
 an .onnx from `optkit export` (run by ONNX Runtime on the CPU); which one is told by the file's bytes
 (optkit.formats.model_format), not its name. The measuring is optkit.measure.validate's.
+
+An .onnx exported with --nms (its metadata records `nms`) returns final detections: it is scored as it is
+(optkit.measure.detect_eval.FinalDetections), its own NMS settings in force; the result says so (`note`)
+when its conf is above val's 0.001, as its mAP is then lower than the model's at val's settings.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def _val_onnx(req: ValRequest, progress) -> dict:
     size = check_imgsz(size, meta["stride"] if isinstance(meta.get("stride"), int) else 32, "--imgsz")
     with options_named(ONNX_SIZE_FLAGS):
         model.check_input_size(size)
+    model, nms_facts = _with_graph_nms(model, meta, req)
     data = req.resolve(task, progress)
     check_classes(data, meta["names"], "ONNX model")
     pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
@@ -119,7 +124,31 @@ def _val_onnx(req: ValRequest, progress) -> dict:
         eval_options=req.eval_options(),
     )  # fmt: skip
     facts = {"weights": str(req.weights), "data": req.data_for(task), "runtime": "onnxruntime"}
-    return {**facts, **result, "task": task.name}
+    return {**facts, **result, "task": task.name, **nms_facts}
+
+
+def _with_graph_nms(model, meta: dict, req: ValRequest) -> tuple:
+    """(the model to measure, facts for the result): a file whose graph ends in NMS is measured as
+    FinalDetections with its own settings ("nms_in_graph", and a "note" when its conf is above val's)."""
+    from optkit.measure.detect_eval import VAL_CONF, FinalDetections
+    from optkit.stages.onnx_nms import nms_settings
+
+    nms = nms_settings(meta)
+    if nms is None:
+        return model, {}
+    if req.iou is not None and req.iou != nms.iou:
+        raise ConfigError(
+            f"{req.weights} has NMS in its graph with IoU {nms.iou:g} (fixed at export); --iou {req.iou:g} "
+            "cannot change it: drop --iou, or export again with --iou"
+        )
+    facts = {"nms_in_graph": nms.metadata()}
+    conf = req.conf if req.conf is not None else VAL_CONF
+    if nms.conf > VAL_CONF and conf < nms.conf:
+        facts["note"] = (
+            f"the file's NMS keeps scores > {nms.conf:g} (its --conf at export), one class per box: its mAP "
+            f"is lower than the model's at val's conf {VAL_CONF:g}; export without --nms to measure the model"
+        )
+    return FinalDetections(model, nms, len(meta["names"])), facts
 
 
 def task_to_measure(name: str, path, arch: str, command: str = "val"):

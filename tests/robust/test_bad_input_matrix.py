@@ -251,6 +251,11 @@ OPTION_ROWS = [
     ("export", "half-needs-cuda", ["export", "{C}", "--half"], 1, CUDA, True),
     ("export", "class-mismatch", ["export", "{C}", "--data", "{D2}"], 1, "classes", False),
     ("export", "data-no-images", ["export", "{C}", "--data", "{E}"], 1, "no images", False),
+    # export --nms (issue 15, part 5): NMS in the graph is a detector's; its settings need --nms
+    ("export", "nms-classifier", ["export", "{C}", "--nms"], 1, "is a classify model", False),
+    ("export", "conf-without-nms", ["export", "{C}", "--conf", "0.5"], 1, "add --nms", True),
+    ("export", "nms-conf-above-1", ["export", "{C}", "--nms", "--conf", "2"], 1, "--conf", True),
+    ("export", "nms-max-det-0", ["export", "{C}", "--nms", "--max-det", "0"], 1, "--max-det", True),
     # profile
     ("profile", "unknown-model", ["profile", "yolo-nope"], 1, "known models: ", True),
     ("profile", "imgsz-stride", [*PROFILE, "--imgsz", "50"], 1, "stride 32", False),
