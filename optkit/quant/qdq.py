@@ -556,10 +556,10 @@ class _Graph:
     def float_output_gemms(self, nodes: dict[int, str], tail: set[str] = frozenset()) -> set[int]:
         """The quantized 1x1 Convs (stride 1, no padding, one group) whose output only feeds ops ONNX
         Runtime computes in float (QuickGelu, HardSwish), or is a `tail` tensor (left float). As
-        QLinearConv they would write uint8 that a DequantizeLinear turns back into float at once (one more pass, single-threaded in ONNX Runtime
-        1.31, and one more rounding); as MatMulIntegerToFloat (as_int8_gemm) the same int8 GEMM writes
-        float directly. Measured on yolo-cls-s @224 (20 such layers, 2 threads, side by side): 1.90 ->
-        1.76 ms; demo model ONNX SQNR vs fp32 31.9 -> 32.6 dB."""
+        QLinearConv they would write uint8 that a DequantizeLinear turns back into float at once (one
+        more pass, single-threaded in ONNX Runtime 1.31, and one more rounding); as MatMulIntegerToFloat
+        (as_int8_gemm) the same int8 GEMM writes float directly. Measured on yolo-cls-s @224 (20 such
+        layers, 2 threads, side by side): 1.90 -> 1.76 ms; demo model ONNX SQNR vs fp32 31.9 -> 32.6 dB."""
         found = set()
         for i in nodes:
             node = self.nodes[i]
