@@ -146,16 +146,7 @@ class OrtModel:
         return None
 
     def check_input_size(self, imgsz: int) -> None:
-        """Refuse a side a fixed-size graph cannot take: a ConfigFieldsError over `imgsz` and export's
-        `dynamic`."""
-        size = self.fixed_size()
-        if size is not None and size != (imgsz, imgsz):
-            raise ConfigFieldsError(
-                "{path} takes a fixed {h}x{w} input, not {asked}x{asked}: use {imgsz} {h}, or export with "
-                "{dynamic} for other sizes",
-                ["imgsz", "dynamic"],
-                path=self.path, h=size[0], w=size[1], asked=imgsz,
-            )  # fmt: skip
+        check_input_size(self.path, self.fixed_size(), imgsz)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._outputs(x, [self.output_name])[0]
@@ -194,6 +185,18 @@ class OrtModel:
 
     def to(self, *args, **kwargs) -> OrtModel:
         return self
+
+
+def check_input_size(path, size: tuple[int, int] | None, imgsz: int) -> None:
+    """Refuse a side a graph of fixed input `size` (H, W; None: any) cannot take: a ConfigFieldsError
+    over `imgsz` and export's `dynamic`."""
+    if size is not None and size != (imgsz, imgsz):
+        raise ConfigFieldsError(
+            "{path} takes a fixed {h}x{w} input, not {asked}x{asked}: use {imgsz} {h}, or export with "
+            "{dynamic} for other sizes",
+            ["imgsz", "dynamic"],
+            path=path, h=size[0], w=size[1], asked=imgsz,
+        )  # fmt: skip
 
 
 def load_optkit_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[OrtModel, dict]:

@@ -148,12 +148,37 @@ class OvModel:
             raise IrFileError(
                 f"{self.path} has {len(model.inputs)} inputs; optkit runs image models with one input"
             )
-        shape = model.inputs[0].get_partial_shape()
-        batch = shape[0] if shape.rank.is_static and len(shape) else None
-        self.fixed_batch = batch.get_length() if batch is not None and batch.is_static else None
-        self.precision = precision
+        self.model, self.threads, self.precision = model, threads, precision
+        dims = _static_dims(model.inputs[0].get_partial_shape())
+        self.fixed_batch = dims[0] if dims else None
+        self._fixed_size = (dims[2], dims[3]) if len(dims) == 4 and None not in dims[2:] else None
         self.compiled = compile_ir(model, threads, precision)
         self.request = self.compiled.create_infer_request()
+
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(H, W) when the model takes only one input size, else None."""
+        return self._fixed_size
+
+    def check_input_size(self, imgsz: int) -> None:
+        from optkit.onnxrt import check_input_size
+
+        check_input_size(self.path, self._fixed_size, imgsz)
+
+    def runtime_precision(self) -> str:
+        """The precision OpenVINO runs float layers in ("f32", "bf16", ...): the hint or the CPU's default."""
+        value = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+    def timed_call(self, batch: int, imgsz: int):
+        """A call running one fixed random batch through the model compiled for that shape alone (a
+        dynamic shape costs OpenVINO speed), for latency timing."""
+        import numpy as np
+
+        model = self.model.clone()
+        model.reshape([batch, 3, imgsz, imgsz])
+        request = compile_ir(model, self.threads, self.precision).create_infer_request()
+        x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz)).astype(np.float32)
+        return lambda: request.infer({0: x})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_all(x)[0]
@@ -183,6 +208,31 @@ class OvModel:
 
     def to(self, *args, **kwargs) -> OvModel:
         return self
+
+
+def _static_dims(shape) -> list[int | None]:
+    """An input's partial shape as ints, None for each dynamic dimension ([] for a dynamic rank)."""
+    if not shape.rank.is_static:
+        return []
+    return [d.get_length() if d.is_static else None for d in shape]
+
+
+def count_constants(model) -> int:
+    """Numbers held in the model's float and 8-bit constants (its weights, biases, quantization
+    parameters): the parameter count as the IR stores it."""
+    kinds = {"f32", "f16", "bf16", "i8", "u8"}
+    total = 0
+    for op in model.get_ops():
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in kinds:
+            total += int(_product(op.get_output_shape(0)))
+    return total
+
+
+def _product(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def _first_line(e: BaseException) -> str:

@@ -77,3 +77,19 @@ def test_without_the_extra_the_message_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'optkit\[openvino\]'"):
         openvino_module()
+
+
+def test_benchmark_times_an_ir_beside_its_onnx(onnx_file, tmp_path, cli):
+    """`optkit benchmark` takes an IR folder: its row says OpenVINO and the precision it runs in, its
+    size is the .xml and .bin together, its parameters about the ONNX model's (OpenVINO folds the
+    BatchNorms the ONNX graph keeps)."""
+    folder = tmp_path / "tiny_openvino"
+    xml = write_ir(onnx_file["test-tiny"], folder, read_metadata(onnx_file["test-tiny"]))
+    result = cli("benchmark", str(onnx_file["test-tiny"]), str(folder), "--rounds", "1", "--runs", "2",
+                 "--warmup", "1", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    onnx_row, ir_row = result.json()["rows"]
+    assert ir_row["format"].startswith("openvino (") and onnx_row["format"] == "onnx"
+    assert ir_row["file_bytes"] == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    assert 0.95 <= ir_row["params"] / onnx_row["params"] <= 1.0
+    assert ir_row["latency_ms"] > 0

@@ -220,8 +220,8 @@ def _check_latency_imgsz(size: int) -> None:
 def _check_shapes(
     item: Loaded, accuracy_imgsz: int | None, latency_imgsz: int, req: BenchmarkRequest
 ) -> None:
-    """Refuse, before any work, an ONNX file that cannot take the batch or an input size asked for."""
-    if not item.format.startswith("onnx"):
+    """Refuse, before any work, an ONNX file or IR that cannot take the batch or an input size asked for."""
+    if not item.format.startswith(("onnx", "openvino")):
         return
     model = item.model
     if model.fixed_batch is not None and model.fixed_batch != req.batch:
@@ -257,7 +257,7 @@ def _describe(item: Loaded, imgsz: int, latency_imgsz: int, dataset: Dataset | N
         "imgsz": imgsz,
         "latency_imgsz": latency_imgsz,
         "data": None,
-        "file_bytes": item.path.stat().st_size,
+        "file_bytes": _file_bytes(item),
         "params": item.params,
         "gflops": gflops,
         "gflops_at_imgsz": gflops if imgsz == latency_imgsz else item.count_gflops(imgsz),
@@ -357,6 +357,11 @@ def default_timer(item: Loaded, imgsz: int, req: BenchmarkRequest) -> Callable[[
     """A BatchTimer for one artifact: eager PyTorch, or `InferenceSession.run` on one fixed numpy batch."""
     if item.format.startswith("onnx"):
         return _onnx_timer(item.model, imgsz, req.batch)
+    if item.format.startswith("openvino"):
+        from optkit.measure.latency import time_calls
+
+        call = item.model.timed_call(req.batch, imgsz)
+        return lambda warmup, runs: time_calls(call, warmup, runs)
     from optkit.measure.latency import torch_batch_timer
 
     return torch_batch_timer(item.model, imgsz, batch=req.batch, threads=req.threads)
@@ -364,8 +369,11 @@ def default_timer(item: Loaded, imgsz: int, req: BenchmarkRequest) -> Callable[[
 
 def _load(path: str, threads: int | None) -> Loaded:
     from optkit.formats import model_format
+    from optkit.ovrt import is_ir
 
     path = Path(path)
+    if is_ir(path):
+        return _load_openvino(path, threads)
     if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return _load_onnx(path, threads)
     from optkit.checkpoint import build_model
@@ -415,6 +423,39 @@ def _load_onnx(path: Path, threads: int | None) -> Loaded:
         int(meta.get("imgsz") or 0) or 224,
         params,
         lambda imgsz: count_graph(proto, [1, 3, imgsz, imgsz]).gflops,
+        onnx_task(meta),
+        preprocess if isinstance(preprocess, dict) and preprocess else None,
+    )
+
+
+def _file_bytes(item: Loaded) -> int:
+    """Bytes a user ships: the file, or an IR's .xml and .bin together."""
+    if item.format.startswith("openvino"):
+        xml = item.model.path
+        return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    return item.path.stat().st_size
+
+
+def _load_openvino(path: Path, threads: int | None) -> Loaded:
+    """An OpenVINO IR (folder or .xml) written by `optkit export --format openvino`; its format names
+    the precision OpenVINO runs float layers in on this CPU (its default: bf16 where the CPU has it)."""
+    from optkit.ovrt import OvModel, count_constants
+    from optkit.workflows.val import onnx_task
+
+    model = OvModel(path, threads)
+    meta = model.metadata
+    if not isinstance(meta.get("names"), list) or not meta["names"]:
+        raise ConfigError(f"{path} was not exported by optkit (no class names in its rt_info)")
+    int8 = any(op.get_type_name() == "FakeQuantize" for op in model.model.get_ops())
+    preprocess = meta.get("preprocess")
+    return Loaded(
+        path,
+        f"openvino{' int8' if int8 else ''} ({model.runtime_precision()})",
+        model,
+        meta["names"],
+        int(meta.get("imgsz") or 0) or 224,
+        count_constants(model.model),
+        lambda imgsz: None,  # no FLOP counter reads an IR
         onnx_task(meta),
         preprocess if isinstance(preprocess, dict) and preprocess else None,
     )
