@@ -170,3 +170,52 @@ def test_pruning_nothing_is_an_error():
     model = create_model("test-tiny", num_classes=NUM_CLASSES)
     with pytest.raises(OptkitError, match="no channels"):
         prune_structured(model, StructuredPruneConfig(amount=0.0, imgsz=32))
+
+
+@pytest.mark.parametrize("name, imgsz, round_to", [("test-det", 64, 4), ("yolo-det-n", 64, 8)])
+def test_a_detector_keeps_its_head_outputs_and_c2f_splits(name, imgsz, round_to):
+    """The Detect head's output convs (4 x 16 DFL bins, nc classes) and each C2f's split cv1 keep their
+    output channels; everything else may shrink, the decoded output keeps its layout, and replay
+    rebuilds the pruned model."""
+    from optkit.models.detect_blocks import C2f
+    from optkit.models.parts import output_layer_names
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=NUM_CLASSES).eval()
+    config = StructuredPruneConfig(amount=0.3, round_to=round_to, imgsz=imgsz)
+    pruned, entry = prune_structured(model, config)
+    before, after = _convs(model), _convs(pruned)
+    kept = list(output_layer_names(model))
+    kept += [f"{n}.cv1.conv" for n, m in model.named_modules() if isinstance(m, C2f)]
+    assert {n: after[n] for n in kept} == {n: before[n] for n in kept}
+    assert [before[n] for n in output_layer_names(model)] == [64] * 3 + [NUM_CLASSES] * 3
+    assert [n for n in before if after[n] < before[n]]  # channels went elsewhere
+    assert count_flops(pruned, imgsz) < count_flops(model, imgsz)
+    x = torch.randn(2, 3, imgsz, imgsz)
+    cells = sum((imgsz // s) ** 2 for s in (8, 16, 32))
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape == (2, 4 + NUM_CLASSES, cells)
+    fresh = replay(create_model(name, num_classes=NUM_CLASSES), entry)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), pruned(x))
+
+
+def test_c2f_blocks_trace_with_the_same_outputs_and_get_their_forward_back():
+    """While the graph is traced, C2f blocks run a sliced forward (Torch-Pruning cannot map a split
+    whose half feeds several layers); it must compute what the block computes, and go away after."""
+    from optkit.models.detect_blocks import C2f
+    from optkit.stages.prune_structured import _traceable_splits
+
+    torch.manual_seed(0)
+    model = create_model("test-det", num_classes=NUM_CLASSES).eval()
+    blocks = [m for m in model.modules() if isinstance(m, C2f)]
+    assert blocks and any(b.m[0].add for b in blocks)  # residual bottlenecks (the half feeds an add too)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        with _traceable_splits(model):
+            assert all("forward" in vars(b) for b in blocks)
+            traced = model(x)
+    assert torch.equal(traced, expected)
+    assert not any("forward" in vars(b) for b in blocks)
