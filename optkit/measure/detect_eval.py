@@ -47,6 +47,20 @@ class FinalDetections:
     def to(self, *args, **kwargs):
         return self
 
+    def __getattr__(self, name: str):  # the OrtModel's facts (path, fixed_batch, session, ...)
+        if name == "model":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+def with_graph_nms(model, meta: dict):
+    """`model` (an optkit.onnxrt.OrtModel) as FinalDetections when its file's metadata (`meta`) records NMS
+    in its graph (optkit.stages.onnx_nms), else `model` itself."""
+    from optkit.stages.onnx_nms import nms_settings
+
+    nms = nms_settings(meta)
+    return model if nms is None else FinalDetections(model, nms, len(meta["names"]))
+
 
 def final_detections(model) -> FinalDetections | None:
     """The FinalDetections inside `model` (itself, or wrapped by measure.validate.OutputsOf), or None."""

@@ -406,11 +406,13 @@ def inference_form(model):
 
 
 def _load_onnx(path: Path, threads: int | None) -> Loaded:
+    from optkit.measure.detect_eval import with_graph_nms
     from optkit.measure.onnx_flops import count_graph
     from optkit.onnxrt import load_onnx, load_optkit_onnx
     from optkit.workflows.val import onnx_task
 
     model, meta = load_optkit_onnx(path, threads)
+    model = with_graph_nms(model, meta)  # an `export --nms` file returns final detections
     proto = load_onnx(path, check=False)
     params = count_graph(proto).params
     int8 = any(node.op_type == "QuantizeLinear" for node in proto.graph.node)

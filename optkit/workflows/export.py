@@ -178,7 +178,8 @@ def _export_module(src, target: Path, config, images):
         **({"outputs": view.note} if view.note else {}),
     }
     report = export_onnx(view.model, target, config, metadata, images)
-    report.outputs_note = view.note
+    if config.nms is None:  # with --nms the output is the NMS's (export_onnx's note)
+        report.outputs_note = view.note
     return report
 
 
