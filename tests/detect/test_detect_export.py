@@ -162,6 +162,16 @@ def test_val_scores_an_nms_file_with_its_own_settings(cli, tmp_path, det_data, l
     assert "note: the file's NMS keeps scores > 0.25" in " ".join(table.out.split())
 
 
+def test_benchmark_scores_an_nms_file_as_val_does(cli, nms_file, det_data):
+    onnx, _ = nms_file
+    r = cli("benchmark", onnx, "--data", det_data, "--runs", "1", "--warmup", "0", "--rounds", "1", "--json")
+    assert r.code == 0, r.err
+    (row,) = r.json()["rows"]
+    v = cli("val", onnx, "--data", det_data, "--workers", "0", "--json").json()
+    assert v["map50"] > 0.3 and v["nms_in_graph"]["max_det"] == 4
+    assert (row["map50"], row["map"]) == (v["map50"], v["map"])
+
+
 def test_predict_of_an_nms_file_equals_predict_of_the_checkpoint(cli, tmp_path, det_data, learned_det):
     onnx = tmp_path / "nms.onnx"
     assert cli("export", learned_det, "-o", onnx, "--nms", "--no-check").code == 0
