@@ -117,10 +117,10 @@ def write_ir(onnx_path: str | os.PathLike, folder: str | os.PathLike, metadata: 
     return folder / f"{folder.name}.xml"
 
 
-def compile_ir(model, threads: int | None = None, precision: str | None = None):
+def compile_ir(model, threads: int | None = None, precision: str | None = None, perf: bool = False):
     """The model compiled for the CPU with the latency hint; `threads`: inference threads (None:
     OpenVINO's default); `precision`: INFERENCE_PRECISION_HINT (None: the CPU's default, bf16 where the
-    CPU has it)."""
+    CPU has it); `perf`: performance counters on (per-node times, at some cost)."""
     ov = openvino_module()
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -131,6 +131,8 @@ def compile_ir(model, threads: int | None = None, precision: str | None = None):
         config["INFERENCE_NUM_THREADS"] = threads
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
+    if perf:
+        config["PERF_COUNT"] = True
     return ov.Core().compile_model(model, "CPU", config)
 
 

@@ -93,3 +93,24 @@ def test_benchmark_times_an_ir_beside_its_onnx(onnx_file, tmp_path, cli):
     assert ir_row["file_bytes"] == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
     assert 0.95 <= ir_row["params"] / onnx_row["params"] <= 1.0
     assert ir_row["latency_ms"] > 0
+
+
+def test_profile_measures_an_ir_with_its_precision(onnx_file, tmp_path, cli):
+    """`optkit profile IR --precision f32 --per-layer`: OpenVINO's backend and precision, the FLOPs of the
+    ONNX model it came from, per-node times with the convolutions' FLOPs; --precision refused elsewhere."""
+    folder = tmp_path / "det_openvino"
+    write_ir(onnx_file["test-det"], folder, read_metadata(onnx_file["test-det"]))
+    ir = cli("profile", str(folder), "--imgsz", "96", "--runs", "3", "--warmup", "1", "--per-layer",
+             "--top", "200", "--precision", "f32", "--json")  # fmt: skip
+    assert ir.code == 0, ir.err
+    r = ir.json()
+    assert r["backend"] == "openvino" and "f32" in r["device"] and r["source_kind"] == "openvino"
+    onnx = cli(
+        "profile", str(onnx_file["test-det"]), "--imgsz", "96", "--runs", "3", "--warmup", "1", "--json"
+    )
+    assert onnx.code == 0, onnx.err
+    assert abs(r["gflops"] / onnx.json()["gflops"] - 1) < 0.01
+    rows = r["per_layer"]["rows"]
+    assert rows and any(row["gflops"] for row in rows if "Convolution" in row["type"])
+    refused = cli("profile", str(onnx_file["test-det"]), "--precision", "f32")
+    assert refused.code == 1 and "OpenVINO IR only" in refused.err

@@ -1,5 +1,5 @@
 """`optkit profile`: params, FLOPs, latency, throughput, memory, per-layer time and a batch sweep of a
-.pt checkpoint (PyTorch), an .onnx file (ONNX Runtime) or a zoo model."""
+.pt checkpoint (PyTorch), an .onnx file (ONNX Runtime), an OpenVINO IR (folder or .xml) or a zoo model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def profile(
     model: Annotated[
         str | None,
         typer.Argument(
-            help="A .pt checkpoint, an .onnx file or a zoo model name. "
+            help="A .pt checkpoint, an .onnx file, an OpenVINO IR (folder or .xml) or a zoo model name. "
             "Default: the newest runs/**/weights/best.pt here, else yolo-cls-n."
         ),
     ] = None,
@@ -30,7 +30,17 @@ def profile(
     runs: Annotated[int, typer.Option("--runs", help="Timed passes.")] = 50,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", help="Intra-op threads (torch / ONNX Runtime); default: theirs."),
+        typer.Option(
+            "--threads", help="Intra-op threads (torch / ONNX Runtime / OpenVINO); default: theirs."
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="OpenVINO IR: inference precision of float layers (f32, bf16, f16); default: the CPU's "
+            "(bf16 where it has it).",
+        ),
     ] = None,
     device: o.Device = "",
     backward: Annotated[
@@ -62,6 +72,7 @@ def profile(
         warmup=warmup,
         runs=runs,
         threads=threads,
+        precision=precision,
         device=device,
         backward=backward,
         per_layer=per_layer,

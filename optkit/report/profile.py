@@ -6,7 +6,7 @@ does not apply; never 0 in place of an unknown). Times in milliseconds, memory i
 
     optkit_version   str
     source           str      the .pt / .onnx path, or the zoo model name, that was profiled
-    source_kind      str      "checkpoint" | "onnx" | "zoo"
+    source_kind      str      "checkpoint" | "onnx" | "openvino" | "zoo"
     source_format    str|null what a .pt file is, when not an optkit checkpoint (foreign, state_dict, ...)
     source_reason    str      why this source: "named on the command line ...", or how it was found
     arch             str|null registry name (checkpoint, zoo; ONNX: its `arch` metadata)
@@ -22,7 +22,7 @@ does not apply; never 0 in place of an unknown). Times in milliseconds, memory i
     params           int|null parameter elements of the inference form (BatchNorm folded)
     params_unfused   int|null the PyTorch model's own count (as `optkit info`); null for ONNX
     gflops           float|null  ultralytics-thop (PyTorch) or the ONNX graph count, same rules
-    gflops_counter   str      "ultralytics-thop" | "onnx-graph"
+    gflops_counter   str      "ultralytics-thop" | "onnx-graph" | "openvino-ir"
     gflops_check     float|null  torch FlopCounterMode on the same model and input; null for ONNX
     gflops_unfused   float|null  thop on the model as built (BatchNorm counted); null for ONNX
     flops_note       str|null set when thop and FlopCounterMode differ by more than 2% or one failed
@@ -94,7 +94,13 @@ def print_profile(r: dict) -> None:
 
 
 def _summary_rows(r: dict) -> list[tuple[str, str]]:
-    kind = {"checkpoint": "optkit checkpoint", "onnx": "ONNX model", "zoo": "zoo model"}[r["source_kind"]]
+    kinds = {
+        "checkpoint": "optkit checkpoint",
+        "onnx": "ONNX model",
+        "openvino": "OpenVINO IR",
+        "zoo": "zoo model",
+    }
+    kind = kinds[r["source_kind"]]
     kind = r.get("source_format") or kind
     rows = [("profiled", f"{r['source']}  ({kind}; {r['source_reason']})")]
     model = r["arch"] or "architecture not recorded"

@@ -36,7 +36,10 @@ class ProfileRequest:
     batch_sizes: list[int] = field(default_factory=list)  # sweep; empty: no sweep
     warmup: int = 10  # untimed passes before each timed loop
     runs: int = 50  # timed passes
-    threads: int | None = None  # intra-op threads (torch / ONNX Runtime); None: the backend's default
+    threads: int | None = (
+        None  # intra-op threads (torch / ONNX Runtime / OpenVINO); None: the backend's default
+    )
+    precision: str | None = None  # OpenVINO's INFERENCE_PRECISION_HINT; None: the CPU's default
     device: str = ""  # "", cpu, 0, cuda:0 (ONNX: CPU unless CUDA is asked for)
     backward: bool = False  # also time forward + backward (PyTorch)
     per_layer: bool = False
@@ -58,6 +61,13 @@ class ProfileRequest:
         limits.TOP.check("--top", self.top)
         if self.threads is not None:
             limits.THREADS.check("--threads", self.threads)
+        if self.precision is not None:
+            from optkit.ovrt import PRECISIONS
+
+            if self.precision not in PRECISIONS:
+                raise ConfigError(
+                    f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+                )
         number = isinstance(self.fraction, float | int) and not isinstance(self.fraction, bool)
         if not (number and 0 < self.fraction <= 1):
             raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction!r}")
@@ -78,7 +88,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 @dataclass
 class Source:
-    kind: str  # "checkpoint" | "onnx" | "zoo"
+    kind: str  # "checkpoint" | "onnx" | "openvino" | "zoo"
     ref: str  # the path, or the model name
     reason: str  # why this is what gets profiled
     kind_label: str | None = None  # what the file is, when not what `kind` says (e.g. a foreign .pt)
@@ -148,8 +158,15 @@ def resolve_source(arg: str | None, cwd: Path) -> Source:
             f"random weights, {ZOO_CLASSES} classes",
         )
     path = Path(arg)
+    from optkit.ovrt import is_ir
+
+    if is_ir(path):
+        return Source("openvino", arg, "named on the command line")
     if path.is_dir():
-        raise CheckpointError(f"{arg} is a directory; expected a .pt checkpoint, .onnx file or model name")
+        raise CheckpointError(
+            f"{arg} is a directory with no OpenVINO .xml; expected a .pt checkpoint, .onnx file, OpenVINO "
+            "IR or model name"
+        )
     from optkit.formats import model_format
 
     if model_format(path) == "onnx":  # by content: a checkpoint renamed .onnx is still one
@@ -179,8 +196,18 @@ def newest_best(cwd: Path) -> Path | None:
 def open_target(source: Source, req: ProfileRequest):
     """The backend object that measures `source`, plus facts about it: (target, arch, classes, imgsz),
     imgsz the source's own input side (None: the target's default)."""
+    if req.precision is not None and source.kind != "openvino":
+        raise ConfigError(
+            "--precision sets OpenVINO's inference precision; it applies to an OpenVINO IR only"
+        )
     if source.kind == "onnx":
         target = open_onnx_target(source.ref, req.device, req.threads)
+        return target, target.arch, target.num_classes, target.default_imgsz
+    if source.kind == "openvino":
+        from optkit.measure.profile_openvino import OpenVinoTarget
+
+        _cpu_only(req.device, "OpenVINO")
+        target = OpenVinoTarget(source.ref, req.threads, req.precision)
         return target, target.arch, target.num_classes, target.default_imgsz
     from optkit.device import select_device
     from optkit.measure.profile_torch import TorchTarget
@@ -202,6 +229,11 @@ def open_target(source: Source, req: ProfileRequest):
     if src.kind != "optkit":
         source.kind_label = FILE_KINDS[src.kind].format(arch=src.arch)
     return target, src.arch, src.num_classes or None, src.imgsz
+
+
+def _cpu_only(device: str, runtime: str) -> None:
+    if (device or "").strip().lower() not in ("", "cpu", "auto"):
+        raise DeviceError(f"--device {device}: optkit runs {runtime} on the CPU only")
 
 
 def open_onnx_target(path: str | os.PathLike, device: str = "", threads: int | None = None):
