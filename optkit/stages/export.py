@@ -25,7 +25,15 @@ whose file would pass protobuf's 2 GB limit is refused.
 Parity: the PyTorch model (fp32, CPU) and ONNX Runtime (CPU provider) run the same seeded standard-normal
 inputs, and optionally real validation images, compared on every output. max |Δ| is measured in
 absolute terms and relative to the largest |output| of PyTorch (as `fuse` does); above `atol` the export
-fails (`ParityError`). Top-1 agreement is reported when the model has one (N, classes) output.
+fails (`ParityError`). Top-1 agreement is reported when the model has one (N, classes) output. A task
+whose one output holds parts of different scales (`DECODED_PARTS`: a detector's box pixels and class
+probabilities) has each part measured against its own scale, and max_rel is the worst part's.
+
+NMS in the graph (`ExportConfig.nms`, detectors; optkit.stages.onnx_nms): the nodes are appended after
+`rewrite`, so an INT8 graph gets them too. The raw graph (in memory) is then what is compared with
+PyTorch, and the written file's detections are compared with optkit's NMS (optkit.measure.nms) of the raw
+graph's output on the real images: same count, each matched (same class, IoU >= NMS_MIN_IOU) with the same
+score (NMS_SCORE_ATOL); otherwise nothing is written.
 
 Messages name ExportConfig's fields, never a command's flags: errors about a field carry it as `field`
 and the rest of the sentence as `detail` (optkit.limits.FieldError; NoCudaError for `half` without CUDA),
