@@ -3,9 +3,10 @@ optional distillation term (the `optkit qat` flow around it is optkit.workflows.
 
 The trainer's model is rebuilt from a calibrated (PTQ) checkpoint, whose replay puts the quantizers back;
 gradients pass through the rounding as straight-through estimates and the calibrated amax values stay
-fixed. `distill` adds KL(teacher || student) at temperature T (times T^2, so its gradient scale does not
-depend on T) to the task's loss, the teacher being the same model with quantization off: the student
-learns to match the float outputs, which needs no labels.
+fixed. `distill` adds the task's distillation term (`Task.distill_loss`) to the task's loss, the teacher
+being the same model with quantization off: the student learns to match the float model's outputs (a
+classifier's class scores, KL at temperature T; a detector's head maps and, when asked, its neck maps:
+optkit.tasks.detect_distill), which needs no labels.
 """
 
 from __future__ import annotations
@@ -15,24 +16,18 @@ import copy
 from optkit.train.trainer import Trainer
 
 
-def distillation_loss(student, teacher, temperature: float):
-    """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch: how far the
-    student's class scores are from the teacher's (both (N, C) logits; the teacher's carry no gradient)."""
-    import torch.nn.functional as F
-
-    t = temperature
-    target = F.softmax(teacher.detach().float() / t, dim=1)
-    log_student = F.log_softmax(student.float() / t, dim=1)
-    return F.kl_div(log_student, target, reduction="batchmean") * t * t
-
-
 class QatTrainer(Trainer):
-    """The trainer, with an optional distillation term from the float (quantization-off) model."""
+    """The trainer, with an optional distillation term from the float (quantization-off) model.
+    `distill_options`: the task's distillation settings beside the temperature (a detector's gains)."""
 
-    def __init__(self, cfg, progress=None, distill: bool = False, temperature: float = 1.0):
+    def __init__(self, cfg, progress=None, distill: bool = False, temperature: float = 1.0,
+                 distill_options: dict | None = None):  # fmt: skip
         super().__init__(cfg, progress=progress)
         self.distill, self.temperature = distill, temperature
+        self.distill_options = {**(distill_options or {}), "temperature": temperature}
         self.teacher = None
+        self.distill_history: list[float] = []  # per epoch: the mean distillation term per batch
+        self._distill_sum, self._distill_batches = 0.0, 0
 
     def setup(self) -> None:
         super().setup()
@@ -46,17 +41,27 @@ class QatTrainer(Trainer):
 
     def _loss(self, images, labels):
         """The trainer's loss of the batch (optkit.train.trainer's hook), plus the distillation term."""
+        if self.teacher is None:
+            return super()._loss(images, labels)
         import torch
 
         from optkit.train.trainer import loss_parts
 
-        outputs = self.train_model(images)
-        loss, items = loss_parts(self.criterion(outputs, labels))
-        if self.teacher is not None:
-            with torch.no_grad():
-                teacher = self.teacher(images)
-            loss = loss + distillation_loss(outputs, teacher, self.temperature)
-        return loss, items
+        student = self.task.distill_forward(self.train_model, images)
+        loss, items = loss_parts(self.criterion(student.outputs, labels))
+        with torch.no_grad():
+            teacher = self.task.distill_forward(self.teacher, images)
+        term = self.task.distill_loss(student, teacher, self.distill_options)
+        self._distill_sum = self._distill_sum + term.detach()  # a tensor: no device sync per batch
+        self._distill_batches += 1
+        return loss + term, items
+
+    def _epoch(self, epoch, wdir):
+        self._distill_sum, self._distill_batches = 0.0, 0
+        result = super()._epoch(epoch, wdir)
+        if self._distill_batches:
+            self.distill_history.append(float(self._distill_sum) / self._distill_batches)
+        return result
 
 
 def remeasure_onnx_ranges_(ckpt, batches: list) -> None:

@@ -60,17 +60,31 @@ def _print_sensitivity(rows: list[dict]) -> None:
 
 
 def print_qat(r: dict) -> None:
-    rows = [
-        ("run", r["save_dir"]),
-        ("best", f"{r['best']} (epoch {r['best_epoch']})"),
-        ("top-1", f"float {pct(r['float_top1'])}, PTQ {pct(r['ptq_top1'])}, QAT {pct(r['qat_top1'])}"),
-        (
-            "recovered",
-            f"{(r['qat_top1'] - r['ptq_top1']) * 100:+.2f} pp vs PTQ, "
-            f"{(r['qat_top1'] - r['float_top1']) * 100:+.2f} pp vs float",
-        ),
-        ("loss", "cross-entropy + KL to the float model" if r["distill"] else "cross-entropy"),
-        ("time", f"{r['seconds']:.1f} s, {r['epochs_run']} epochs"),
+    """Float / PTQ / QAT figures of the metrics the result names in `shown` (a classifier's top-1; a
+    detector's mAP50-95 and mAP50), then the change QAT made, in pp (percentages) or points (x 100)."""
+    shown = r.get("shown") or [{"key": "top1", "label": "top-1", "percent": True}]
+    rows = [("run", r["save_dir"]), ("best", f"{r['best']} (epoch {r['best_epoch']})")]
+    for m in shown:
+        f, p, q = (r[f"{stage}_{m['key']}"] for stage in ("float", "ptq", "qat"))
+        rows.append(
+            (m["label"], f"float {_qat_figure(f, m)}, PTQ {_qat_figure(p, m)}, QAT {_qat_figure(q, m)}")
+        )
+    key = shown[0]["key"]
+    gained = (r[f"qat_{key}"] - r[f"ptq_{key}"]) * 100, (r[f"qat_{key}"] - r[f"float_{key}"]) * 100
+    unit = "pp" if shown[0]["percent"] else f"points {shown[0]['label']}"
+    rows += [
+        ("recovered", f"{gained[0]:+.2f} {unit} vs PTQ, {gained[1]:+.2f} {unit} vs float"),
+        ("loss", r.get("loss") or "cross-entropy" + (" + KL to the float model" if r["distill"] else "")),
     ]
+    if r.get("distill_loss"):
+        terms = " -> ".join(f"{v:.4g}" for v in r["distill_loss"])
+        rows.append(("distillation", f"{terms} (mean term per batch, by epoch)"))
+    rows.append(("time", f"{r['seconds']:.1f} s, {r['epochs_run']} epochs"))
     rows += [("note", note) for note in r.get("notes", [])]
     out().print(kv_table(f"optkit qat  {r['source']}", rows))
+
+
+def _qat_figure(value, metric: dict) -> str:
+    if value is None:
+        return "n/a"
+    return pct(value) if metric["percent"] else f"{value:.4f}"

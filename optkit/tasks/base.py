@@ -26,6 +26,14 @@ class Metric:
     percent: bool = False  # a fraction in [0, 1] shown as a percentage
 
 
+@dataclass
+class DistillPass:
+    """One forward pass as distillation reads it (`Task.distill_forward`, `Task.distill_loss`)."""
+
+    outputs: Any  # what the model returns in training mode (a classifier's logits, a detector's raw maps)
+    features: Any = None  # the maps its head reads (a detector's neck outputs), when the task gives them
+
+
 class Task:
     """The interface; `optkit.tasks.classify.Classify` is the reference implementation."""
 
@@ -35,6 +43,8 @@ class Task:
     output_names: tuple[str, ...] = ()  # names of an exported graph's outputs
     default_data: str = ""  # --data when none is given (a built-in set)
     loss_names: tuple[str, ...] = ("loss",)  # the parts of the training loss (results.csv: train_<name>)
+    loss_label: str = "loss"  # how a report names the training loss
+    distill_label: str = "distillation from the float model"  # how a report names distill_loss
     preprocess: dict = {}  # {"mean", "std"} the task's models read images with ({}: ImageNet's)
 
     # ---- data -------------------------------------------------------------------------------
@@ -100,9 +110,31 @@ class Task:
     def fitness(self, metrics: dict) -> float:
         return float(metrics[self.fitness_key])
 
+    @property
+    def fitness_metrics(self) -> tuple[Metric, ...]:
+        """The metrics fitness() is made of, fitness_key's first: what a before / after report shows (a
+        classifier's top-1; a detector's mAP50-95 and mAP50)."""
+        first = [m for m in self.metrics if m.key == self.fitness_key]
+        return tuple(first + [m for m in self.metrics if m.key in self.fitness_parts and m not in first])
+
+    fitness_parts: tuple[str, ...] = ()  # metric keys fitness() weighs besides fitness_key
+
     fitness_label: str = (
         ""  # how the report names fitness() when it is not one metric ("": that metric's label)
     )
+
+    # ---- distillation (QAT: optkit.quant.qat) -------------------------------------------------------
+    def distill_forward(self, model, images) -> DistillPass:
+        """One pass of `model` as `distill_loss` reads it. A model in training mode (the student) runs its
+        own forward, whose outputs the task's loss also reads; one in eval mode (the teacher) gives the
+        same kind of outputs, computed without changing the model."""
+        return DistillPass(model(images))
+
+    def distill_loss(self, student: DistillPass, teacher: DistillPass, options: dict):
+        """A scalar tensor, added to the task's loss, that is zero when the student's pass equals the
+        teacher's and grows as they part; gradients reach the student only. `options`: "temperature"
+        and the task's own weights."""
+        raise NotImplementedError
 
     # ---- pictures -------------------------------------------------------------------------------
     draws_pictures: bool = False  # evaluate(..., options={"details": True}) returns "details" for pictures()

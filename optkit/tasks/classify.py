@@ -17,6 +17,8 @@ class Classify(Task):
     fitness_key = "top1"
     output_names = ("logits",)
     default_data = "builtin:shapes"
+    loss_label = "cross-entropy"
+    distill_label = "KL to the float model"
     preprocess = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # 0-1 scale
 
     # ---- data -------------------------------------------------------------------------------
@@ -68,6 +70,18 @@ class Classify(Task):
         from optkit.measure.evaluate import evaluate
 
         return evaluate(model, loader, device, amp=amp).as_dict()
+
+    def distill_loss(self, student, teacher, options: dict):
+        """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch: how far the
+        student's class scores are from the teacher's (both (N, C) logits; the teacher's carry no
+        gradient). T: options["temperature"] (default 1); the T^2 keeps the gradient's scale apart
+        from T."""
+        import torch.nn.functional as F
+
+        t = options.get("temperature", 1.0)
+        target = F.softmax(teacher.outputs.detach().float() / t, dim=1)
+        log_student = F.log_softmax(student.outputs.float() / t, dim=1)
+        return F.kl_div(log_student, target, reduction="batchmean") * t * t
 
     # ---- outputs --------------------------------------------------------------------------------
     def read_outputs(self, output, num_classes: int):

@@ -32,6 +32,8 @@ class Detect(Task):
     fitness_key = "map"  # budgets (--auto-skip) are mAP50-95 points; best.pt uses fitness() below
     output_names = ("output0",)  # [B, 4 + nc, N], as Ultralytics names it
     loss_names = ("box_loss", "cls_loss", "dfl_loss")
+    loss_label = "detection loss (box, cls, dfl)"
+    fitness_parts = ("map50",)  # fitness() below weighs mAP50 too
     preprocess = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # pixels / 255 only
     default_data = "builtin:shapes-det"
 
@@ -115,6 +117,38 @@ class Detect(Task):
         return evaluate_detector(
             model, loader, device, amp=amp, loss_names=self.loss_names, **(options or {})
         )
+
+    @property
+    def distill_label(self) -> str:  # what distill_loss does with its default gains
+        from optkit.tasks.detect_distill import DEFAULT_GAINS
+
+        neck = " and the neck's maps (channel-wise KL)" if DEFAULT_GAINS["features"] else ""
+        return f"distillation from the float model (head: DFL bins and class KL{neck})"
+
+    def distill_forward(self, model, images):
+        """Training mode (the student): the model's forward (the raw maps the loss reads), with the
+        head's input, the neck maps, caught on the way in. Eval mode (the teacher, whose forward would
+        decode): the neck maps from `model.features` and the raw maps from the head's `raw`."""
+        from optkit.tasks.base import DistillPass
+
+        head = detect_head(getattr(model, "module", model))  # under DistributedDataParallel too
+        if not model.training:
+            features = getattr(model, "module", model).features(images)
+            return DistillPass(head.raw(features), features)
+        caught: list = []
+        hook = head.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
+        try:
+            raw = model(images)
+        finally:
+            hook.remove()
+        return DistillPass(raw, caught[0])
+
+    def distill_loss(self, student, teacher, options: dict):
+        """Head (DFL bin KL weighted by the teacher's confidence, class Bernoulli KL) and, with a
+        "features" gain, channel-wise distillation of the neck maps: optkit.tasks.detect_distill."""
+        from optkit.tasks.detect_distill import detection_distillation
+
+        return detection_distillation(student, teacher, options)
 
     fitness_label = "fitness (0.1 mAP50 + 0.9 mAP50-95)"
     draws_pictures = True
