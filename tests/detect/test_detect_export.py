@@ -249,6 +249,7 @@ def test_int8_export_of_a_detector_with_nms(tmp_path, det_data, int8_det, target
     if target == "onnxruntime":  # the decode after the last layers stays float, as in the fake-quant model
         assert result["int8"]["float_tail_tensors"] > 0
         assert result["int8"]["coverage"]["int8_layers"] == len(result["int8"]["quantized_layers"])
+        assert _float_decode(onnx)
     # the file's detections land on the objects as the fake-quant model's do
     images = _val_images(det_data)
     with torch.no_grad():
@@ -260,6 +261,19 @@ def test_int8_export_of_a_detector_with_nms(tmp_path, det_data, int8_det, target
         for mine, r in zip(ours, rows, strict=True)
     )
     assert found >= sum(bool(len(mine)) for mine in ours) - 1, (ours, rows)
+
+
+def _float_decode(path: Path) -> bool:
+    """Whether the raw output's final concat (boxes x stride, class sigmoid) and what feeds it are
+    computed in float: no DequantizeLinear within two nodes of it."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    concat = producer["output0_raw"]  # the raw [B, 4 + nc, N] under the NMS (optkit.stages.onnx_nms)
+    near = [producer[t] for t in concat.input if t in producer]
+    near += [producer[t] for n in near for t in n.input if t in producer]
+    return concat.op_type == "Concat" and all(n.op_type != "DequantizeLinear" for n in near)
 
 
 @pytest.mark.slow
