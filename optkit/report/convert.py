@@ -17,7 +17,8 @@ def convert_rows(r: dict) -> list[tuple[str, str]]:
     names = r["names"]
     shown = ", ".join(names[:SHOWN_NAMES]) + (", ..." if len(names) > SHOWN_NAMES else "")
     return [
-        ("output", f"{r['output']} (loads with weights_only=True; no --trust needed)"),
+        ("output", r["output"]),
+        ("loads", "with weights_only=True: no --trust needed"),
         ("from", f"{r['from']}, {r['weights']} weights"),
         ("model", _model(r)),
         ("classes", f"{len(names)} ({shown})"),
