@@ -83,16 +83,21 @@ class Conversion:
 def convert_yolov8(module: nn.Module) -> tuple[nn.Module, Conversion]:
     """An optkit yolo-det model (eval mode) with the weights of `module`, a YOLOv8 DetectionModel in
     float32; raises StructureError naming the first layer that does not map."""
+    import torch
+
     from optkit.models import create_model
 
     blocks = _blocks(module)
     state = module.state_dict()
     _check_strides(module, blocks)
     conversion = read_scale(state, act=_activation(blocks))
-    model = create_model(conversion.arch, num_classes=conversion.num_classes, **conversion.options)
-    mapped = mapped_state(state, model.state_dict(), blocks)
-    _check_modules(blocks, model)
-    _check_routing(blocks, model)
+    build = {"num_classes": conversion.num_classes, **conversion.options}
+    with torch.device("meta"):  # shapes and settings only: checked before any memory is taken
+        layout = create_model(conversion.arch, **build)
+    mapped = mapped_state(state, layout.state_dict(), blocks)
+    _check_modules(blocks, layout)
+    _check_routing(blocks, layout)
+    model = create_model(conversion.arch, **build)  # its tensors: the file's, no larger
     model.load_state_dict(mapped, strict=True)
     return model.eval(), conversion
 

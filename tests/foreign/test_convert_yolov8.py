@@ -255,3 +255,24 @@ def test_other_files_are_refused_in_one_line(cli, tmp_path, v8_code, code_dir):
         assert r.code == 1 and len(lines) == 1 and fragment in lines[0], (fragment, r.err)
         assert not (tmp_path / "out.pt").exists()
     assert "rerun with --trust" in cli("convert", best).err
+
+
+def test_an_absurd_width_is_refused_before_any_memory_is_taken(v8_code):
+    """model.1 with 8192 channels reads as width 64 and model.7 with 1024 as a cap of 16: a model of
+    1024 channels everywhere (about 200 M parameters, 0.8 GB). The layout built from what was read is
+    compared on the meta device, so the refusal comes before any of it is allocated."""
+    import resource
+
+    from optkit.foreign.convert_yolov8 import StructureError, convert_yolov8
+
+    model = yolov8(v8_code)
+    model.model[1].conv = torch.nn.Conv2d(8, 8192, 3, 2, 1, bias=False)
+    model.model[7].conv = torch.nn.Conv2d(32, 1024, 3, 2, 1, bias=False)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(StructureError) as refused:
+        convert_yolov8(model.float())
+    assert str(refused.value).startswith("layer model.0 (Conv) differs from YOLOv8's: the file has ")
+    assert "model.0.conv.weight [8, 3, 3, 3] where YOLOv8 has model.0.conv.weight [1024, 3, 3, 3]" in str(
+        refused.value
+    )
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
