@@ -112,7 +112,7 @@ def read_scale(state: dict, act: str = DEFAULT_ACT) -> Conversion:
     width = _out_channels(state, "model.1.conv.weight", 32) / 128  # model.1: 128 channels before scaling
     top = _out_channels(state, "model.7.conv.weight", 0)  # model.7: 1024 before the cap
     uncapped = _divisible(1024 * width)
-    cap = 1024 if top in (0, uncapped) else round(top / width)
+    cap = 1024 if top in (0, uncapped) else max(1, round(top / width))
     repeats = {i: _repeats(state, i) for i in C2F_ROWS}
     inferred = repeats[4] / C2F_ROWS[4] or SCALES["n"][0]  # no bottlenecks found: the n scale's
     depth = next((d for d, _, _ in SCALES.values() if _repeats_at(d) == repeats), inferred)
