@@ -10,12 +10,25 @@ from optkit.cli import options as o
 
 OnnxOutput = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Output .onnx file (default: <stem>.onnx beside the input)."),
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output .onnx file (default: <stem>.onnx beside the input); --format openvino: a folder "
+        "(default: <stem>_openvino/).",
+    ),
 ]
 
 
 def export(
     weights: Annotated[str, typer.Argument(help="An optkit .pt checkpoint.")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx, or openvino: an IR folder (.xml + .bin) converted from the checked ONNX graph and "
+            "checked against it (needs the openvino extra; INT8 as standard Q/DQ, run in int8 by OpenVINO).",
+        ),
+    ] = "onnx",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 11-20.")] = 17,
     dynamic: Annotated[
         bool, typer.Option("--dynamic", help="Free batch size and input height/width.")
@@ -106,6 +119,7 @@ def export(
         conf=conf,
         iou=iou,
         max_det=max_det,
+        format=format_,
     )
     result = run_export(request)
     emit_json(result) if json_out else print_export(result)

@@ -13,7 +13,7 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
     shape = "x".join(str(d) for d in r["input_shape"])
     rows = [
         ("output", r["output"]),
-        ("format", f"ONNX opset {r['opset']}, {_precision(r)}"),
+        ("format", f"{_container(r)}, {_precision(r)}"),
         ("input", f"images {shape}" + (" (dynamic batch, height, width)" if r["dynamic"] else "")),
         ("size", mb(r["bytes"])),
         ("graph", _graph(r)),
@@ -34,7 +34,31 @@ def export_rows(r: dict) -> list[tuple[str, str]]:
     rows.append(("metadata", ", ".join(meta) if meta else "none"))
     if r.get("int8"):
         rows += _int8_rows(r["int8"])
+    if r.get("format") == "openvino":
+        rows += _openvino_rows(r)
     return rows
+
+
+def _openvino_rows(r: dict) -> list[tuple[str, str]]:
+    """The IR: where, its size, its check against the ONNX graph, its int8 convolutions."""
+    ir = r["openvino"]
+    rows = [
+        ("OpenVINO IR", f"{ir['xml']} + .bin (the ONNX graph it came from, checked above, is not kept)"),
+        (
+            "IR vs ONNX",
+            f"max |Δ| {ir['max_abs']:.2g} ({ir['max_rel']:.3g} of the output scale, <= {ir['atol']:g}) on "
+            f"{', '.join(ir['inputs'])}; OpenVINO at f32",
+        ),
+    ]
+    if ir.get("convs"):
+        rows.append(("OpenVINO int8", f"{ir['int8_convs']}/{ir['convs']} convolutions run in 8 bits"))
+    return rows
+
+
+def _container(r: dict) -> str:
+    if r.get("format") == "openvino":
+        return f"OpenVINO IR, converted from ONNX opset {r['opset']}"
+    return f"ONNX opset {r['opset']}"
 
 
 def _precision(r: dict) -> str:

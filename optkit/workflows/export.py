@@ -27,7 +27,13 @@ from pathlib import Path
 
 from optkit.errors import ConfigError
 
+FORMATS = ("onnx", "openvino")
+# a quantized checkpoint's graph for OpenVINO: the tensorrt flavour is standard QuantizeLinear /
+# DequantizeLinear pairs, which OpenVINO reads and runs in int8 (the onnxruntime flavour may hold
+# com.microsoft ops that it cannot read)
+OPENVINO_INT8_TARGET = "tensorrt"
 PARITY_IMAGES = 256  # real images compared at most (--data)
+DEFAULT_IR_ATOL = 1e-4  # IR vs ONNX when the ONNX export ran no check (--no-check)
 NMS_IMAGES = 16  # builtin:shapes-det scenes the --nms check runs on without --data
 NMS_SEED = 0  # seeds those scenes
 BUILTIN_SCENES = "builtin:shapes-det scenes"  # what the report calls them
@@ -69,8 +75,17 @@ class ExportRequest:
     conf: float | None = None  # with nms: score threshold; None: predict's 0.25
     iou: float | None = None  # with nms: IoU threshold; None: 0.7
     max_det: int | None = None  # with nms: detections per image; None: 300
+    format: str = "onnx"  # onnx, or openvino: an IR folder converted from the checked ONNX graph
 
     def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format == "openvino" and self.nms:
+            raise ConfigError("--nms is not supported with --format openvino yet; export the IR without it")
+        if self.format == "openvino" and self.half:
+            raise ConfigError(
+                "--half writes an fp16 ONNX graph for CUDA; an OpenVINO IR keeps float32 weights"
+            )
         settings = (("--conf", self.conf), ("--iou", self.iou), ("--max-det", self.max_det))
         given = [flag for flag, value in settings if value is not None]
         if given and not self.nms:
@@ -115,12 +130,44 @@ def run_export(req: ExportRequest, progress=None) -> dict:
     from optkit.report.progress import Quiet
 
     progress = progress or Quiet()
+    if req.format == "openvino":
+        return _export_openvino(req, progress)
     with flags_worded():
         report = _export(req, progress)
     return {"source": req.weights, **report.as_dict()}
 
 
-def _export(req: ExportRequest, progress):
+def _export_openvino(req: ExportRequest, progress) -> dict:
+    """The ONNX export (checked against PyTorch) into a hidden file, then its IR (checked against it)
+    into the -o folder (optkit.stages.export_openvino); the ONNX file is removed either way."""
+    import dataclasses
+    import tempfile
+
+    from optkit.ovrt import openvino_module
+    from optkit.stages.export_openvino import onnx_to_ir
+
+    openvino_module()  # the extra missing: say so before any work
+    folder = ir_output(req.weights, req.output)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.onnx-", dir=folder.parent) as tmp:
+        onnx_req = dataclasses.replace(req, format="onnx", output=str(Path(tmp) / f"{folder.name}.onnx"))
+        with flags_worded():
+            report = _export(onnx_req, progress, keep_images=True, int8_default=OPENVINO_INT8_TARGET)
+        with progress.step(
+            f"converting to OpenVINO IR in {folder} (checked against the ONNX graph)", line=False
+        ):
+            ir = onnx_to_ir(
+                report.output,
+                folder,
+                report.atol or DEFAULT_IR_ATOL,
+                report.parity_images,
+                report.int8 is not None,
+            )
+    result = {"source": req.weights, **report.as_dict(), "format": "openvino", "openvino": ir.as_dict()}
+    result["output"], result["bytes"], result["size_mb"] = ir.folder, ir.bytes, ir.bytes / 1e6  # MB: 10^6
+    return result
+
+
+def _export(req: ExportRequest, progress, keep_images: bool = False, int8_default: str | None = None):
     from optkit.models.imgsz import check_imgsz
     from optkit.stages.export import export_checkpoint, half_device, preprocess_of
     from optkit.workflows.inputs import open_model
@@ -134,6 +181,10 @@ def _export(req: ExportRequest, progress):
     if req.nms:
         _check_nms_task(src)
     config = req.config()
+    if config.int8_target is None and int8_default and src.ckpt is not None:
+        from optkit.quant.quantizers import quantize_entry
+
+        config.int8_target = int8_default if quantize_entry(src.ckpt.transforms) else None
     config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     config.output_names = output_names_of(src.task)
     config.task = src.task
@@ -151,6 +202,8 @@ def _export(req: ExportRequest, progress):
         else:
             report = _export_module(src, target, config, images)  # a trusted foreign module or TorchScript
     report.images_source = source
+    if keep_images:
+        report.parity_images = images  # the IR is checked on them too
     return report
 
 
@@ -274,6 +327,25 @@ def _data_task(src):
             f"--data: {src.path} is a {src.task} model, and this optkit reads no {src.task} datasets to "
             "compare it on; export it without --data"
         ) from None
+
+
+def ir_output(source: str | Path, output: str | None) -> Path:
+    """The IR folder: `<stem>_openvino/` beside the source (as Ultralytics names it), or -o (a folder;
+    missing parents are created); an existing folder must be an earlier IR (it is replaced), checked
+    writable."""
+    from optkit.io import check_writable
+    from optkit.ovrt import is_ir
+    from optkit.workflows.outputs import DEFAULT_HINT
+
+    source = Path(source)
+    folder = Path(output) if output is not None else source.with_name(f"{source.stem}_openvino")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"-o {folder} is a file; --format openvino writes a folder (.xml + .bin)")
+    if folder.is_dir() and any(folder.iterdir()) and not is_ir(folder):
+        raise ConfigError(f"{folder} holds other files; give -o a new folder or an earlier OpenVINO export")
+    if output is not None:
+        return check_writable(folder, "-o", folder=True)
+    return check_writable(folder, folder=True, hint=DEFAULT_HINT)
 
 
 def onnx_output(source: str | Path, output: str | None) -> Path:

@@ -97,3 +97,28 @@ def learned_det(tmp_path_factory, det_data) -> Path:
     ckpt = checkpoint_from_model(model.eval(), NAMES, IMGSZ, task="detect", preprocess=dict(task.preprocess))
     ckpt.metrics = {m.key: metrics[m.key] for m in task.metrics}
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("det-learned") / "learned.pt")
+
+
+@pytest.fixture(scope="session")
+def int8_det(tmp_path_factory, det_data, learned_det) -> Path:
+    """learned_det quantized as ptq-calibrate does (fused, ModelOpt quantizers calibrated with max on the
+    train images, the onnxruntime ranges measured), saved as an optkit checkpoint."""
+    from optkit.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from optkit.quant.config import QuantConfig
+    from optkit.quant.ptq import calibrate_on, fused_for_quantization, onnx_ranges_of, quantized_checkpoint
+    from optkit.quant.quantizers import insert_quantizers
+    from optkit.tasks import get_task
+
+    task = get_task("detect")
+    data = task.resolve_data(str(det_data), log=lambda line: None, splits=("train",))
+    dataset = task.image_dataset(data, NAMES, IMGSZ, "train")
+    images, _ = task.collate([dataset[i] for i in range(len(dataset))])
+    calib = list(images.float().split(8))
+    ckpt = load_checkpoint(learned_det)
+    fused, fuse_entry = fused_for_quantization(build_model(ckpt).eval(), IMGSZ)
+    config = QuantConfig(method="max")
+    qmodel = insert_quantizers(fused, config)
+    calibrate_on(qmodel, config, calib)
+    ranges = onnx_ranges_of(qmodel, IMGSZ, calib, task.output_names)
+    new = quantized_checkpoint(ckpt, qmodel, config, ranges, fuse_entry)
+    return save_checkpoint(new, tmp_path_factory.mktemp("det-int8") / "det-int8.pt")

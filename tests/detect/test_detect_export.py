@@ -206,31 +206,6 @@ def test_nms_on_a_classifier_is_one_line_and_writes_nothing(cli, tmp_path):
 # --- INT8 -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def int8_det(tmp_path_factory, det_data, learned_det) -> Path:
-    """learned_det quantized as ptq-calibrate does (fused, ModelOpt quantizers calibrated with max on the
-    train images, the onnxruntime ranges measured), saved as an optkit checkpoint."""
-    from optkit.checkpoint import save_checkpoint
-    from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import calibrate_on, fused_for_quantization, onnx_ranges_of, quantized_checkpoint
-    from optkit.quant.quantizers import insert_quantizers
-    from optkit.tasks import get_task
-
-    task = get_task("detect")
-    data = task.resolve_data(str(det_data), log=lambda line: None, splits=("train",))
-    dataset = task.image_dataset(data, NAMES, IMGSZ, "train")
-    images, _ = task.collate([dataset[i] for i in range(len(dataset))])
-    calib = list(images.float().split(8))
-    ckpt = load_checkpoint(learned_det)
-    fused, fuse_entry = fused_for_quantization(build_model(ckpt).eval(), IMGSZ)
-    config = QuantConfig(method="max")
-    qmodel = insert_quantizers(fused, config)
-    calibrate_on(qmodel, config, calib)
-    ranges = onnx_ranges_of(qmodel, IMGSZ, calib, task.output_names)
-    new = quantized_checkpoint(ckpt, qmodel, config, ranges, fuse_entry)
-    return save_checkpoint(new, tmp_path_factory.mktemp("det-int8") / "det-int8.pt")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
 def test_int8_export_of_a_detector_with_nms(tmp_path, det_data, int8_det, target):

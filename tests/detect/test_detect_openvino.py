@@ -1,0 +1,65 @@
+"""`optkit export --format openvino` (issue 16) on detectors, fp32 and INT8: an IR folder checked against
+the ONNX graph, runnable by benchmark and profile, nothing written when it cannot be made."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("openvino", reason="the openvino extra (pip install 'optkit[openvino]')")
+
+from optkit.checkpoint import build_model, load_checkpoint  # noqa: E402
+from optkit.ovrt import OvModel  # noqa: E402
+
+IMGSZ = 64
+
+
+def test_fp32_ir_of_a_detector_matches_pytorch(cli, tmp_path, det_data, learned_det):
+    folder = tmp_path / "det_openvino"
+    result = cli("export", learned_det, "--format", "openvino", "-o", folder, "--data", det_data, "--json")
+    assert result.code == 0, result.err
+    r = result.json()
+    assert r["format"] == "openvino" and r["output"] == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["det_openvino.bin", "det_openvino.xml"]
+    assert not list(tmp_path.glob(".*"))  # no staging folder or ONNX file left behind
+    assert r["openvino"]["max_rel"] <= r["openvino"]["atol"]
+    x = torch.rand(2, 3, IMGSZ, IMGSZ)
+    model = build_model(load_checkpoint(learned_det)).eval()
+    with torch.no_grad():
+        expected = model(x)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+    got = OvModel(folder, precision="f32")(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert OvModel(folder).metadata["task"] == "detect"
+
+
+@pytest.mark.slow
+def test_int8_ir_of_a_detector_runs_its_convolutions_in_8_bits(cli, tmp_path, int8_det):
+    folder = tmp_path / "int8_openvino"
+    result = cli("export", int8_det, "--format", "openvino", "-o", folder, "--json")
+    assert result.code == 0, result.err
+    r = result.json()
+    assert r["int8"]["target"] == "tensorrt"  # standard Q/DQ pairs, which OpenVINO reads
+    ir = r["openvino"]
+    assert ir["convs"] and ir["int8_convs"] >= ir["convs"] // 2
+    bench = cli("benchmark", folder, "--rounds", "1", "--runs", "2", "--warmup", "1", "--json")
+    assert bench.code == 0, bench.err
+    assert bench.json()["rows"][0]["format"].startswith("openvino int8")
+
+
+def test_openvino_export_refusals_write_nothing(cli, tmp_path, learned_det):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused = cli("export", learned_det, "--format", "openvino", "-o", afile)
+    assert refused.code == 1 and "is a file" in refused.err and afile.read_text() == "x"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    refused = cli("export", learned_det, "--format", "openvino", "-o", other)
+    assert refused.code == 1 and "holds other files" in refused.err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    nms = cli("export", learned_det, "--format", "openvino", "--nms", "-o", tmp_path / "n")
+    assert nms.code == 1 and "--nms" in nms.err and not (tmp_path / "n").exists()
+    wrong = cli("export", learned_det, "--format", "tflite")
+    assert wrong.code == 1 and "--format must be one of onnx, openvino" in wrong.err
