@@ -11,9 +11,15 @@ from optkit.quant.config import QuantConfig
 
 
 def ptq_calibrate(
-    weights: Annotated[str, typer.Argument(help="A float optkit .pt checkpoint.")],
+    weights: Annotated[
+        str, typer.Argument(help="A float checkpoint: optkit's, or a YOLOv5 / Ultralytics one with --trust.")
+    ],
     data: Annotated[
-        str, typer.Option("--data", help="Calibration images (train split) and accuracy (val split).")
+        str,
+        typer.Option(
+            "--data",
+            help="Calibration images (train split; a detector's labels unused) and accuracy (val split).",
+        ),
     ],
     num_images: Annotated[int, typer.Option("--num-images", help="Calibration images.")] = 512,
     val_images: Annotated[
@@ -39,13 +45,17 @@ def ptq_calibrate(
     sensitivity_metric: Annotated[
         str,
         typer.Option(
-            "--sensitivity-metric", help="sqnr (label-free, fast) or top1 (one val pass per layer)."
+            "--sensitivity-metric",
+            help="sqnr (label-free, fast; a detector: the worse of boxes and scores) or fitness (val "
+            "top-1 / mAP50-95, one val pass per layer; top1 is the same).",
         ),
     ] = "sqnr",
     auto_skip: Annotated[
         float | None,
         typer.Option(
-            "--auto-skip", help="Keep the most sensitive layers float until top-1 drops <= DROP pp."
+            "--auto-skip",
+            help="Keep the most sensitive layers float until the fitness metric drops <= DROP points: "
+            "top-1 percentage points; mAP50-95 x 100 (0.5 = 0.005 mAP50-95).",
         ),
     ] = None,
     act: Annotated[
@@ -67,7 +77,8 @@ def ptq_calibrate(
     debug: o.Debug = False,
 ) -> None:
     """Insert INT8 quantizers (per-channel weights, per-tensor activations), calibrate them on --data,
-    and write <stem>-int8.pt; prints float vs INT8 top-1, top-1 agreement and output SQNR."""
+    and write <stem>-int8.pt; prints float vs INT8 top-1, top-1 agreement and output SQNR (a detector:
+    mAP50-95 and mAP50, the SQNR of boxes and of class scores; its post-processing stays float)."""
     from optkit.report.console import emit_json
     from optkit.report.progress import StepDisplay
     from optkit.report.quant import print_ptq

@@ -122,6 +122,10 @@ class Detect(nn.Module):
     # the final 1x1 convs: their output channels are the box and class layout (optkit.models.parts)
     output_layers = tuple(f"{kind}.{i}.2" for kind in ("box", "cls") for i in range(len(STRIDES)))
     class_layers = tuple(f"cls.{i}.2" for i in range(len(STRIDES)))  # what other classes re-initialise
+    # post-processing INT8 keeps float (optkit.quant.float_scope): its modules (the DFL decode), and the
+    # words for all that decode() computes after the output layers
+    float_layers = ("dfl",)
+    float_ops = "DFL decode, class sigmoid, box decode, final concat"
 
     def __init__(
         self,

@@ -37,6 +37,9 @@ class QuantConfig:
     percentile: float = 99.99  # for method "percentile": the |x| percentile kept unclipped
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     skip: list[str] = field(default_factory=list)  # module names kept in float
+    # modules whose every quantizer stays off whatever else is asked: a detector's post-processing (the
+    # DFL decode), chosen by optkit.quant.float_scope from what the model's head declares
+    float_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -5,8 +5,9 @@
 per tensor, both symmetric with scale = amax / 127 (ModelOpt's fake quant clamps to [-128, 127]).
 ModelOpt also adds `output_quantizer`s, which stay disabled.
 
-Checkpoints never pickle these modules: the transform entry records the QuantConfig and the shape of
-every enabled quantizer's `_amax`; `replay` inserts the same quantizers into a fresh architecture and
+Checkpoints never pickle these modules: the transform entry records the QuantConfig (with the modules kept
+float: a detector's post-processing, optkit.quant.float_scope) and the shape of every enabled quantizer's
+`_amax`; `replay` inserts the same quantizers into a fresh architecture and
 creates the `_amax` buffers so that the strict state_dict load fills them (docs/architecture.md, Checkpoints).
 
 ModelOpt is imported inside the functions: its import takes seconds (docs/architecture.md, Heavy imports).
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 KIND = "quantize"  # the checkpoint transform this module owns (optkit.transforms)
-VERSION = 1  # its entry layout: see transform_entry
+VERSION = 2  # its entry layout: see transform_entry (2: the config names `float_modules`)
 NUM_BITS = 8
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogram calibrator
 # entropy/mse try every SEARCH_STRIDE-th of the histogram's 2048 bins as the clipping point: ModelOpt's
@@ -68,13 +69,18 @@ def quantizable_layers(model: nn.Module) -> list[str]:
 def insert_quantizers(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Put un-calibrated INT8 quantizers into `model` (in place; returned for chaining).
 
-    Layers named in `config.skip` keep their quantizers disabled (they stay float). An unknown name is
-    an UnknownLayerError that lists the quantizable layers.
+    Layers named in `config.skip`, and every layer inside the modules of `config.float_modules`, keep
+    their quantizers disabled (they stay float). An unknown skip name is an UnknownLayerError that lists
+    the quantizable layers.
     """
     known = quantizable_layers(model)
     unknown = [s for s in config.skip if s not in known]
     if unknown:
         raise UnknownLayerError(unknown[0], known)
+    modules = dict(model.named_modules())
+    absent = [name for name in config.float_modules if name not in modules]
+    if absent:
+        raise QuantError(f"the model has no module {absent[0]} to keep float")
     if not known:
         raise QuantError("the model has no Conv or Linear layer to quantize")
     mtq = _modelopt()
@@ -100,6 +106,8 @@ def _modelopt_config(config: QuantConfig) -> dict:
     rules += [{"quantizer_name": "*", "parent_class": f"nn.{cls}", "enable": False} for cls in NOT_QUANTIZED]
     # ModelOpt matches quantizer names with fnmatch; the exact name of each skipped layer's quantizers
     rules += [{"quantizer_name": f"{name}.*_quantizer", "enable": False} for name in config.skip]
+    # and every quantizer anywhere inside a module kept float (e.g. `model.22.dfl.*`: its fixed conv)
+    rules += [{"quantizer_name": f"{name}.*", "enable": False} for name in config.float_modules]
     return {"quant_cfg": rules, "algorithm": None}  # None: insert only; optkit calibrates (below)
 
 
@@ -232,7 +240,15 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     return model
 
 
-register_transform(KIND, VERSION, replay)
+def upgrade(entry: dict, version: int) -> dict:
+    """A version-1 entry (written before `float_modules` existed) kept nothing float beyond `skip`."""
+    config = entry.get("config")
+    if isinstance(config, dict):  # anything else is refused by replay as malformed
+        config = {"float_modules": [], **config}
+    return {**entry, "version": VERSION, "config": config}
+
+
+register_transform(KIND, VERSION, replay, upgrade=upgrade)
 
 
 def onnx_ranges(entry: dict) -> dict[str, tuple[float, float]]:

@@ -7,53 +7,103 @@ from optkit.report.console import kv_table, mb, out, pct
 SENSITIVITY_ROWS = 15  # most sensitive layers shown (all are in --json)
 
 
+TOP1 = {"key": "top1", "label": "top-1", "percent": True}  # what a result without `shown` compared
+
+
 def print_ptq(r: dict) -> None:
+    """The summary; one row per compared metric (`shown`: a classifier's top-1; a detector's mAP50-95
+    and mAP50), the float post-processing of a detector's head in "kept float"."""
+    shown = r.get("shown") or [TOP1]
     rows = [
         ("output", r["output"]),
         ("quantized", f"{r['quantized_layers']} Conv/Linear layers, INT8 ({r['method']} calibration)"),
         ("calibration", f"{r['num_images']} images in {r['calibration_s']:.1f} s"),
-        ("top-1", f"float {pct(r['float_top1'])} -> INT8 {pct(r['int8_top1'])} ({_drop(r)})"),
-        ("fidelity", f"top-1 agreement {pct(r['top1_agreement'])}, output SQNR {r['sqnr_db']:.1f} dB"),
-        ("kept float", ", ".join(r["skipped"]) or "none"),
+        *((m["label"], _comparison(r, m)) for m in shown),
+        ("fidelity", _fidelity(r)),
+        ("kept float", _kept_float(r)),
         (
             "size",
             f"{mb(r['bytes_before'])} -> {mb(r['bytes_after'])} (fake-quant: weights stay fp32 until export)",
         ),
     ]
     if r.get("act"):
+        m = shown[0]
         rows.insert(
             3,
             (
                 "activation",
-                f"swapped to {r['act']}: float top-1 {pct(r['original_top1'])} -> "
-                f"{pct(r['float_top1'])} before quantization (qat recovers it)",
+                f"swapped to {r['act']}: float {m['label']} {_figure(r['original_' + m['key']], m)} -> "
+                f"{_figure(r['float_' + m['key']], m)} before quantization (qat recovers it)",
             ),
         )
     if r.get("auto_skipped") is not None:
-        rows.insert(6, ("auto-skip", ", ".join(r["auto_skipped"]) or "nothing needed"))
+        rows.insert(6 + len(shown) - 1, ("auto-skip", ", ".join(r["auto_skipped"]) or "nothing needed"))
     out().print(kv_table(f"optkit ptq-calibrate  {r['source']}", rows))
     if r.get("sensitivity"):
-        _print_sensitivity(r["sensitivity"])
+        _print_sensitivity(r["sensitivity"], shown[0])
 
 
-def _drop(r: dict) -> str:
-    if r["int8_top1"] is None:
-        return "not a classifier: compared by SQNR only"
-    return f"{(r['int8_top1'] - r['float_top1']) * 100:+.2f} pp"
+def _figure(value, metric: dict) -> str:
+    """A metric's value as the task shows it: a percentage (top-1) or a fraction (mAP, 4 decimals)."""
+    if value is None or metric["percent"]:
+        return pct(value)
+    return f"{value:.4f}"
 
 
-def _print_sensitivity(rows: list[dict]) -> None:
+def _comparison(r: dict, metric: dict) -> str:
+    """`float X -> INT8 Y (change)`: the change in percentage points (a percentage) or points
+    (hundredths of a fraction such as mAP: the unit of --auto-skip)."""
+    f, q = r[f"float_{metric['key']}"], r[f"int8_{metric['key']}"]
+    if q is None:
+        change = "no task of optkit scores this model: compared by SQNR only"
+    else:
+        change = f"{(q - f) * 100:+.2f} {'pp' if metric['percent'] else 'points'}"
+    return f"float {_figure(f, metric)} -> INT8 {_figure(q, metric)} ({change})"
+
+
+def _fidelity(r: dict) -> str:
+    """A detector's SQNR of boxes and of scores (no single answer per image to agree on); else the task's
+    top-1 agreement and the output SQNR."""
+    if r.get("top1_agreement") is None and "sqnr_boxes_db" in r:
+        return (
+            f"SQNR boxes {r['sqnr_boxes_db']:.1f} dB, class scores {r['sqnr_scores_db']:.1f} dB "
+            f"(decoded outputs; all outputs {r['sqnr_db']:.1f} dB)"
+        )
+    return f"top-1 agreement {pct(r['top1_agreement'])}, output SQNR {r['sqnr_db']:.1f} dB"
+
+
+def _kept_float(r: dict) -> str:
+    """The head's post-processing (a detector's) and the skipped layers; "none" when there are neither."""
+    skipped = ", ".join(r["skipped"])
+    scope = r.get("float_scope")
+    if not scope:
+        return skipped or "none"
+
+    def named(module: str) -> str:  # a module, with the Conv/Linear layers in it that stay float
+        inside = [layer for layer in scope["layers"] if layer.startswith(module + ".")]
+        return f"{module} with {', '.join(inside)}" if inside else module
+
+    text = f"post-processing of {scope['head']}: {scope['ops'] or 'its decode'}"
+    if scope["modules"]:
+        text += f" (modules: {', '.join(map(named, scope['modules']))})"
+    return text + (f"; layers: {skipped}" if skipped else "")
+
+
+def _print_sensitivity(rows: list[dict], metric: dict) -> None:
     from rich.table import Table
 
+    parts = [k for k in rows[0] if k.startswith("sqnr_") and k != "sqnr_db"]  # a detector's boxes, scores
     table = Table(title="Per-layer sensitivity (only that layer quantized; most sensitive first)")
     table.add_column("#", justify="right")
     table.add_column("layer")
     table.add_column("SQNR dB", justify="right")
-    table.add_column("top-1", justify="right")
+    for key in parts:
+        table.add_column(key.removeprefix("sqnr_").removesuffix("_db"), justify="right")
+    table.add_column(metric["label"], justify="right")
     for i, row in enumerate(rows[:SENSITIVITY_ROWS], 1):
-        sqnr = "-" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}"
-        top1 = "-" if row["top1"] is None else pct(row["top1"])
-        table.add_row(str(i), row["layer"], sqnr, top1)
+        sqnr = [("-" if row[k] is None else f"{row[k]:.1f}") for k in ("sqnr_db", *parts)]
+        value = row.get(metric["key"])
+        table.add_row(str(i), row["layer"], *sqnr, "-" if value is None else _figure(value, metric))
     if len(rows) > SENSITIVITY_ROWS:
         table.caption = f"{len(rows) - SENSITIVITY_ROWS} more in --json"
     out().print(table)

@@ -1,13 +1,17 @@
 """The `optkit ptq-calibrate` flow: fold BN, insert INT8 quantizers, calibrate, measure, write.
 
-1. The model's inference form is fused and ModelOpt quantizers go in (optkit.quant.ptq).
+1. The model's inference form is fused and ModelOpt quantizers go in (optkit.quant.ptq), except in the
+   head's post-processing (a detector's DFL decode, sigmoid, box decode, concat: optkit.quant.float_scope),
+   which stays float.
 2. They are calibrated on `num_images` images of the train split, as the model's task reads them for
-   validation (no augmentation), spread evenly over the split.
-3. Float and fake-quant INT8 are compared on the val split: the task's metrics of each (its fitness is
-   what the result calls `float_<key>` and `int8_<key>`, `top1` for a classifier), the task's label-free
-   agreement, and the SQNR of every output.
+   validation (no augmentation; a detector's labels are not read), spread evenly over the split.
+3. Float and fake-quant INT8 are compared on the val split: the metrics the task's fitness is made of
+   (`float_<key>`, `int8_<key>`: `top1` for a classifier; `map` (mAP50-95) and `map50` for a detector),
+   the task's label-free agreement, the SQNR of every output, and for a detector the SQNR of its decoded
+   boxes and of its class scores apart (`sqnr_boxes_db`, `sqnr_scores_db`).
 4. Optional: per-layer sensitivity, and `auto_skip` keeping the most sensitive layers in float until the
-   fitness drops no more than a budget, in percentage points.
+   task's fitness metric (`fitness_key`: top-1, mAP50-95) drops no more than a budget in points:
+   hundredths of the metric, i.e. percentage points of top-1, or 0.5 = 0.005 mAP50-95.
 5. The float ONNX graph is run on the calibration images for the onnxruntime flavour's ranges, and the
    checkpoint is written (a foreign file keeps its layout, with ModelOpt's save format beside it).
 
@@ -30,7 +34,9 @@ from optkit.quant.config import QuantConfig
 if TYPE_CHECKING:
     from optkit.tasks import Task
 
-SENSITIVITY_METRICS = ("sqnr", "top1")  # top1: the task's fitness (a classifier's val top-1)
+# fitness: the task's fitness metric on val (top-1, mAP50-95); top1 is its older name, kept for scripts
+SENSITIVITY_METRICS = ("sqnr", "fitness", "top1")
+MAX_DROP = 100.0  # --auto-skip: points of a metric in [0, 1]
 IMAGE_FOLDER_TASK = "classify"  # reads --data for a model whose task has no task object (see above)
 VAL_BATCH = 128  # images per batch of the val comparison (decoded once, run many times)
 # Calibrating on fewer images than this gets a warning. An activation's calibrated range is about the
@@ -58,7 +64,7 @@ class PtqRequest:
     quant: QuantConfig = field(default_factory=QuantConfig)
     sensitivity: bool = False
     sensitivity_metric: str = "sqnr"
-    auto_skip: float | None = None  # max fitness (top-1) drop in percentage points
+    auto_skip: float | None = None  # max drop of the task's fitness metric in points (see the module doc)
     act: str | None = None  # swap the architecture's activation (e.g. silu -> relu) before quantizing
     batch_size: int = 32
     output: str | None = None
@@ -75,16 +81,29 @@ class PtqRequest:
                 f"--sensitivity-metric must be one of {', '.join(SENSITIVITY_METRICS)}, "
                 f"got {self.sensitivity_metric!r}"
             )
-        if self.auto_skip is not None and not 0 <= self.auto_skip <= 100:
-            raise ConfigError(
-                f"--auto-skip takes a top-1 drop in percentage points in [0, 100], got {self.auto_skip}"
-            )
         CALIBRATION_BATCH.check("--batch-size", self.batch_size)
+        # --auto-skip's range is checked once the model's task (and so the budget's unit) is known
 
     @property
     def scores_layers(self) -> bool:
         """Sensitivity or auto-skip asks for the task's fitness (labels), not SQNR alone."""
-        return self.sensitivity_metric == "top1" or self.auto_skip is not None
+        return self.sensitivity_metric != "sqnr" or self.auto_skip is not None
+
+
+def _check_budget(req: PtqRequest, data: _Data) -> None:
+    """--auto-skip in [0, MAX_DROP], worded in the task's fitness metric and its unit."""
+    if req.auto_skip is not None and not 0 <= req.auto_skip <= MAX_DROP:
+        raise ConfigError(
+            f"--auto-skip takes a {data.label} drop in {data.budget_unit} in [0, {MAX_DROP:g}], "
+            f"got {req.auto_skip}"
+        )
+
+
+def _with_scope(quant: QuantConfig, scope) -> QuantConfig:
+    """`quant` keeping the head's post-processing (a FloatScope, or None) float."""
+    if scope is None:
+        return quant
+    return QuantConfig(**{**quant.as_dict(), "float_modules": list(scope.modules)})
 
 
 def _with_quantizers(fused, quant: QuantConfig):
@@ -101,6 +120,7 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     """`progress`: an optkit.report.progress display (default: quiet). Every input is checked (the
     file, the data, --act, --skip, ModelOpt installed) before the first step that prints a line."""
     from optkit.checkpoint import build_model, save_checkpoint
+    from optkit.quant.float_scope import float_scope
     from optkit.quant.ptq import (
         check_rebuilds,
         fused_for_quantization,
@@ -124,26 +144,32 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
         model_name=req.model_name,
     )
     data = _dataset(src, req)
+    _check_budget(req, data)
     result: dict = {"source": req.weights, "output": str(target), "method": req.quant.method, "act": req.act}
+    result["shown"] = [{"key": m.key, "label": m.label, "percent": m.percent} for m in data.shown]
     with progress.step("building the model and inserting INT8 quantizers (ModelOpt)", line=False):
         model, ckpt, original = _float_model(src, req)
         fused, fuse_transform = fused_for_quantization(model, src.imgsz, foreign=src.foreign is not None)
-        qmodel = _with_quantizers(fused, req.quant)
+        scope = float_scope(fused)
+        quant = _with_scope(req.quant, scope)
+        qmodel = _with_quantizers(fused, quant)
+    if scope is not None:
+        result["float_scope"] = scope.as_dict()
     images = _images(data, req, progress)
     result["num_images"] = sum(len(b) for b in images.calib)
     _warn_few_images(result, len(data.train), req, progress)
     if original is not None:
         with progress.step(f"{data.label} before --act {req.act} on {data.val_images} val images"):
-            result[f"original_{data.key}"] = data.fitness(build_model(original), images.val)
-    result["calibration_s"] = _calibrate(qmodel, req.quant, images.calib, progress)
+            result[f"original_{data.key}"] = data.score(build_model(original), images.val)
+    result["calibration_s"] = _calibrate(qmodel, quant, images.calib, progress)
     if req.sensitivity or req.auto_skip is not None:
         _sensitivity(qmodel, data, images, req, result, progress)
     with progress.step(f"comparing float and INT8 on {data.val_images} val images"):
         result.update(_compare(fused, qmodel, data, images))
     result["skipped"] = list(req.quant.skip) + result.get("auto_skipped", [])
-    final_config = QuantConfig(**{**req.quant.as_dict(), "skip": result["skipped"]})
+    final_config = QuantConfig(**{**quant.as_dict(), "skip": result["skipped"]})
     qmodel = with_config(fused, qmodel, final_config)
-    metrics = {k: result[k] for k in (f"float_{data.key}", f"int8_{data.key}", "top1_agreement", "sqnr_db")}
+    metrics = _lineage_metrics(result, data)
     if ckpt is None:
         _save_foreign(src, fused, qmodel, target, _args(req), metrics)
     else:
@@ -195,17 +221,47 @@ class _Data:
         return self.task.fitness_key
 
     @property
-    def label(self) -> str:
-        """The fitness metric's short label, e.g. "top-1"."""
-        return next((m.label for m in self.task.metrics if m.key == self.key), self.key)
+    def metric(self):
+        """The fitness metric (optkit.tasks.Metric): top-1 for a classifier, mAP50-95 for a detector."""
+        from optkit.tasks import Metric
 
-    def fitness(self, model, val: list) -> float | None:
-        """The task's fitness of `model` on the val batches; None when nothing scores the model."""
+        return next((m for m in self.task.metrics if m.key == self.key), Metric(self.key, self.key))
+
+    @property
+    def label(self) -> str:
+        """The fitness metric's short label, e.g. "top-1", "mAP50-95"."""
+        return self.metric.label
+
+    @property
+    def budget_unit(self) -> str:
+        """How a drop of the fitness metric is counted: hundredths of it, named as users know them."""
+        if self.metric.percent:
+            return "percentage points"
+        return f"points (hundredths of {self.label}: 0.5 = 0.005)"
+
+    @property
+    def shown(self) -> tuple:
+        """The metrics float and INT8 are compared on: those the task's fitness is made of, the fitness
+        metric first (top-1; mAP50-95 and mAP50)."""
+        return tuple(self.task.fitness_metrics)
+
+    def metrics(self, model, val: list) -> dict | None:
+        """The task's metrics of `model` on the val batches; None when nothing scores the model."""
         from optkit.quant.compare import task_metrics
 
         if self.scorer is None:
             return None
-        return self.scorer.fitness(task_metrics(model, val, self.scorer, self.num_classes))
+        return task_metrics(model, val, self.scorer, self.num_classes)
+
+    def score(self, model, val: list) -> float | None:
+        """The fitness metric of `model` on the val batches (what budgets are counted in); None when
+        nothing scores the model."""
+        metrics = self.metrics(model, val)
+        return None if metrics is None else float(metrics[self.key])
+
+    def read(self, output):
+        """A model's output as the scoring task reads it (a detector's [B, 4 + nc, N]); None without one."""
+        return None if self.scorer is None else self.scorer.read_outputs(output, self.num_classes)
 
 
 @dataclass
@@ -239,8 +295,9 @@ def _dataset(src, req: PtqRequest) -> _Data:
         check_classes(spec, src.names)
     elif req.scores_layers:
         raise ConfigError(
-            f"{req.weights} is a {src.task} model: top-1 (--sensitivity-metric top1, --auto-skip) "
-            "needs a classifier; the SQNR sensitivity works for any model"
+            f"{req.weights} is a {src.task} model, which optkit has no task to score: "
+            f"--sensitivity-metric {req.sensitivity_metric} and --auto-skip need a classifier or a "
+            "detector; the SQNR sensitivity works for any model"
         )
     names = list(src.names) if scorer is not None else list(spec.names)  # the folders to read
     pre = src.preprocess or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -335,24 +392,31 @@ def _calibrate(qmodel, config: QuantConfig, calib: list, progress) -> float:
 
 
 def _sensitivity(qmodel, data: _Data, images: _Images, req: PtqRequest, result: dict, progress) -> None:
-    """Per-layer sensitivity (SQNR on the first calibration images, or the task's fitness on the val
-    images), and with --auto-skip the layers kept float, measured in fitness percentage points."""
+    """Per-layer sensitivity (label-free SQNR on the first calibration images, a detector's by its worse
+    part, boxes or scores; or the task's fitness metric on the val images), and with --auto-skip the
+    layers kept float, most sensitive first, each revert checked by the fitness metric on val, until it
+    is within the budget (points, see the module doc)."""
     from optkit.quant.quantizers import quantization_off, quantized_layers
     from optkit.quant.sensitivity import auto_skip, first_images, sensitivity
 
     def fitness_of(model):
-        return data.fitness(model, images.val)
+        return data.score(model, images.val)
 
     t0 = time.perf_counter()
     layers = len(quantized_layers(qmodel))
-    with progress.step(f"per-layer sensitivity ({req.sensitivity_metric}) of {layers} layers"):
-        by_fitness = req.sensitivity_metric != "sqnr"
-        ranked = sensitivity(qmodel, first_images(images.calib), fitness_of if by_fitness else None)
+    by_fitness = req.sensitivity_metric != "sqnr"
+    metric = data.label if by_fitness else "sqnr"
+    with progress.step(f"per-layer sensitivity ({metric}) of {layers} layers"):
+        ranked = sensitivity(
+            qmodel, first_images(images.calib), fitness_of if by_fitness else None,
+            read=data.read if data.scorer is not None else None, num_classes=data.num_classes,
+        )  # fmt: skip
     result["sensitivity"] = [r.as_dict(data.key) for r in ranked]
     result["sensitivity_s"] = time.perf_counter() - t0
     if req.auto_skip is not None:
+        unit = "pp" if data.metric.percent else "points"
         with progress.step(
-            f"--auto-skip: keeping layers float until {data.label} drops <= {req.auto_skip} pp"
+            f"--auto-skip: keeping layers float until {data.label} drops <= {req.auto_skip:g} {unit}"
         ):
             with quantization_off(qmodel):
                 float_fitness = fitness_of(qmodel)
@@ -361,18 +425,25 @@ def _sensitivity(qmodel, data: _Data, images: _Images, req: PtqRequest, result: 
 
 
 def _compare(fused, qmodel, data: _Data, images: _Images) -> dict:
-    """Float vs INT8 on the val images: the task's fitness of each (None without a scoring task), the
-    task's agreement and the output SQNR."""
+    """Float vs INT8 on the val images: the metrics the task's fitness is made of, of each (None without
+    a scoring task), the task's agreement, the output SQNR and, for an output that splits (a detector's
+    boxes and scores), each part's SQNR."""
     from optkit.quant.compare import fidelity
 
     f = fidelity(fused, qmodel, [x for x, _ in images.val], data.scorer, data.num_classes)
-    return {
-        f"float_{data.key}": data.fitness(fused, images.val),
-        f"int8_{data.key}": data.fitness(qmodel, images.val),
-        "top1_agreement": f.agreement,
-        "sqnr_db": f.sqnr_db,
-        "val_images": f.images,
-    }
+    figures = {}
+    for name, model in (("float", fused), ("int8", qmodel)):
+        metrics = data.metrics(model, images.val) or {}
+        figures.update({f"{name}_{m.key}": metrics.get(m.key) for m in data.shown})
+    parts = {f"sqnr_{name}_db": v for name, v in f.parts_sqnr_db.items()}
+    return {**figures, "top1_agreement": f.agreement, "sqnr_db": f.sqnr_db, **parts, "val_images": f.images}
+
+
+def _lineage_metrics(result: dict, data: _Data) -> dict:
+    """The comparison's figures the output's lineage keeps: float and INT8 metrics, agreement, SQNR(s)."""
+    keys = [f"{stage}_{m.key}" for m in data.shown for stage in ("float", "int8")]
+    keys += ["top1_agreement", "sqnr_db", *(k for k in result if k.startswith("sqnr_") and k != "sqnr_db")]
+    return {k: result[k] for k in keys}
 
 
 def _args(req: PtqRequest) -> dict:
