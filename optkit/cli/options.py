@@ -82,3 +82,12 @@ Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CU
 Project = Annotated[str, typer.Option("--project", help="Parent folder of runs.")]
 Name = Annotated[str, typer.Option("--name", help="Run folder name (exp, exp2, ...).")]
 ExistOk = Annotated[bool, typer.Option("--exist-ok", help="Reuse project/name if it exists.")]
+
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="OpenVINO IR: inference precision of float layers (f32, bf16, f16); default: the CPU's (bf16 "
+        "where it has it).",
+    ),
+]

@@ -34,14 +34,7 @@ def profile(
             "--threads", help="Intra-op threads (torch / ONNX Runtime / OpenVINO); default: theirs."
         ),
     ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision",
-            help="OpenVINO IR: inference precision of float layers (f32, bf16, f16); default: the CPU's "
-            "(bf16 where it has it).",
-        ),
-    ] = None,
+    precision: o.Precision = None,
     device: o.Device = "",
     backward: Annotated[
         bool, typer.Option("--backward", help="Also time forward + backward (PyTorch).")

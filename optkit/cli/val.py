@@ -1,4 +1,5 @@
-"""`optkit val`: top-1 / top-5 / loss of a checkpoint on a dataset's val split."""
+"""`optkit val`: a model's metrics on a dataset's val split (top-1 / top-5 / loss of a classifier, P, R,
+mAP50, mAP50-95 of a detector): a checkpoint, an .onnx (ONNX Runtime) or an OpenVINO IR."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from optkit.cli import options as o
 
 def val(
     weights: Annotated[
-        str, typer.Argument(help="An optkit .pt checkpoint, or an .onnx from optkit export (ONNX Runtime).")
+        str,
+        typer.Argument(
+            help="An optkit .pt checkpoint, an .onnx from optkit export (ONNX Runtime) or an OpenVINO IR "
+            "folder / .xml from optkit export --format openvino."
+        ),
     ],
     data: o.ModelData = None,
     imgsz: o.Imgsz = None,
@@ -23,6 +28,7 @@ def val(
     workers: o.Workers = None,
     device: o.Device = "",
     threads: o.Threads = None,
+    precision: o.Precision = None,
     trust: o.Trust = False,
     code_dir: o.CodeDir = None,
     model_name: o.ModelName = None,
@@ -52,6 +58,7 @@ def val(
         iou=iou,
         max_det=max_det,
         skip_bad_labels=skip_bad_labels,
+        precision=precision,
     )
     with StepDisplay() as progress:
         result = run_val(request, progress=progress)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from optkit.errors import CheckpointError, ConfigError
 from optkit.limits import BATCH, MAX_DET, SCORE, options_named
 
+PRECISION_REFUSAL = "--precision sets OpenVINO's inference precision; it applies to an OpenVINO IR only"
 # the fields onnxrt's input-size refusal names -> the flags (--dynamic is export's: a graph for any size)
 ONNX_SIZE_FLAGS = {"imgsz": "--imgsz", "dynamic": "--dynamic"}
 
@@ -35,8 +36,16 @@ class ValRequest:
     iou: float | None = None  # detectors: NMS IoU threshold
     max_det: int | None = None  # detectors: detections kept per image
     skip_bad_labels: bool = False  # detectors: drop images with bad label rows
+    precision: str | None = None  # OpenVINO IR: INFERENCE_PRECISION_HINT; None: the CPU's default
 
     def __post_init__(self) -> None:
+        if self.precision is not None:
+            from optkit.ovrt import PRECISIONS
+
+            if self.precision not in PRECISIONS:
+                raise ConfigError(
+                    f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+                )
         BATCH.check("--batch-size", self.batch_size)  # the CLI's bound and words (optkit.limits)
         for flag, value, bounds in (("--conf", self.conf, SCORE), ("--iou", self.iou, SCORE),
                                     ("--max-det", self.max_det, MAX_DET)):  # fmt: skip
@@ -65,9 +74,16 @@ def run_val(req: ValRequest, progress=None) -> dict:
     <the task's metrics with "loss" and "images">, "seconds", "images_per_s", "task"}. `progress` is
     where a built-in dataset's generation (or the wait for it) is reported; val shows no other steps."""
     from optkit.formats import model_format
+    from optkit.ovrt import is_ir
     from optkit.report.progress import Quiet
 
     progress = progress or Quiet()
+    if is_ir(req.weights):
+        return _val_openvino(req, progress)
+    if req.precision is not None:
+        raise ConfigError(
+            "--precision sets OpenVINO's inference precision; it applies to an OpenVINO IR only"
+        )
     if model_format(req.weights) == "onnx":  # by content: a checkpoint renamed .onnx is still one
         return _val_onnx(req, progress)
     return _val_torch(req, progress)
@@ -96,19 +112,42 @@ def _val_torch(req: ValRequest, progress) -> dict:
 
 
 def _val_onnx(req: ValRequest, progress) -> dict:
-    """An .onnx from optkit export, on ONNX Runtime's CPU provider: class names, input size, task and
-    preprocessing come from the file's metadata."""
-    from optkit.errors import DeviceError
-    from optkit.measure.validate import check_classes, measure_on_val
-    from optkit.models.imgsz import check_imgsz
+    """An .onnx from optkit export, on ONNX Runtime's CPU provider."""
     from optkit.onnxrt import load_optkit_onnx
 
-    if req.device.strip().lower() not in ("", "auto", "cpu"):
-        raise DeviceError(
-            f"{req.weights} runs on ONNX Runtime's CPU provider; drop --device {req.device} or use cpu"
-        )
+    _cpu_only(req, "runs on ONNX Runtime's CPU provider")
     model, meta = load_optkit_onnx(req.weights)
-    task = task_to_measure(onnx_task(meta), req.weights, meta.get("arch") or "ONNX")
+    return _val_exported(req, progress, model, meta, "onnxruntime", "ONNX model")
+
+
+def _val_openvino(req: ValRequest, progress) -> dict:
+    """An OpenVINO IR from optkit export --format openvino, on the CPU; `runtime` names the precision
+    its float layers ran in (--precision, else the CPU's default: bf16 where the CPU has it)."""
+    from optkit.ovrt import IrFileError, OvModel
+
+    _cpu_only(req, "runs on OpenVINO's CPU plugin")
+    model = OvModel(req.weights, precision=req.precision)
+    names = model.metadata.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise IrFileError(f"{req.weights} was not exported by optkit (no class names in its rt_info)")
+    runtime = f"openvino ({model.runtime_precision()})"
+    return _val_exported(req, progress, model, model.metadata, runtime, "OpenVINO IR")
+
+
+def _cpu_only(req: ValRequest, what: str) -> None:
+    from optkit.errors import DeviceError
+
+    if req.device.strip().lower() not in ("", "auto", "cpu"):
+        raise DeviceError(f"{req.weights} {what}; drop --device {req.device} or use cpu")
+
+
+def _val_exported(req: ValRequest, progress, model, meta: dict, runtime: str, kind: str) -> dict:
+    """An exported model (OrtModel or OvModel): class names, input size, task and preprocessing come
+    from the file's metadata."""
+    from optkit.measure.validate import check_classes, measure_on_val
+    from optkit.models.imgsz import check_imgsz
+
+    task = task_to_measure(onnx_task(meta), req.weights, meta.get("arch") or kind)
     size = req.imgsz or meta.get("imgsz") or (model.fixed_size() or (None,))[0]
     if not isinstance(size, int):
         raise ConfigError(f"{req.weights} records no input size in its metadata; give --imgsz")
@@ -117,13 +156,13 @@ def _val_onnx(req: ValRequest, progress) -> dict:
         model.check_input_size(size)
     model, nms_facts = _with_graph_nms(model, meta, req)
     data = req.resolve(task, progress)
-    check_classes(data, meta["names"], "ONNX model")
+    check_classes(data, meta["names"], kind)
     pre = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
     result = measure_on_val(
         model, task, data, meta["names"], size, req.batch_size, req.workers, "cpu", pre,
         eval_options=req.eval_options(),
     )  # fmt: skip
-    facts = {"weights": str(req.weights), "data": req.data_for(task), "runtime": "onnxruntime"}
+    facts = {"weights": str(req.weights), "data": req.data_for(task), "runtime": runtime}
     return {**facts, **result, "task": task.name, **nms_facts}
 
 

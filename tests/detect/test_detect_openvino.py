@@ -63,3 +63,21 @@ def test_openvino_export_refusals_write_nothing(cli, tmp_path, learned_det):
     assert nms.code == 1 and "--nms" in nms.err and not (tmp_path / "n").exists()
     wrong = cli("export", learned_det, "--format", "tflite")
     assert wrong.code == 1 and "--format must be one of onnx, openvino" in wrong.err
+
+
+def test_val_of_the_ir_equals_val_of_the_onnx(cli, tmp_path, det_data, learned_det):
+    """The same detector as ONNX (ONNX Runtime) and as an IR (OpenVINO at f32): the same mAP; at the CPU's
+    default precision it runs too and says which precision it was."""
+    onnx, folder = tmp_path / "det.onnx", tmp_path / "det_openvino"
+    assert cli("export", learned_det, "-o", onnx).code == 0
+    assert cli("export", learned_det, "--format", "openvino", "-o", folder).code == 0
+    by_ort = cli("val", onnx, "--data", det_data, "--json")
+    by_ov = cli("val", folder, "--data", det_data, "--precision", "f32", "--json")
+    assert by_ort.code == 0 and by_ov.code == 0, by_ov.err
+    a, b = by_ort.json(), by_ov.json()
+    assert b["runtime"] == "openvino (f32)" and a["runtime"] == "onnxruntime"
+    assert a["map"] > 0.3 and abs(a["map"] - b["map"]) <= 0.002 and abs(a["map50"] - b["map50"]) <= 0.002
+    default = cli("val", folder / "det_openvino.xml", "--data", det_data, "--json")
+    assert default.code == 0 and default.json()["runtime"].startswith("openvino (")
+    refused = cli("val", onnx, "--data", det_data, "--precision", "f32")
+    assert refused.code == 1 and "OpenVINO IR only" in refused.err
