@@ -73,6 +73,15 @@ def _make_file(kind: str, folder: Path) -> Path:
         path.write_bytes(b"\x08\x07\x12\x06pytorch")
     elif kind == "onnx-two-inputs":  # an ONNX classifier with a second input optkit cannot feed
         path = _two_input_onnx(folder / "two.onnx")
+    elif kind == "ir-no-bin":  # an OpenVINO IR folder whose weights file is missing
+        path = folder / "model_openvino"
+        path.mkdir()
+        (path / "model_openvino.xml").write_text("<net/>")
+    elif kind == "ir-broken":  # an IR whose .xml is not OpenVINO's
+        path = folder / "broken_openvino"
+        path.mkdir()
+        (path / "broken_openvino.xml").write_text("not xml at all")
+        (path / "broken_openvino.bin").write_bytes(b"\0" * 8)
     else:
         raise ValueError(kind)
     return path
@@ -111,7 +120,11 @@ FILE_ROWS = {  # kind -> what the one line must say
     "onnx-for-pt": "ONNX",
     "onnx-named-pt": "ONNX",  # non-ONNX readers: "is an ONNX model"; ONNX readers: "not a valid ONNX model"
     "onnx-two-inputs": "2 inputs",
+    # (what an IR reader says, what the other commands say: a folder is no checkpoint)
+    "ir-no-bin": ("model_openvino.bin is missing", "directory"),
+    "ir-broken": ("OpenVINO cannot read it", "directory"),
 }
+IR_READERS = {"val", "profile", "benchmark"}  # take an OpenVINO IR folder too
 
 # how each command takes the file; {F} is the bad file, {D} the tiny dataset
 FILE_COMMANDS = {
@@ -248,6 +261,11 @@ OPTION_ROWS = [
     ("export", "opset", ["export", "{C}", "--opset", "5"], 1, "--opset", True),
     ("export", "silu-form", ["export", "{C}", "--silu-form", "fast"], 1, "--silu-form", True),
     ("export", "output-pt", ["export", "{C}", "-o", "out.pt"], 1, ".onnx", True),
+    ("export", "format-unknown", ["export", "{C}", "--format", "tflite"], 1, "--format must be one of", True),
+    ("export", "openvino-nms", ["export", "{C}", "--format", "openvino", "--nms"], 1, "--nms", True),
+    ("val", "precision-unknown", [*VAL, "--precision", "f64"], 1, "--precision must be one of", True),
+    ("val", "precision-not-ir", [*VAL, "--precision", "f32"], 1, "OpenVINO IR only", True),
+    ("profile", "precision-not-ir", [*PROFILE, "--precision", "f32"], 1, "OpenVINO IR only", True),
     ("export", "half-needs-cuda", ["export", "{C}", "--half"], 1, CUDA, True),
     ("export", "class-mismatch", ["export", "{C}", "--data", "{D2}"], 1, "classes", False),
     ("export", "data-no-images", ["export", "{C}", "--data", "{E}"], 1, "no images", False),
@@ -518,6 +536,8 @@ def test_bad_file(cli, tmp_path, workdir, shared, command, kind):
     bad = _make_file(kind, tmp_path)
     args = _expand(FILE_COMMANDS[command], {"{F}": bad, "{D}": workdir["{D}"]})
     expected = FILE_ROWS[kind]
+    if isinstance(expected, tuple):
+        expected = expected[0] if command in IR_READERS else expected[1]
     line = _assert_refused(cli, (tmp_path, shared["root"]), args, 1, expected)
     if kind == "foreign":
         assert "pickled Python objects" in line  # names the reason as well as the flag
