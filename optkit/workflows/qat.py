@@ -113,9 +113,9 @@ def _metrics_of(result: dict, stage: str, task) -> dict:
 
 
 def _fitness_text(task, value: float) -> str:
-    """ "96.50%" for a fitness that is a percentage metric (a classifier's top-1), else "0.6120"."""
+    """ "96.50%" for a fitness that is a percentage metric (a classifier's top-1), else "fitness 0.6120"."""
     metric = next((m for m in task.metrics if m.key == task.fitness_key), None)
-    return f"{value:.2%}" if metric and metric.percent and not task.fitness_label else f"{value:.4f}"
+    return f"{value:.2%}" if metric and metric.percent and not task.fitness_label else f"fitness {value:.4f}"
 
 
 def _float_and_ptq(ckpt, task, spec, workers: int | None, progress) -> dict:

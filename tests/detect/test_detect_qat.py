@@ -18,6 +18,8 @@ from optkit.tasks import get_task
 
 CALIBRATION_IMAGES = 16  # the whole tiny train split
 
+pytestmark = pytest.mark.slow  # every test here fine-tunes or builds a quantized detector
+
 
 def quantize_detector(src: Path, data: Path, out: Path) -> Path:
     """What ptq-calibrate does, in-process: fuse, INT8 quantizers (the DFL's fixed 1x1 conv kept float: it
