@@ -13,7 +13,7 @@ import pytest
 import torch
 from yolo_folders import NAMES
 
-from optkit.checkpoint import build_model, load_checkpoint, save_checkpoint
+from optkit.checkpoint import build_model, load_checkpoint
 from optkit.tasks import get_task
 
 CALIBRATION_IMAGES = 16  # the whole tiny train split
@@ -21,33 +21,18 @@ CALIBRATION_IMAGES = 16  # the whole tiny train split
 pytestmark = pytest.mark.slow  # every test here fine-tunes or builds a quantized detector
 
 
-def quantize_detector(src: Path, data: Path, out: Path) -> Path:
-    """What ptq-calibrate does, in-process: fuse, INT8 quantizers (the DFL's fixed 1x1 conv kept float: it
-    is post-processing), max calibration on the train images, the ONNX ranges, the checkpoint."""
-    from optkit.data.subset import evenly_spaced, image_batches
-    from optkit.quant.config import QuantConfig
-    from optkit.quant.ptq import calibrate_on, fused_for_quantization, onnx_ranges_of, quantized_checkpoint
-    from optkit.quant.quantizers import insert_quantizers, quantizable_layers
-
-    ckpt = load_checkpoint(src)
-    task = get_task("detect")
-    spec = task.resolve_data(str(data), splits=("train",))
-    images = task.image_dataset(spec, ckpt.names, ckpt.imgsz, "train")
-    batches = list(image_batches(images, evenly_spaced(len(images), CALIBRATION_IMAGES), 8))
-    fused, fuse_entry = fused_for_quantization(build_model(ckpt), ckpt.imgsz)
-    skip = [name for name in quantizable_layers(fused) if name.endswith("dfl.conv")]
-    config = QuantConfig(method="max", skip=skip)
-    qmodel = insert_quantizers(copy.deepcopy(fused), config)
-    calibrate_on(qmodel, config, batches)
-    ranges = onnx_ranges_of(qmodel, ckpt.imgsz, batches, tuple(task.output_names))
-    new = quantized_checkpoint(ckpt, qmodel, config, ranges, fuse_entry)
-    new.add_lineage("ptq-calibrate", {"num_images": CALIBRATION_IMAGES, "method": "max"}, {})
-    return save_checkpoint(new, out)
-
-
 @pytest.fixture(scope="module")
 def int8_det(tmp_path_factory, learned_det, det_data) -> Path:
-    return quantize_detector(learned_det, det_data, tmp_path_factory.mktemp("det-int8") / "int8.pt")
+    """ptq-calibrate's flow on the learned detector (max calibration on the whole tiny train split; the
+    head's post-processing float, its default)."""
+    from optkit.quant.config import QuantConfig
+    from optkit.workflows.ptq import PtqRequest, run_ptq
+
+    out = tmp_path_factory.mktemp("det-int8") / "int8.pt"
+    request = PtqRequest(str(learned_det), str(det_data), num_images=CALIBRATION_IMAGES,
+                         quant=QuantConfig(method="max"), output=str(out))  # fmt: skip
+    run_ptq(request)
+    return out
 
 
 def _table_row(text: str, first_cell: str) -> str:
