@@ -60,3 +60,21 @@ def cli(capsys):
 @pytest.fixture
 def two_class_data(tmp_path) -> Path:
     return write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=16, seed=1)
+
+
+@pytest.fixture
+def cli_process(tmp_path):
+    """Run `optkit ARGS...` as its own process (as a user does), for commands that load OpenVINO: its
+    threads, left in the test process, make a later test that signals itself crash (see the note in
+    tests/test_ovrt.py)."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "optkit", *[str(a) for a in args]],
+            capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        )  # fmt: skip
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run

@@ -16,6 +16,13 @@ openvino = pytest.importorskip("openvino", reason="the openvino extra (pip insta
 from optkit.ovrt import IrFileError, OvModel, find_ir, is_ir, openvino_module, read_ir, write_ir  # noqa: E402
 
 
+@pytest.fixture
+def cli(cli_process):
+    """OpenVINO commands run as processes of their own: OpenVINO's threads left in the test process made
+    a later test that sends itself SIGINT (tests/train/test_interrupt_latch.py) crash with SIGSEGV."""
+    return cli_process
+
+
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
     """A tiny classifier and a tiny detector exported by optkit (dynamic batch and size)."""
@@ -114,3 +121,4 @@ def test_profile_measures_an_ir_with_its_precision(onnx_file, tmp_path, cli):
     assert rows and any(row["gflops"] for row in rows if "Convolution" in row["type"])
     refused = cli("profile", str(onnx_file["test-det"]), "--precision", "f32")
     assert refused.code == 1 and "OpenVINO IR only" in refused.err
+

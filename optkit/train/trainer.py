@@ -374,7 +374,7 @@ class Trainer:
         try:
             with interrupt.latch() as self.ctrl_c:
                 for epoch in range(self.start_epoch, cfg.epochs):
-                    metrics, n_images, seconds = self._epoch(epoch, wdir)
+                    metrics, n_images, seconds = self._epoch_or_interruption(epoch, wdir)
                     self.ctrl_c.check()  # a Ctrl-C Python swallowed during the epoch's writes
                     images, train_seconds, last_epoch = images + n_images, train_seconds + seconds, epoch
                     if self.stopper.should_stop(epoch):
@@ -411,6 +411,20 @@ class Trainer:
             finished=stopped_early or last_epoch + 1 >= cfg.epochs,
             notes=self.notes,
         )
+
+    def _epoch_or_interruption(self, epoch: int, wdir: Path) -> tuple[dict, int, float]:
+        """_epoch; when a DataLoader worker died because the whole process group got SIGTERM or Ctrl-C
+        (`timeout`, a terminal), torch may report the dead worker before Python runs this process's
+        own signal handler: the interruption is what happened, so it is what is raised."""
+        try:
+            return self._epoch(epoch, wdir)
+        except RuntimeError as e:
+            if "DataLoader worker" not in str(e):
+                raise
+            for _ in range(10_000):  # bytecodes: Python runs a pending signal handler in one of them
+                pass
+            self.ctrl_c.check()  # raises the SIGTERM / Ctrl-C when one came
+            raise
 
     def _epoch(self, epoch: int, wdir: Path) -> tuple[dict, int, float]:
         """Train, validate, log and save one epoch; returns (val metrics, images trained, train seconds)."""
