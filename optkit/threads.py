@@ -8,6 +8,9 @@ waits for the slowest. Measured on this project's 2-core VM (`benchmarks/train.p
 
     libgomp default (300k spins)   632-652 / 73-79
     GOMP_SPINCOUNT=30000           644 / 127            <- optkit on a machine idle at start
+
+and with the choice made at start (session 8, `--contention --contention-rounds 2`): optkit's default
+517 / 389 img/s (busy 0.75x of idle, idle 0.94x of libgomp's default 551 / 157).
     GOMP_SPINCOUNT=3000            584-594 / 251-255
     GOMP_SPINCOUNT=1000            467 / 291
     OMP_WAIT_POLICY=PASSIVE        413-419 / 305-315
@@ -17,7 +20,7 @@ Spinning less helps a busy machine and costs idle speed (3,000 spins: 91-92% of 
 core is the steady choice where other work shares the cores (--threads 1 here: as fast idle as busy).
 
 Other processes that keep cores busy when a command starts are measured (CPU time over CONTENTION_SAMPLE_S,
-from /proc/stat): with at least half a core taken, torch gets one thread fewer per core taken and its
+from /proc/stat): with at least BUSY_CORE of a core taken, torch gets one thread fewer per core taken and its
 threads spin CONTENDED_SPIN_COUNT times; on an idle machine all cores, spinning IDLE_SPIN_COUNT times, which
 is as fast idle as libgomp's default and recovers sooner when contention starts later. A thread count
 changes the order of float sums, so runs with different counts are not bit-identical: the commands say when
@@ -40,8 +43,8 @@ from collections.abc import Callable, MutableMapping
 DATA_LOOP_COMMANDS = frozenset({"train", "val", "prune", "ptq-calibrate", "qat"})
 CONTENDED_SPIN_COUNT = "3000"  # spins before a waiting OpenMP thread sleeps (libgomp's default: 300000)
 IDLE_SPIN_COUNT = "30000"  # as fast as the default on an idle machine (table above)
-CONTENTION_SAMPLE_S = 0.1  # seconds of /proc/stat sampled at start
-BUSY_CORE = 0.5  # cores of other processes' CPU use from which one core counts as taken
+CONTENTION_SAMPLE_S = 0.2  # seconds of /proc/stat sampled at start (shorter ones caught passing bursts)
+BUSY_CORE = 0.75  # cores of other processes' CPU use from which one core counts as taken (a busy loop: 1.0)
 BUSY_ENV = "OPTKIT_OTHERS_BUSY_CORES"  # prepare_cpu_threading -> set_cpu_threads, in this process
 
 
