@@ -11,9 +11,10 @@ Which modules: the head block declares them when optkit built it (`float_layers`
 block, and `float_ops`, the words for the decode it runs itself; optkit.models.detect_blocks.Detect). A
 head optkit did not build (YOLOv5 / Ultralytics layout, `model.model[-1]`) is a detection head when it
 has `nc` and `stride` (the layout's attributes); its post-processing modules are its DFL modules (class
-`DFL`: the fixed conv), and `reg_max` tells an anchor-free (DFL) head from YOLOv5's anchored one. Only Conv/Linear layers ever get quantizers (optkit.quant.quantizers), so the
-sigmoid, decode and concat are float in the fake-quant model anyway; the scope is recorded in the
-quantize transform (`QuantConfig.float_modules`) so that replays and exports keep the same part float.
+`DFL`: the fixed conv), and `reg_max` tells an anchor-free (DFL) head from YOLOv5's anchored one. Only
+Conv/Linear layers ever get quantizers (optkit.quant.quantizers), so the sigmoid, decode and concat are
+float in the fake-quant model anyway; the scope is recorded in the quantize transform
+(`QuantConfig.float_modules`) so that replays and exports keep the same part float.
 """
 
 from __future__ import annotations
