@@ -699,7 +699,8 @@ def run_notes(optkit: dict, peer: dict | None, env: dict) -> list[str]:
         notes.append(
             f"load average {env['load_average_start']} at start: the machine was not idle, so the img/s "
             "figures are not comparable (under contention Ultralytics' threads spin at libgomp's default "
-            "and slow down far more than optkit's, which spin 3,000 times: optkit.threads)"
+            "and slow down far more than optkit's, which take a thread fewer and spin less when other "
+            "processes are busy at their start: optkit.threads)"
         )
     for where, val in optkit["val"].items():
         if not val["ok"]:
