@@ -226,11 +226,12 @@ def count_constants(model) -> int:
     total = 0
     for op in model.get_ops():
         if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in kinds:
-            total += int(_product(op.get_output_shape(0)))
+            total += int(numel(op.get_output_shape(0)))
     return total
 
 
-def _product(shape) -> int:
+def numel(shape) -> int:
+    """Elements of a tensor of `shape`."""
     n = 1
     for d in shape:
         n *= int(d)

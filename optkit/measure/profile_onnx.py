@@ -63,7 +63,33 @@ def _literal(text: str | None):
     return text
 
 
-class OnnxTarget:
+class SquareImageInput:
+    """What a target whose input is one (N, C, H, W) image batch answers from `self.dims` (None for a
+    dynamic dimension) and `self.path`: shared by the ONNX Runtime and OpenVINO targets."""
+
+    def fixed_side(self) -> int | None:
+        """The input side the graph fixes, or None when its height and width are dynamic."""
+        h, w = self.dims[2], self.dims[3]
+        if h is None and w is None:
+            return None
+        if h != w:
+            raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
+        return h
+
+    def check_batches(self, batches: list[int]) -> None:
+        fixed = self.dims[0]
+        wrong = [b for b in batches if fixed is not None and b != fixed]
+        if wrong:
+            raise ModelError(
+                f"{self.path} has a fixed batch size of {fixed} (export it with a dynamic batch axis); "
+                f"cannot run batch {wrong[0]}"
+            )
+
+    def input_shape(self, imgsz: int, batch: int) -> list[int]:
+        return [batch, self.dims[1] or 3, imgsz, imgsz]
+
+
+class OnnxTarget(SquareImageInput):
     backend = "onnxruntime"
     supports_backward = False  # a session only runs forward
     supports_per_layer = True  # ONNX Runtime's profiler times each node
@@ -142,27 +168,6 @@ class OnnxTarget:
     def default_imgsz(self) -> int | None:
         """The input side the metadata records (None: none recorded)."""
         return self.metadata["imgsz"]
-
-    def fixed_side(self) -> int | None:
-        """The input side the graph fixes, or None when its height and width are dynamic."""
-        h, w = self.dims[2], self.dims[3]
-        if h is None and w is None:
-            return None
-        if h != w:
-            raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
-        return h
-
-    def check_batches(self, batches: list[int]) -> None:
-        fixed = self.dims[0]
-        wrong = [b for b in batches if fixed is not None and b != fixed]
-        if wrong:
-            raise ModelError(
-                f"{self.path} has a fixed batch size of {fixed} (export it with a dynamic batch axis); "
-                f"cannot run batch {wrong[0]}"
-            )
-
-    def input_shape(self, imgsz: int, batch: int) -> list[int]:
-        return [batch, self.dims[1] or 3, imgsz, imgsz]
 
     def _feed(self, imgsz: int, batch: int) -> dict:
         import numpy as np

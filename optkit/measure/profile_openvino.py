@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from optkit.errors import ModelError
 from optkit.measure.latency import latency_stats, time_calls
+from optkit.measure.profile_onnx import SquareImageInput
+from optkit.ovrt import numel
 
 MAC_OPS = ("Convolution", "GroupConvolution", "MatMul")
 
 
-class OpenVinoTarget:
+class OpenVinoTarget(SquareImageInput):
     backend = "openvino"
     supports_backward = False
     supports_per_layer = True  # OpenVINO's performance counters time each executed node
@@ -70,26 +72,6 @@ class OpenVinoTarget:
     def default_imgsz(self) -> int | None:
         imgsz = self.metadata.get("imgsz")
         return imgsz if isinstance(imgsz, int) and imgsz > 0 else None
-
-    def fixed_side(self) -> int | None:
-        h, w = self.dims[2], self.dims[3]
-        if h is None and w is None:
-            return None
-        if h != w:
-            raise ModelError(f"{self.path} takes {h}x{w} inputs; optkit profile measures square inputs")
-        return h
-
-    def check_batches(self, batches: list[int]) -> None:
-        fixed = self.dims[0]
-        wrong = [b for b in batches if fixed is not None and b != fixed]
-        if wrong:
-            raise ModelError(
-                f"{self.path} has a fixed batch size of {fixed} (export it with a dynamic batch axis); "
-                f"cannot run batch {wrong[0]}"
-            )
-
-    def input_shape(self, imgsz: int, batch: int) -> list[int]:
-        return [batch, self.dims[1] or 3, imgsz, imgsz]
 
     # -- measurements --------------------------------------------------------------------------------
     def counts(self, imgsz: int, batch: int) -> dict:
@@ -180,21 +162,14 @@ def _macs(model) -> dict[str, int]:
         kind = op.get_type_name()
         if kind not in MAC_OPS:
             continue
-        out, name = _numel(op.get_output_shape(0)), op.get_friendly_name()
+        out, name = numel(op.get_output_shape(0)), op.get_friendly_name()
         weights = [int(d) for d in op.input(1).get_shape()]
         if kind == "Convolution":  # weights [Cout, Cin, kh, kw]: each output sums Cin * kh * kw products
-            counted[name] = out * _numel(weights[1:])
+            counted[name] = out * numel(weights[1:])
         elif kind == "GroupConvolution":  # weights [groups, Cout/g, Cin/g, kh, kw]
-            counted[name] = out * _numel(weights[2:])
+            counted[name] = out * numel(weights[2:])
         else:  # MatMul: each output sums over the shared dimension
             a = [int(d) for d in op.input(0).get_shape()]
             transpose_a = op.get_attributes().get("transpose_a", False)
             counted[name] = out * (a[-2] if transpose_a else a[-1])
     return counted
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
