@@ -57,6 +57,7 @@ COMMANDS = {
     "ptq-calibrate": "optkit.cli.ptq:ptq_calibrate",
     "qat": "optkit.cli.qat:qat",
     "convert": "optkit.cli.convert:convert",
+    "deploy": "optkit.cli.deploy:deploy",
 }
 
 

@@ -142,6 +142,7 @@ FILE_COMMANDS = {
     "qat": ["qat", "{F}", "--data", "{D}", "--epochs", "1", "--workers", "0"],
     "predict": ["predict", "{F}", "--source", "{D}"],  # {D}'s images, found recursively
     "convert": ["convert", "{F}"],
+    "deploy": ["deploy", "{F}", "--data", "{D}", "--max-drop", "1", "--workers", "0"],
 }
 # take ONNX files too (told by content, not by name)
 ONNX_READERS = {"val", "profile", "benchmark", "predict"}
@@ -180,6 +181,10 @@ PREDICT_ON = ["predict", "{CD}", "--source"]  # + images
 PREDICT = [*PREDICT_ON, "{D}"]
 PREDICT_SAVE = [*PREDICT, "--save", "--project"]  # + a folder
 CONVERT_TO = ["convert", "{C}", "--trust", "-o"]  # + an output path
+DEPLOY_DROP = ["deploy", "{C}", "--data", "{D}", "--workers", "0", "--max-drop"]  # + the budget
+DEPLOY = [*DEPLOY_DROP, "1"]
+DEPLOY_ON = ["deploy", "{C}", "--max-drop", "1", "--data"]  # + a dataset
+DEPLOY_DET = ["deploy", "{CD}", "--max-drop", "1", "--data"]
 
 # YOLO data.yaml problems (issue 14, part 1): (case id, placeholder, fragment), a row each for train and val
 DETECT_DATA = [
@@ -355,6 +360,24 @@ OPTION_ROWS = [
     ("convert", "output-onnx", [*CONVERT_TO, "out.onnx"], 1, "ONNX", True),
     ("convert", "output-under-a-file", [*CONVERT_TO, "{C}/x.pt"], 1, "cannot write -o", True),
     ("convert", "optkit-checkpoint", ["convert", "{CD}", "--trust"], 1, "nothing to convert", False),
+    # deploy (issue 17): the budget, the target, the search's options, outputs, data
+    ("deploy", "max-drop-negative", [*DEPLOY_DROP, "-1"], 1, "--max-drop", True),
+    ("deploy", "max-drop-above-100", [*DEPLOY_DROP, "101"], 1, "--max-drop", True),
+    ("deploy", "target-unknown", [*DEPLOY, "--target", "tensorrt"], 1, "--target must be one of", True),
+    ("deploy", "time-budget-words", [*DEPLOY, "--time-budget", "soon"], 1, "--time-budget", True),
+    ("deploy", "time-budget-0", [*DEPLOY, "--time-budget", "0m"], 1, "--time-budget", True),
+    ("deploy", "prune-1", [*DEPLOY, "--prune", "1"], 1, "--prune", True),
+    ("deploy", "prune-and-no-prune", [*DEPLOY, "--prune", "0.3", "--no-prune"], 1, "--no-prune", True),
+    ("deploy", "rounds-0", [*DEPLOY, "--rounds", "0"], 1, "--rounds", True),
+    ("deploy", "fraction-0", [*DEPLOY, "--fraction", "0"], 1, "--fraction", True),
+    ("deploy", "threads-0", [*DEPLOY, "--threads", "0"], 1, "--threads", True),
+    ("deploy", "output-pt", [*DEPLOY, "-o", "out.pt"], 1, ".onnx", True),
+    ("deploy", "output-under-a-file", [*DEPLOY, "-o", "{C}/x.onnx"], 1, "cannot write -o", True),
+    ("deploy", "work-under-a-file", [*DEPLOY, "--work", "{C}/w"], 1, "cannot write --work", True),
+    ("deploy", "imgsz-stride", [*DEPLOY, "--imgsz", "50"], 1, "stride 32", False),
+    ("deploy", "class-mismatch", [*DEPLOY_ON, "{D2}"], 1, "classes", False),
+    ("deploy", "data-no-images", [*DEPLOY_ON, "{E}"], 1, "no images", False),
+    ("deploy", "detector-on-class-folders", [*DEPLOY_DET, "{D}"], 1, "a detector reads a YOLO", False),
 ]
 
 

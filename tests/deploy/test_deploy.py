@@ -1,0 +1,154 @@
+"""`optkit deploy` (issue 17) on tiny real models: the search, its resume after a kill, an impossible
+budget, and the output file against a fresh `optkit val` of it (a classifier and a detector)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# small enough for a test: 16 calibration images, one timing round of two runs, no loader processes
+FAST = ["--num-images", "16", "--rounds", "1", "--runs", "2", "--warmup", "0", "--workers", "0",
+        "--batch-size", "16"]  # fmt: skip
+KILL_WAIT_S = 600  # the first candidate's JSON must appear within this (a loaded 2-core machine)
+
+
+def _args(weights, data, work: Path, out: Path, *extra) -> list[str]:
+    return [str(a) for a in ("deploy", weights, "--data", data, "--work", work, "-o", out, *FAST, *extra)]
+
+
+def _check_output(out: Path, result: dict, data, cli) -> dict:
+    """The output reloads (onnx checker, ONNX Runtime), records the search, and its recorded accuracy
+    is what a fresh `optkit val` of the file measures."""
+    import onnx
+
+    from optkit.onnxrt import load_optkit_onnx
+
+    onnx.checker.check_model(onnx.load(str(out)))
+    _, meta = load_optkit_onnx(out)
+    record = json.loads(meta["deploy"])
+    chosen = next(c for c in result["candidates"] if c["key"] == result["chosen"])
+    assert record["chosen"]["key"] == chosen["key"] and record["max_drop"] == result["max_drop"]
+    assert [c["key"] for c in record["candidates"]] == [c["key"] for c in result["candidates"][1:]]
+    val = cli("val", out, "--data", data, "--workers", "0", "--json")
+    assert val.code == 0, val.err
+    measured = val.json()
+    key = result["fitness_key"]
+    assert measured[key] == pytest.approx(record["chosen"]["fitness"], abs=1e-9)
+    assert measured[key] == pytest.approx(record["chosen"]["metrics"][key], abs=1e-9)
+    assert record["chosen"]["drop"] == pytest.approx((record["baseline"]["fitness"] - measured[key]) * 100)
+    return record
+
+
+def test_resume_after_kill_reuses_finished_candidates(tmp_path, cls_data, learned_cls, cli):
+    """A search killed (SIGKILL) once its first candidate is stored continues when run again: the stored
+    candidates are reused, not remeasured (their JSON and ONNX files untouched), the rest are made, and
+    the output written; latency is timed at 64 px (a free-size export) while accuracy is at 32 px."""
+    work, out = tmp_path / "work", tmp_path / "model.onnx"
+    args = _args(learned_cls, cls_data, work, out, "--max-drop", "100", "--no-prune", "--qat-epochs", "0",
+                 "--imgsz", "64")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "optkit", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    stored = work / "candidates"
+    deadline = time.monotonic() + KILL_WAIT_S
+    while not list(stored.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search ended before it could be killed"
+    finished = {p.stem: p.stat().st_mtime_ns for p in stored.glob("*.json")}
+    files = {key: (work / "files" / f"{key}.onnx").stat().st_mtime_ns for key in finished}
+    assert finished and not out.exists()
+
+    r = cli(*args, "--json")
+    assert r.code == 0, r.err
+    result = r.json()
+    reused = {c["key"] for c in result["candidates"] if c["reused"]}
+    assert reused == set(finished)
+    assert len(result["candidates"]) == 3  # fp32, then INT8 in both SiLU forms (test-tiny has SiLU)
+    assert [c["label"] for c in result["candidates"]] == ["fp32", "int8 (quickgelu)", "int8 (qlinear)"]
+    assert {p.stem: p.stat().st_mtime_ns for p in stored.glob("*.json") if p.stem in finished} == finished
+    assert {key: (work / "files" / f"{key}.onnx").stat().st_mtime_ns for key in finished} == files
+    assert "reused" in r.err  # the progress line of each reused candidate
+    assert result["latency_imgsz"] == 64 and result["imgsz"] == 32
+    assert all(c["status"] == "ok" and c["within"] for c in result["candidates"])
+    chosen = next(c for c in result["candidates"] if c["key"] == result["chosen"])
+    assert chosen["speedup"] == max(c["speedup"] for c in result["candidates"][1:])
+    _check_output(out, result, cls_data, cli)
+
+    again = cli(*args, "--json")  # a finished search, repeated: nothing is remeasured
+    assert again.code == 0 and all(c["reused"] for c in again.json()["candidates"])
+
+
+def test_impossible_budget_exits_1_names_the_closest_and_writes_nothing(
+    tmp_path, cls_data, int8_breaking_cls, cli
+):
+    """A classifier whose INT8 form loses accuracy (an activation outlier flattens its INT8 activations)
+    with --max-drop 0: no candidate is within the budget, so one error line names the closest candidate
+    and its drop, exit 1, and no output file."""
+    work, out = tmp_path / "work", tmp_path / "model.onnx"
+    args = _args(int8_breaking_cls, cls_data, work, out, "--max-drop", "0", "--no-prune", "--qat-epochs", "0")
+    r = cli(*args)
+    assert r.code == 1, r.err
+    errors = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.err
+    assert not out.exists() and not list(tmp_path.glob("*.onnx"))
+    record = json.loads((work / "candidates.json").read_text())
+    baseline, *tried = record["candidates"]
+    assert baseline["fitness"] == 1.0 and tried  # the float model is intact; INT8 was measured
+    assert all(c["status"] == "ok" and c["drop"] > 0 for c in tried)
+    closest = min(tried, key=lambda c: c["drop"])
+    assert f"closest is {closest['label']} (drop {closest['drop']:.2f} pp" in errors[0], errors[0]
+    assert record["chosen"] is None and record["output"] is None
+
+
+def test_detector_end_to_end(tmp_path, det_data, learned_det, cli):
+    """A tiny detector through the whole search: fp32, PTQ INT8 (post-processing float), then a 30%
+    structured prune with a 1-epoch fine-tune and PTQ; mAP50-95 of each exported file; the chosen file
+    and the work folder's table, CSV and Pareto plot."""
+    work, out = tmp_path / "work", tmp_path / "det.onnx"
+    args = _args(learned_det, det_data, work, out, "--max-drop", "100", "--prune", "0.3", "--finetune-epochs",
+                 "1", "--qat-epochs", "0", "--batch-size", "8")  # fmt: skip
+    r = cli(*args, "--json")
+    assert r.code == 0, r.err
+    result = r.json()
+    assert result["task"] == "detect" and result["fitness_key"] == "map"
+    labels = [c["label"] for c in result["candidates"]]
+    assert labels[0] == "fp32" and any(label.startswith("prune0.3+int8") for label in labels)
+    assert all(c["status"] == "ok" for c in result["candidates"])
+    assert result["candidates"][0]["fitness"] > 0.3  # the fitted detector finds its objects
+    _check_output(out, result, det_data, cli)
+    with open(work / "candidates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["key"] for row in rows] == [c["key"] for c in result["candidates"]]
+    assert (work / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for line in ("fp32: exporting", "prune0.3+int8 (quickgelu): removing 30% of the channels"):
+        assert line in r.err  # a progress line per candidate step
+
+
+def test_time_budget_stops_new_candidates(tmp_path, cls_data, learned_cls, cli):
+    """--time-budget spent by the baseline: no candidate starts, and with none measured the command
+    says so in its one error line and writes nothing."""
+    work, out = tmp_path / "work", tmp_path / "model.onnx"
+    args = _args(learned_cls, cls_data, work, out, "--max-drop", "1", "--no-prune", "--time-budget", "0.01s")
+    r = cli(*args)
+    assert r.code == 1
+    assert r.err.strip().splitlines()[-1].startswith("error: no candidate is within --max-drop 1")
+    record = json.loads((work / "candidates.json").read_text())
+    assert len(record["candidates"]) == 1 and record["out_of_time"] and not out.exists()
+
+
+def test_parse_duration():
+    from optkit.errors import ConfigError
+    from optkit.workflows.deploy import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "20m", "1.5h", None)] == [90, 90, 1200, 5400, None]
+    for bad in ("0", "-5m", "soon", "5d"):
+        with pytest.raises(ConfigError, match="--time-budget"):
+            parse_duration(bad)
