@@ -80,8 +80,6 @@ class ExportRequest:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.format == "openvino" and self.nms:
-            raise ConfigError("--nms is not supported with --format openvino yet; export the IR without it")
         if self.format == "openvino" and self.half:
             raise ConfigError(
                 "--half writes an fp16 ONNX graph for CUDA; an OpenVINO IR keeps float32 weights"
@@ -161,6 +159,7 @@ def _export_openvino(req: ExportRequest, progress) -> dict:
                 report.atol or DEFAULT_IR_ATOL,
                 report.parity_images,
                 report.int8 is not None,
+                report.images_source,
             )
     result = {"source": req.weights, **report.as_dict(), "format": "openvino", "openvino": ir.as_dict()}
     result["output"], result["bytes"], result["size_mb"] = ir.folder, ir.bytes, ir.bytes / 1e6  # MB: 10^6

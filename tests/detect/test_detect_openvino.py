@@ -65,8 +65,6 @@ def test_openvino_export_refusals_write_nothing(cli, tmp_path, learned_det):
     refused = cli("export", learned_det, "--format", "openvino", "-o", other)
     assert refused.code == 1 and "holds other files" in refused.err
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
-    nms = cli("export", learned_det, "--format", "openvino", "--nms", "-o", tmp_path / "n")
-    assert nms.code == 1 and "--nms" in nms.err and not (tmp_path / "n").exists()
     wrong = cli("export", learned_det, "--format", "tflite")
     assert wrong.code == 1 and "--format must be one of onnx, openvino" in wrong.err
 
@@ -87,3 +85,24 @@ def test_val_of_the_ir_equals_val_of_the_onnx(cli, tmp_path, det_data, learned_d
     assert default.code == 0 and default.json()["runtime"].startswith("openvino (")
     refused = cli("val", onnx, "--data", det_data, "--precision", "f32")
     assert refused.code == 1 and "OpenVINO IR only" in refused.err
+
+
+def test_ir_with_nms_in_its_graph_detects_as_the_onnx_file(cli, tmp_path, det_data, learned_det):
+    """`export --format openvino --nms`: OpenVINO converts the graph's ONNX NonMaxSuppression; the IR is
+    checked against the ONNX file detection by detection on the builtin scenes, and `val` of it (NMS in
+    its graph, read from its rt_info) gives the ONNX file's mAP."""
+    onnx, folder = tmp_path / "nms.onnx", tmp_path / "nms_openvino"
+    assert cli("export", learned_det, "--nms", "-o", onnx).code == 0
+    result = cli("export", learned_det, "--format", "openvino", "--nms", "-o", folder, "--json")
+    assert result.code == 0, result.err
+    r = result.json()
+    assert r["nms_check"]["matched"] == r["nms_check"]["detections"] > 0
+    ir = r["openvino"]
+    assert ir["max_rel"] <= ir["atol"]
+    assert any(i.startswith("builtin:shapes-det scenes") for i in ir["inputs"])
+    by_ort = cli("val", onnx, "--data", det_data, "--json")
+    by_ov = cli("val", folder, "--data", det_data, "--precision", "f32", "--json")
+    assert by_ort.code == 0 and by_ov.code == 0, by_ov.err
+    a, b = by_ort.json(), by_ov.json()
+    assert a["nms_in_graph"] == b["nms_in_graph"] and a["map"] > 0.3
+    assert abs(a["map"] - b["map"]) <= 0.002 and abs(a["map50"] - b["map50"]) <= 0.002
