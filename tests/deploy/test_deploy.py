@@ -47,12 +47,13 @@ def _check_output(out: Path, result: dict, data, cli) -> dict:
 
 
 def test_resume_after_kill_reuses_finished_candidates(tmp_path, cls_data, learned_cls, cli):
-    """A search killed (SIGKILL) once its first candidate is stored continues when run again: the stored
-    candidates are reused, not remeasured (their JSON and ONNX files untouched), the rest are made, and
-    the output written; latency is timed at 64 px (a free-size export) while accuracy is at 32 px."""
+    """A classifier's search (INT8, then a 30% structured prune with a 1-epoch fine-tune and INT8), killed
+    (SIGKILL) once its first candidate is stored, continues when run again: the stored candidates are
+    reused, not remeasured (their JSON and ONNX files untouched), the rest are made, and the output
+    written; latency is timed at 64 px (a free-size export) while accuracy is at 32 px."""
     work, out = tmp_path / "work", tmp_path / "model.onnx"
-    args = _args(learned_cls, cls_data, work, out, "--max-drop", "100", "--no-prune", "--qat-epochs", "0",
-                 "--imgsz", "64")  # fmt: skip
+    args = _args(learned_cls, cls_data, work, out, "--max-drop", "100", "--prune", "0.3", "--finetune-epochs",
+                 "1", "--qat-epochs", "0", "--imgsz", "64")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "optkit", *args], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     stored = work / "candidates"
@@ -71,11 +72,15 @@ def test_resume_after_kill_reuses_finished_candidates(tmp_path, cls_data, learne
     result = r.json()
     reused = {c["key"] for c in result["candidates"] if c["reused"]}
     assert reused == set(finished)
-    assert len(result["candidates"]) == 3  # fp32, then INT8 in both SiLU forms (test-tiny has SiLU)
-    assert [c["label"] for c in result["candidates"]] == ["fp32", "int8 (quickgelu)", "int8 (qlinear)"]
+    # fp32, then INT8 in both SiLU forms (test-tiny has SiLU); within the budget, so the pruned branch
+    assert [c["label"] for c in result["candidates"]] == [
+        "fp32", "int8 (quickgelu)", "int8 (qlinear)", "prune0.3+int8 (quickgelu)", "prune0.3+int8 (qlinear)"
+    ]  # fmt: skip
     assert {p.stem: p.stat().st_mtime_ns for p in stored.glob("*.json") if p.stem in finished} == finished
     assert {key: (work / "files" / f"{key}.onnx").stat().st_mtime_ns for key in finished} == files
     assert "reused" in r.err  # the progress line of each reused candidate
+    for step in ("removing 30% of the channels", "fine-tuning 1 epoch(s)"):
+        assert f"prune0.3+int8 (quickgelu): {step}" in r.err  # a line per step of the pruned branch
     assert result["latency_imgsz"] == 64 and result["imgsz"] == 32
     assert all(c["status"] == "ok" and c["within"] for c in result["candidates"])
     chosen = next(c for c in result["candidates"] if c["key"] == result["chosen"])
@@ -109,18 +114,18 @@ def test_impossible_budget_exits_1_names_the_closest_and_writes_nothing(
 
 
 def test_detector_end_to_end(tmp_path, det_data, learned_det, cli):
-    """A tiny detector through the whole search: fp32, PTQ INT8 (post-processing float), then a 30%
-    structured prune with a 1-epoch fine-tune and PTQ; mAP50-95 of each exported file; the chosen file
-    and the work folder's table, CSV and Pareto plot."""
+    """A tiny detector through the search: fp32, PTQ INT8 in both SiLU forms (post-processing float);
+    mAP50-95 of each exported file; the chosen file and the work folder's table, CSV and Pareto plot.
+    (The pruned branch is the classifier's test: the same flows, a detector's fine-tune is slower.)"""
     work, out = tmp_path / "work", tmp_path / "det.onnx"
-    args = _args(learned_det, det_data, work, out, "--max-drop", "100", "--prune", "0.3", "--finetune-epochs",
-                 "1", "--qat-epochs", "0", "--batch-size", "8")  # fmt: skip
+    args = _args(learned_det, det_data, work, out, "--max-drop", "100", "--no-prune", "--qat-epochs", "0",
+                 "--batch-size", "8")  # fmt: skip
     r = cli(*args, "--json")
     assert r.code == 0, r.err
     result = r.json()
     assert result["task"] == "detect" and result["fitness_key"] == "map"
     labels = [c["label"] for c in result["candidates"]]
-    assert labels[0] == "fp32" and any(label.startswith("prune0.3+int8") for label in labels)
+    assert labels == ["fp32", "int8 (quickgelu)", "int8 (qlinear)"]
     assert all(c["status"] == "ok" for c in result["candidates"])
     assert result["candidates"][0]["fitness"] > 0.3  # the fitted detector finds its objects
     _check_output(out, result, det_data, cli)
@@ -128,7 +133,11 @@ def test_detector_end_to_end(tmp_path, det_data, learned_det, cli):
         rows = list(csv.DictReader(f))
     assert [row["key"] for row in rows] == [c["key"] for c in result["candidates"]]
     assert (work / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for line in ("fp32: exporting", "prune0.3+int8 (quickgelu): removing 30% of the channels"):
+    for line in (
+        "fp32: exporting",
+        "int8 (quickgelu): PTQ INT8",
+        "int8 (qlinear): mAP50-95 of the ONNX file",
+    ):
         assert line in r.err  # a progress line per candidate step
 
 
