@@ -475,10 +475,12 @@ def bare_images_per_s(cfg, task, data, batches) -> float:
     import torch
 
     from optkit.models import create_model
+    from optkit.train.memory_format import training_memory_format
     from optkit.train.optim import accumulate_steps, build_optimizer
 
     torch.manual_seed(cfg.seed)  # the trainer's initial weights
-    model = create_model(cfg.model, num_classes=len(data.names)).train()
+    layout = training_memory_format(torch.device("cpu"))  # the trainer's (channels-last on the CPU)
+    model = create_model(cfg.model, num_classes=len(data.names)).train().to(memory_format=layout)
     optimizer = build_optimizer(model, cfg, cfg.batch_size)
     criterion = task.loss(cfg.task_options(), model)
     accumulate = accumulate_steps(cfg.batch_size)
@@ -486,7 +488,7 @@ def bare_images_per_s(cfg, task, data, batches) -> float:
     seen = 0
     t0 = time.perf_counter()
     for i, (images, targets) in enumerate(batches):
-        loss, _ = criterion(model(images), targets)
+        loss, _ = criterion(model(images.contiguous(memory_format=layout)), targets)
         (loss / accumulate).backward()
         if (i + 1) % accumulate == 0 or i + 1 == nb:
             optimizer.step()

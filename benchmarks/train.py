@@ -109,12 +109,15 @@ def bare_images_per_s(cfg: TrainConfig) -> float:
     from optkit.data import ImageFolder, TrainTransform, build_train_loader, resolve_data
     from optkit.device import select_device
     from optkit.models import create_model
+    from optkit.train.memory_format import training_memory_format
     from optkit.train.optim import build_optimizer
 
     device = select_device(cfg.device)
+    layout = training_memory_format(device)  # the trainer's (channels-last on the CPU)
     data = resolve_data(cfg.data)
     torch.manual_seed(cfg.seed)  # the same initial weights as the trainer's
-    model = create_model(cfg.model, num_classes=len(data.names), **cfg.model_options).to(device).train()
+    model = create_model(cfg.model, num_classes=len(data.names), **cfg.model_options).train()
+    model.to(device, memory_format=layout)
     dataset = ImageFolder(data.train_dir, TrainTransform(cfg.imgsz), classes=data.names, cache=cfg.cache)
     loader, sampler = build_train_loader(
         dataset, cfg.batch_size, cfg.workers, cfg.seed, fraction=cfg.fraction
@@ -126,7 +129,7 @@ def bare_images_per_s(cfg: TrainConfig) -> float:
     seen = 0
     t0 = time.perf_counter()
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, memory_format=layout), y.to(device)
         loss = criterion(model(x), y)
         optimizer.zero_grad()
         loss.backward()

@@ -382,8 +382,14 @@ def derived_checkpoint(ckpt: Checkpoint, model, transform: dict | None = None) -
 
 
 def state_dict_cpu(model) -> dict:
-    """A detached CPU copy of a model's state_dict (safe to keep while training goes on)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A detached, contiguous CPU copy of a model's state_dict (safe to keep while training goes on; the
+    same bytes whatever memory layout the model trained in: optkit.train.memory_format)."""
+    import torch
+
+    return {
+        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
 
 
 def to_plain(obj: Any) -> Any:

@@ -35,6 +35,7 @@ from optkit.models.imgsz import check_imgsz
 from optkit.tasks import get_task
 from optkit.train import distributed, interrupt, resume
 from optkit.train.config import MIN_BATCH_NORM_BATCH, TrainConfig, has_batch_norm, require_batch_norm_batch
+from optkit.train.memory_format import match_parameter_layout, training_memory_format
 from optkit.train.results import (
     carried_rows,
     columns,
@@ -137,7 +138,8 @@ class Trainer:
         self._build_loaders()
         self._plan_warmup()
         self._freeze(cfg.freeze)
-        self.model.to(self.device)
+        self.memory_format = training_memory_format(self.device)  # channels-last on the CPU
+        self.model.to(self.device, memory_format=self.memory_format)
         self.masks = self._sparsity_masks()
         # train_model is what runs forward/backward (DDP under torchrun); self.model stays the plain
         # module that is saved, averaged (EMA) and validated, so checkpoints have no `module.` prefix
@@ -329,6 +331,7 @@ class Trainer:
         self.start_epoch = 0
         if resume_ckpt is not None:
             self.optimizer.load_state_dict(resume_ckpt.optimizer)
+            match_parameter_layout(self.optimizer)
             self.ema.ema.load_state_dict(resume_ckpt.ema)
             self.ema.updates = resume_ckpt.updates
             if resume_ckpt.scaler:
@@ -489,7 +492,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(self.train_loader):
             set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(device, non_blocking=True)
             step = (i + 1) % self.accumulate == 0 or i + 1 == nb
             # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
