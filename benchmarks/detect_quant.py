@@ -35,6 +35,7 @@ Needs the benchmark extra for the peers: `.venv/bin/pip install -c constraints.t
         [--prune-epochs 8] [--rounds 7 --runs 10] [--weights best.pt --relu-weights relu.pt] [--skip-peers]
     smoke (not a benchmark): --epochs 1 --qat-epochs 1 --prune-epochs 1 --fraction 0.05 --rounds 1 --runs 2
         --latency-imgsz 128 --num-images 16
+    time again on a quiet machine: --work DIR --retime (files and accuracies from the run that made DIR)
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--relu-weights", type=Path, help="a trained yolo-det-n --act relu best.pt")
     p.add_argument("--skip-peers", action="store_true")
     p.add_argument("--work", type=Path, help="folder for the files (default: a temporary one)")
+    p.add_argument("--retime", action="store_true", help="time the files of an earlier run's --work again")
     return p.parse_args()
 
 
@@ -291,7 +293,9 @@ def paired(per_round: dict, slow: str, fast: str) -> float:
     return statistics.median(a / b for a, b in zip(per_round[slow], per_round[fast], strict=True))
 
 
-def latency(silu: dict[str, Path], relu: dict[str, Path], peers: dict[str, Path], args) -> dict:
+def latency(
+    silu: dict[str, Path], relu: dict[str, Path], peers: dict[str, Path], irs: dict[str, Path], args
+) -> dict:
     import numpy as np
 
     x = np.random.default_rng(0).random((1, 3, args.latency_imgsz, args.latency_imgsz), np.float32)
@@ -303,10 +307,16 @@ def latency(silu: dict[str, Path], relu: dict[str, Path], peers: dict[str, Path]
         runners["ov fp32 (default)"] = openvino_runner(silu["fp32"], x, None)
         runners["ov nncf int8"] = openvino_runner(peers["nncf"], x, None)
         runners["ov optkit ptq"] = _maybe_openvino(silu["ptq"], x)
+        runners |= {f"ov {k}": openvino_runner(_xml(p), x, None) for k, p in irs.items()}
         runners = {k: v for k, v in runners.items() if v is not None}
     err().print(f"timing {len(runners)} files at {args.latency_imgsz} px, {args.rounds} rounds ...")
     per_round = alternating(runners, args.rounds, args.runs, args.warmup)
     return {"per_round_ms": per_round, "median_ms": {k: statistics.median(v) for k, v in per_round.items()}}
+
+
+def _xml(ir: Path) -> Path:
+    """The .xml of an IR folder."""
+    return next(ir.glob("*.xml"))
 
 
 def _maybe_openvino(path: Path, x):
@@ -342,6 +352,13 @@ def rows(r: dict) -> list[tuple[str, str, str, str]]:
             ("optkit PTQ - NNCF mAP50-95", ptq - acc["nncf"]["map"], "ge", 0.0),
             ("ORT: peer INT8 / optkit INT8 latency", paired(lat, "ort peer int8", "ort ptq"), "ge", 1.0),
             ("OpenVINO NNCF / ORT optkit INT8 ms", paired(lat, "ov nncf int8", "ort ptq"), None, None),
+            (
+                "OpenVINO: NNCF INT8 / optkit INT8 IR ms",
+                paired(lat, "ov nncf int8", "ov optkit int8 ir"),
+                None,
+                None,
+            ),
+            ("optkit INT8 IR - NNCF mAP50-95", acc["optkit int8 ir"]["map"] - acc["nncf"]["map"], None, None),
         ]
     return [_row(*check) for check in checks]
 
@@ -407,12 +424,36 @@ def environment() -> str:
 
 
 def run(args, work: Path) -> dict:
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    env = environment()
+    """Everything but the timing (kept in work/facts.json, so --retime can time again on a quiet
+    machine), then the timing."""
+    facts_path = work / "facts.json"
+    if args.retime:
+        if not facts_path.is_file():
+            raise SystemExit(f"--retime needs {facts_path} from an earlier run with --work {work}")
+        facts = json.loads(facts_path.read_text())
+    else:
+        facts = measure_files(args, work)
+        atomic_write_text(facts_path, json.dumps(facts, indent=1) + "\n")
+    paths = {group: {k: Path(v) for k, v in files.items()} for group, files in facts["files"].items()}
+    timing = latency(paths["silu"], paths["relu"], paths["peers"], paths["openvino"], args)
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "env": environment(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **{k: v for k, v in facts.items() if k != "files"},
+        "latency": timing,
+    }
+
+
+def measure_files(args, work: Path) -> dict:
+    """Train (or take) the models, make every file, measure every accuracy: plain data."""
     silu_pt = trained(work, args, "silu", args.weights)
     relu_pt = trained(work, args, "relu", args.relu_weights)
     silu = optkit_files(work, silu_pt, "silu", args, qat=True)
     relu = optkit_files(work, relu_pt, "relu", args, qat=False)
+    ir = work / "silu-int8_openvino"  # optkit's INT8 as an OpenVINO IR (export --format openvino)
+    optkit("export", str(work / "silu-int8.pt"), "--format", "openvino", "-o", str(ir))
+    openvino_files = {"optkit int8 ir": ir}
     peers: dict[str, Path] = {}
     peer_facts: dict = {}
     if not args.skip_peers:
@@ -423,20 +464,17 @@ def run(args, work: Path) -> dict:
         peer_facts["num_images"] = len(images)
     accuracy = {f"silu {k}": val_map(p) for k, p in silu.items()}
     accuracy |= {f"relu {k}": val_map(p) for k, p in relu.items()}
+    accuracy["optkit int8 ir"] = val_map(ir)
     if peers:
         accuracy["ort peer"] = val_map(peers["ort"])
         accuracy["nncf"] = val_map(peers["nncf"])
-    prune = pruned(work, silu_pt, args)
-    timing = latency(silu, relu, peers, args)
+    files = {"silu": silu, "relu": relu, "peers": peers, "openvino": openvino_files}
     return {
-        "started": started,
-        "env": env,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "accuracy": accuracy,
-        "prune": prune,
-        "latency": timing,
+        "prune": pruned(work, silu_pt, args),
         "bytes": {k: p.stat().st_size for k, p in {**silu, **peers}.items()},
         "peers": peer_facts,
+        "files": {group: {k: str(p) for k, p in paths.items()} for group, paths in files.items()},
     }
 
 
@@ -451,6 +489,8 @@ def main() -> int:
                 "the peers need openvino and nncf: .venv/bin/pip install -c constraints.txt -e '.[bench]' "
                 "(or --skip-peers)"
             ) from None
+    if args.retime and not args.work:
+        raise SystemExit("--retime needs --work (the folder of an earlier run)")
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
         record = run(args, args.work)
