@@ -20,8 +20,10 @@ both SiLU forms (quickgelu, qlinear), and both are measured. The fp32 baseline i
 candidate: deploy ships an optimised file or says that none is within the budget.
 
 Resume: each candidate's measured result is `candidates/<key>.json` in the work folder, key = sha256 of
-the input file and of the candidate's configuration (with the data and the settings that change its
-file); every intermediate checkpoint is `steps/<key>.pt`, written atomically. A repeated or killed search
+the input file's sha256, the data, the chain of steps with the settings that change each step's file
+(prune ratio, fine-tune epochs, fraction; calibration images, float-kept budget; QAT epochs), the export
+target, SiLU form and latency size (not --max-drop: another budget reuses them); every intermediate
+checkpoint is `steps/<key>.pt`, written atomically. A repeated or killed search
 reuses them (`reused: true`). `time_budget_s` stops starting candidates once spent; Ctrl-C (or SIGTERM)
 ends the search and the best so far is returned (and written), `interrupted: true`.
 """
@@ -108,18 +110,6 @@ class DeployRequest:
             limits.THREADS.check("--threads", self.threads)
         if self.workers is not None:
             limits.WORKERS.check("--workers", self.workers)
-
-    def settings(self) -> dict:
-        """What changes a candidate's files and figures besides its configuration (part of its key)."""
-        return {
-            "data": self.data,
-            "target": self.target,
-            "imgsz": self.imgsz,
-            "finetune_epochs": self.finetune_epochs,
-            "qat_epochs": self.qat_epochs,
-            "fraction": self.fraction,
-            "num_images": self.num_images,
-        }
 
 
 def run_deploy(req: DeployRequest, progress=None) -> dict:

@@ -107,7 +107,7 @@ class Search:
         self.interrupted = False
         self.out_of_time = False
         self.t0 = time.monotonic()
-        self.settings = {"source_sha256": source.sha256, **req.settings()}
+        self.inputs = {"source_sha256": source.sha256, "data": req.data}  # in every key
 
     # ---- the search -------------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class Search:
     def candidate(self, config: dict) -> dict:
         """The candidate's result: its stored JSON when a search made it before (`reused`), else made,
         exported, measured and stored now."""
-        key = sha256_of({"config": config, **self.settings})[:KEY_CHARS]
+        key = sha256_of(self.candidate_key(config))[:KEY_CHARS]
         stored = self.src.work / "candidates" / f"{key}.json"
         label = candidate_label(config)
         if stored.is_file():
@@ -178,6 +178,14 @@ class Search:
             result["reused"] = False
         self.results.append(result)
         return result
+
+    def candidate_key(self, config: dict) -> dict:
+        """What a candidate's figures depend on: the input and data, the steps that make its checkpoint
+        (each with its own settings), how it is exported and the size it is timed at (not the budget:
+        a search with another --max-drop reuses it)."""
+        export = {"target": self.req.target, "silu": config.get("silu_form")}
+        export.update(imgsz=self.src.latency_imgsz, threads=self.req.threads)  # where it is timed
+        return {**self.inputs, "chain": self.chain_of(config), "export": export}
 
     def measure(self, key: str, label: str, config: dict) -> dict:
         t0 = time.monotonic()
@@ -262,28 +270,40 @@ class Search:
 
     # ---- intermediate checkpoints -----------------------------------------------------------------
 
+    def prune_chain(self, ratio: float) -> list[dict]:
+        if not ratio:
+            return []
+        req = self.req
+        return [
+            {"prune": ratio, "epochs": req.finetune_epochs, "fraction": req.fraction, "batch": req.batch_size}
+        ]
+
     def ptq_chain(self, ratio: float, skip_budget: float | None = None) -> list[dict]:
-        chain = [{"prune": ratio}] if ratio else []
-        return [*chain, {"ptq": "int8"} if skip_budget is None else {"ptq": "skip", "budget": skip_budget}]
+        ptq = {"ptq": "int8", "num_images": self.req.num_images}
+        if skip_budget is not None:
+            ptq.update(ptq="skip", budget=skip_budget)
+        return [*self.prune_chain(ratio), ptq]
 
     def chain_of(self, config: dict) -> list[dict]:
-        """The steps that make the candidate's checkpoint from the input (SiLU form: an export setting)."""
+        """The steps that make the candidate's checkpoint from the input, each with the settings that
+        change its file (the SiLU form is the export's)."""
         ratio, quant = config["prune"], config["quant"]
         if quant == "fp32":
-            return [{"prune": ratio}] if ratio else []
+            return self.prune_chain(ratio)
         if quant == "int8":
             return self.ptq_chain(ratio)
         if quant == "int8-skip":
             return self.ptq_chain(ratio, config["skip_budget"])
         start = self.ptq_chain(ratio, config.get("skip_budget") if config["from"] == "int8-skip" else None)
-        return [*start, {"qat": self.req.qat_epochs}]
+        req = self.req
+        return [*start, {"qat": req.qat_epochs, "fraction": req.fraction, "batch": req.batch_size}]
 
     def checkpoint_of(self, config: dict, label: str) -> Path:
         chain = self.chain_of(config)
         return self.step(chain, label) if chain else self.src.path
 
     def step_file(self, chain: list[dict]) -> Path:
-        key = sha256_of({"chain": chain, **self.settings})[:KEY_CHARS]
+        key = sha256_of({**self.inputs, "chain": chain})[:KEY_CHARS]
         return self.src.work / "steps" / f"{key}.pt"
 
     def step_facts(self, chain: list[dict]) -> dict | None:
