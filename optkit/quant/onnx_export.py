@@ -45,6 +45,7 @@ class Int8Plan:
     silu_form: str = "auto"  # onnxruntime: the int8 form of SiLU (optkit.quant.silu_form)
     parity: object = None  # onnxruntime: a silu_form.ParityCheck the SiLU form must pass (None: unchecked)
     float_tail: bool = False  # onnxruntime: no Q/DQ after the last quantized layers (qdq.build_qdq)
+    imgsz: int | None = None  # pixels: the export's input side, where silu_form auto times a dynamic graph
     report: dict = field(default_factory=dict)  # filled by rewrite()
 
     def rewrite(self, proto):
@@ -57,7 +58,7 @@ class Int8Plan:
             )
 
         if self.target == "onnxruntime":
-            qdq, report = silu_form.choose(build, self.silu_form, self.parity)
+            qdq, report = silu_form.choose(build, self.silu_form, self.parity, imgsz=self.imgsz)
         else:
             qdq, report = build(False)
         self.report = report.as_dict()
@@ -65,18 +66,24 @@ class Int8Plan:
 
 
 def int8_plan(
-    model: nn.Module, entry: dict, target: str, silu_form: str = "auto", float_tail: bool = False
+    model: nn.Module,
+    entry: dict,
+    target: str,
+    silu_form: str = "auto",
+    float_tail: bool = False,
+    imgsz: int | None = None,
 ) -> Int8Plan:
     """The plan for exporting fake-quant `model` (rebuilt from a checkpoint with quantize transform
     `entry`) as a `target` QDQ graph. `float_tail`: the post-processing after the last quantized layers
-    stays float (a detector's decode: optkit.stages.task_output.FLOAT_TAIL_TASKS)."""
+    stays float (a detector's decode: optkit.stages.task_output.FLOAT_TAIL_TASKS). `imgsz`: pixels, the
+    export's input side (Int8Plan.imgsz)."""
     from optkit.quant.quantizers import onnx_ranges, quantizers
 
     float_model = copy.deepcopy(model)
     for q in quantizers(float_model).values():
         q.disable()
     plan = Int8Plan(target, float_model, layer_quants(model), onnx_ranges(entry), silu_form)
-    plan.float_tail = float_tail
+    plan.float_tail, plan.imgsz = float_tail, imgsz
     return plan
 
 

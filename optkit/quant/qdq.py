@@ -37,7 +37,10 @@ than fp32). So here
   read NHWC, and the head's pool runs in NHWC on the int8 GEMM's float output;
 - the stem (the Conv reading the image: 3 input channels) stays float, with the fake-quant model's
   rounded weights and the image not quantized, when its output goes straight into a float op (SiLU as
-  QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen);
+  QuickGelu, HardSwish): faster there, slower for a ReLU stem (named in `float_layers` when chosen).
+  The image is still clipped to the stem quantizer's range, as the fake-quant model saturates it: a
+  detector's image quantizer holds 0..1 (amax ~0.99), and without the Clip a pixel beyond it went into
+  the stem unclipped (demo detector, random N(0, 1) inputs: scores 0.71 of their scale off, 0.078 with it);
 - float layers (skipped, stem) read float tensors, never a DequantizeLinear output: ONNX Runtime would
   otherwise quantize their weights itself (its WeightBiasQuantization pass) and run them in int8.
 benchmarks/silu_remedy.py measures these choices. The graph output (the logits) always stays float.
@@ -525,12 +528,14 @@ class _Graph:
 
     def keep_stem_float(self, nodes: dict[int, str], layers: dict, report: QdqReport) -> None:
         """Leave the Conv(s) reading the graph input in float (removed from `nodes`), with the weights
-        the fake-quant model uses (rounded to its int8 grid, stored as float)."""
+        the fake-quant model uses (rounded to its int8 grid, stored as float), reading the image clipped
+        where the fake-quant model's input quantizer clips it (clip_stem_input)."""
         import numpy as np
         from onnx import numpy_helper
 
         for i in [i for i in nodes if self.nodes[i].input[0] in self.input_names]:
             name = nodes.pop(i)
+            self.clip_stem_input(i, name, layers[name].input_amax)
             weight = self.nodes[i].input[1]
             w = numpy_helper.to_array(self.inits[weight]).astype(np.float32)
             scale = _weight_scale(layers[name].weight_amax)
@@ -539,6 +544,21 @@ class _Graph:
             self.inits[weight].CopyFrom(numpy_helper.from_array(rounded.astype(np.float32), weight))
             report.quantized_layers.remove(name)
             report.float_layers[name] = STEM_REASON
+
+    def clip_stem_input(self, i: int, name: str, amax: float) -> None:
+        """Node `i` (the float stem `name`) reads its input through Clip(-128, 127) * amax / 127: what the
+        fake-quant model's int8 input quantizer saturates to (its rounding is left out: at most half a
+        step, amax / 254, per pixel). One float pass over the image, the smallest activation."""
+        import numpy as np
+        from onnx import helper, numpy_helper
+
+        node = self.nodes[i]
+        x, step = node.input[0], max(amax, 1e-12) / 127
+        low, high, clipped = f"{name}.input_clip_min", f"{name}.input_clip_max", f"{name}.input_clipped"
+        self.new_inits.append(numpy_helper.from_array(np.array(-128 * step, np.float32), low))
+        self.new_inits.append(numpy_helper.from_array(np.array(127 * step, np.float32), high))
+        self.after.setdefault(x, []).append(helper.make_node("Clip", [x, low, high], [clipped], name=clipped))
+        node.input[0] = clipped
 
     def tail_tensors(self, nodes: dict[int, str]) -> set[str]:
         """The activations from which no quantized layer (`nodes`) is reached: what follows the last

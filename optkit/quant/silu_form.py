@@ -13,8 +13,8 @@ Which is faster depends on the CPU and on what else it is doing. Measured here, 
 qlinear 1.74x (2.44 ms), the float ops suffering most (both before the int8 GEMMs, which made the quickgelu
 form ~7% faster: 1.90 -> 1.76 ms side by side). Which is closer to the fake-quant model depends on the
 checkpoint: lightly trained yolo-cls-n (64 px, 1-3 epochs) quickgelu 0.001-0.006 of the output scale,
-qlinear 0.15-0.52 (0.25 allowed); test-tiny with BatchNorm statistics fitted to its images, seed 4:
-quickgelu 0.63, qlinear 0.15.
+qlinear 0.15-0.52 (0.25 allowed); test-tiny with BatchNorm statistics fitted to its images, seed 2:
+quickgelu 0.42, qlinear 0.17.
 
 `auto` (the default) decides in this order:
 1. parity, when the export is checked: both graphs are compared with the fake-quant model on the inputs
@@ -94,12 +94,14 @@ def choose(
     build: Callable[[bool], tuple],
     form: str,
     check: ParityCheck | None = None,
-    timer: Callable[[dict[str, bytes]], dict[str, list[float]]] | None = None,
+    timer: Callable[..., dict[str, list[float]]] | None = None,
+    imgsz: int | None = None,
 ):
     """(graph, report) of `build(silu_unit)` for the form asked (see the module docstring). The report gets
     silu_form, silu_count, silu_reason, and what was measured: silu_parity (form -> worst max |Δ| / output
     scale), silu_timing_ms (form -> median ms) and silu_qlinear_speedup (median paired ratio).
-    check: None skips the parity step (an unchecked export). timer: replaces `time_graphs`."""
+    check: None skips the parity step (an unchecked export). timer: replaces `time_graphs`. imgsz: pixels,
+    the side of the square image `auto` times the graphs on where their height and width are dynamic."""
     unit = build(True)
     count = unit[1].silu_units
     if count == 0:
@@ -108,7 +110,7 @@ def choose(
     if form != "quickgelu":
         forms["qlinear"] = Candidate("qlinear", *build(False))
     if form == "auto":
-        chosen = _auto(forms, check, timer or time_graphs)
+        chosen = _auto(forms, check, timer or time_graphs, imgsz)
     else:
         chosen = _fixed(forms[form], build, check)
     report = chosen.report
@@ -142,7 +144,7 @@ def _fixed(candidate: Candidate, build: Callable[[bool], tuple], check: ParityCh
     )
 
 
-def _auto(forms: dict[str, Candidate], check: ParityCheck | None, timer) -> Candidate:
+def _auto(forms: dict[str, Candidate], check: ParityCheck | None, timer, imgsz: int | None) -> Candidate:
     """Parity first, then speed with a margin; see the module docstring."""
     if check is not None:
         for c in forms.values():
@@ -158,7 +160,7 @@ def _auto(forms: dict[str, Candidate], check: ParityCheck | None, timer) -> Cand
             )
             return passing[0]
     graphs = {name: c.graph.SerializeToString() for name, c in forms.items()}
-    rounds = timer(graphs)
+    rounds = timer(graphs, imgsz)
     speedup = qlinear_speedup(rounds)
     chosen = forms["qlinear"] if speedup > 1 + MARGIN else forms[DEFAULT]
     report = chosen.report
@@ -226,26 +228,26 @@ def atol_to_admit(value: float) -> str:
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def time_graphs(graphs: dict[str, bytes]) -> dict[str, list[float]]:
+def time_graphs(graphs: dict[str, bytes], imgsz: int | None = None) -> dict[str, list[float]]:
     """{name: [median ms of one batch, per round]} for serialized ONNX graphs, timed in ROUNDS paired
     rounds: every graph once per round, in a fresh session (sessions alive side by side disturb each
-    other's threads on small machines), the order reversed every other round."""
+    other's threads on small machines), the order reversed every other round. imgsz: see _example."""
     times: dict[str, list[float]] = {name: [] for name in graphs}
     for r in range(ROUNDS):
         order = list(graphs) if r % 2 == 0 else list(reversed(graphs))
         for name in order:
-            times[name].append(_median_run_ms(graphs[name]))
+            times[name].append(_median_run_ms(graphs[name], imgsz))
     return times
 
 
-def _median_run_ms(graph: bytes) -> float:
+def _median_run_ms(graph: bytes, imgsz: int | None) -> float:
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
-    feed = {i.name: _example(i) for i in session.get_inputs()}
+    feed = {i.name: _example(i, imgsz) for i in session.get_inputs()}
     for _ in range(WARMUP):
         session.run(None, feed)
     runs = []
@@ -256,10 +258,12 @@ def _median_run_ms(graph: bytes) -> float:
     return float(np.median(runs))
 
 
-def _example(arg):
-    """Random input for a graph input: dynamic dims (names) become 1."""
+def _example(arg, imgsz: int | None = None):
+    """Random input for a graph input: a dynamic batch becomes 1, a dynamic height and width (dims 2 and 3
+    of an image) `imgsz` (a --dynamic export's own size: at 1x1 a detector's neck cannot concat its
+    upsampled maps, and a classifier would be timed on no work at all)."""
     import numpy as np
 
-    shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+    shape = [d if isinstance(d, int) else (imgsz or 1) if k >= 2 else 1 for k, d in enumerate(arg.shape)]
     dtype = np.float16 if arg.type == "tensor(float16)" else np.float32
     return np.random.default_rng(0).standard_normal(shape).astype(dtype)

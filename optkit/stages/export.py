@@ -408,7 +408,8 @@ def _export_int8(model, entry: dict, output, config: ExportConfig, metadata: dic
 
     target = check_target(config.int8_target) or default_target()
     config = replace(config, int8_target=target, atol=config.atol or ATOL_INT8[target])
-    plan = int8_plan(model, entry, target, config.silu_form, float_tail=config.task in FLOAT_TAIL_TASKS)
+    float_tail = config.task in FLOAT_TAIL_TASKS
+    plan = int8_plan(model, entry, target, config.silu_form, float_tail, imgsz=int(config.imgsz))
     if config.check:  # the SiLU form is chosen among graphs that pass the check the file will get
         images = _replayable(images)
         plan.parity = silu_parity_check(model, config, images)
