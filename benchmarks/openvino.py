@@ -255,7 +255,7 @@ def variant_files(work: Path, model: str, files: dict[str, Path], args) -> dict:
         try:
             write_ir(onnx, folder, onnx_metadata(onnx))
         except Exception as e:  # OpenVINO's converter: com.microsoft ops it has no translation for
-            done[form] = f"OpenVINO cannot convert it: {str(e).strip().splitlines()[0][:160]}"
+            done[form] = f"OpenVINO cannot convert it: {why_refused(e)}"
             continue
         files[f"variant ir {form}"] = folder
         done[form] = "ok"
@@ -307,8 +307,17 @@ def runners(files: dict[str, Path], x, variants: bool) -> tuple[dict, dict]:
             ready[label] = make()
         except Exception as e:  # OpenVINO cannot read the file (com.microsoft ops): RuntimeError or its own
             # conversion errors, which share no base class short of Exception
-            refused[label] = f"cannot read it: {str(e).strip().splitlines()[0][:160]}"
+            refused[label] = f"cannot read it: {why_refused(e)}"
     return ready, refused
+
+
+def why_refused(e: Exception) -> str:
+    """The line of OpenVINO's error that says why (the operations it has no conversion rule for); its
+    first lines only name source files."""
+    lines = [line.strip(" -") for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "No conversion rule" in line), lines[-1] if lines else repr(e))[
+        :200
+    ]
 
 
 def batch_timer(run):
@@ -439,7 +448,11 @@ def variant_lines(row: dict) -> list[str]:
     lines.append(f"- tensorrt flavour IR, f32 hint: {shown(VARIANT_F32)}")
     lines.append(f"- onnxruntime flavour file: {shown('ov optkit ort-flavour file')}")
     for form, state in row["variants"].items():
-        lines.append(f"- onnxruntime flavour, SiLU {form}, as IR: {shown(f'ov variant ir {form}', state)}")
+        accuracy = row["accuracy"].get(f"variant ir {form}", {}).get(row["metric"])
+        acc = "" if accuracy is None else f" / {row['metric']} {accuracy:.4f}"
+        lines.append(
+            f"- onnxruntime flavour, SiLU {form}, as IR: {shown(f'ov variant ir {form}', state)}{acc}"
+        )
     return lines
 
 
