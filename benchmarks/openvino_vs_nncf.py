@@ -39,9 +39,9 @@ none given the JSON and the table say the built-in set was used.
 
 Needs openvino and nncf (the bench extra: `.venv/bin/pip install -c constraints.txt -e '.[bench]'`).
 
-    .venv/bin/python benchmarks/openvino.py [--epochs 8] [--rounds 7 --runs 20] [--variants]
+    .venv/bin/python benchmarks/openvino_vs_nncf.py [--epochs 8] [--rounds 7 --runs 20] [--variants]
         [--weights resnet18=best.pt ...] [--data path/to/imagefolder] [--models resnet18,yolo-det-n]
-    .venv/bin/python benchmarks/openvino.py --smoke    # tiny sizes, 1 round: checks the script, times nothing
+    .venv/bin/python benchmarks/openvino_vs_nncf.py --smoke  # tiny sizes, 1 round: checks it, times nothing
 """
 
 from __future__ import annotations
@@ -55,19 +55,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file's name shadows the openvino package when its folder leads sys.path (as `python
-# benchmarks/openvino.py` puts it): the folder goes last, after site-packages, still finding its siblings.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
-
-from detect_quant import (  # noqa: E402
+from detect_quant import (
     calibration_images,
     nncf_quantize,
     openvino_runner,
     ort_quantize,
     ort_runner,
 )
-from quant import RANDOM_INIT_ATOL, git_state, optkit  # noqa: E402
+from quant import RANDOM_INIT_ATOL, git_state, optkit
 
 from optkit.io import atomic_write_text  # noqa: E402
 from optkit.report.console import err, out  # noqa: E402
@@ -430,7 +425,7 @@ def markdown(record: dict) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(record)]
     for row in record["rows"]:
         lines += variant_lines(row)
-    lines += ["", "How each figure is measured: the docstring of benchmarks/openvino.py."]
+    lines += ["", "How each figure is measured: the docstring of benchmarks/openvino_vs_nncf.py."]
     return "\n".join(lines) + "\n"
 
 
