@@ -191,7 +191,9 @@ def copy_metadata(source: Path, target: Path) -> None:
 
 def ort_quantize(fp32: Path, output: Path, images: list) -> float:
     """ONNX Runtime's static QDQ quantization (after its pre-processing: graph optimization; its symbolic
-    shape inference cannot follow the dynamic head, so it is skipped); seconds taken."""
+    shape inference cannot follow the dynamic head, so it is skipped), the post-processing kept float as
+    for NNCF (quantized with the rest, one uint8 grid for box pixels and class scores reads mAP 0);
+    seconds taken."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -207,9 +209,12 @@ def ort_quantize(fp32: Path, output: Path, images: list) -> float:
     t0 = time.perf_counter()
     pre = output.with_name(output.stem + "-pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # it cannot follow the dynamic head
+    import onnx
+
     quantize_static(
         str(pre), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=post_processing_nodes(onnx.load(str(pre))),
     )  # fmt: skip
     copy_metadata(fp32, output)
     return time.perf_counter() - t0
@@ -458,7 +463,7 @@ def measure_files(args, work: Path) -> dict:
     silu = optkit_files(work, silu_pt, "silu", args, qat=True)
     relu = optkit_files(work, relu_pt, "relu", args, qat=False)
     ir = work / "silu-int8_openvino"  # optkit's INT8 as an OpenVINO IR (export --format openvino)
-    optkit("export", str(work / "silu-int8.pt"), "--format", "openvino", "-o", str(ir))
+    optkit("export", str(work / "silu-int8.pt"), "--format", "openvino", "--dynamic", "-o", str(ir))
     openvino_files = {"optkit int8 ir": ir}
     peers: dict[str, Path] = {}
     peer_facts: dict = {}
