@@ -24,8 +24,6 @@ def write_outputs(result: dict, chosen: dict | None, output: Path) -> None:
     from optkit.pictures.pareto import plot_pareto
 
     work = Path(result["work"])
-    atomic_write_text(work / "candidates.json", json.dumps(result, indent=1, sort_keys=True, default=str))
-    atomic_write_text(work / "candidates.csv", candidates_csv(result["candidates"]))
     points = [r for r in result["candidates"] if r["status"] == "ok"]
     if points:
         result["plot"] = str(work / "pareto.png")
@@ -33,6 +31,9 @@ def write_outputs(result: dict, chosen: dict | None, output: Path) -> None:
     if chosen is not None:
         write_chosen(chosen, result, output)
         result["output"] = str(output)
+    # last, so that the record names the plot and the output written above
+    atomic_write_text(work / "candidates.csv", candidates_csv(result["candidates"]))
+    atomic_write_text(work / "candidates.json", json.dumps(result, indent=1, sort_keys=True, default=str))
 
 
 def candidates_csv(candidates: list[dict]) -> str:

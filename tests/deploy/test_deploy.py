@@ -173,6 +173,8 @@ def test_detector_end_to_end(tmp_path, det_data, learned_det, cli):
         rows = list(csv.DictReader(f))
     assert [row["key"] for row in rows] == [c["key"] for c in result["candidates"]]
     assert (work / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((work / "candidates.json").read_text())  # names what was written
+    assert record["output"] == str(out) and record["plot"] == str(work / "pareto.png")
     for line in (
         "fp32: exporting",
         "int8 (quickgelu): PTQ INT8",
