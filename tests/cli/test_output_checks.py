@@ -43,6 +43,10 @@ WRITERS = {
     ],
     "predict": [("project", ["predict", "{C}", "--source", "{D}", "--save", "--project", "{DIR}"])],
     "convert": [("output", ["convert", "{C}", "--trust", "-o", "{FILE}.pt"])],
+    "deploy": [
+        ("output", ["deploy", "{C}", "--data", "{D}", "--max-drop", "1", "-o", "{FILE}.onnx"]),
+        ("work", ["deploy", "{C}", "--data", "{D}", "--max-drop", "1", "--work", "{DIR}"]),
+    ],
     "benchmark": [
         ("csv", ["benchmark", "{C}", "--runs", "1", "--warmup", "0", "--csv", "{FILE}.csv"]),
         ("plot", ["benchmark", "{C}", "--runs", "1", "--warmup", "0", "--plot", "{FILE}.png"]),
