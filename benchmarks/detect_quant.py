@@ -32,7 +32,7 @@ Needs the benchmark extra for the peers: `.venv/bin/pip install -c constraints.t
 (openvino, nncf; --skip-peers runs without them).
 
     .venv/bin/python benchmarks/detect_quant.py [--imgsz 96] [--epochs 25] [--qat-epochs 3]
-        [--prune-epochs 8] [--rounds 7 --runs 10] [--weights best.pt --relu-weights relu.pt] [--skip-peers]
+        [--prune-epochs 15] [--rounds 7 --runs 10] [--weights best.pt --relu-weights relu.pt] [--skip-peers]
     smoke (not a benchmark): --epochs 1 --qat-epochs 1 --prune-epochs 1 --fraction 0.05 --rounds 1 --runs 2
         --latency-imgsz 128 --num-images 16
     time again on a quiet machine: --work DIR --retime (files and accuracies from the run that made DIR)
@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fraction", type=float, default=1.0, help="of the train split (smoke runs)")
     p.add_argument("--num-images", type=int, default=512, help="calibration images")
     p.add_argument("--qat-epochs", type=int, default=3)
-    p.add_argument("--prune-epochs", type=int, default=8)
+    p.add_argument("--prune-epochs", type=int, default=15, help="tuning after the prune")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
