@@ -90,6 +90,8 @@ FLOAT_COMPUTE_OPS = {"QuickGelu"}  # quantized around, but computed in float by 
 SAME_SCALE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Resize"}
 STEM_REASON = "stem (reads the image, feeds a float op): faster in float on ONNX Runtime CPU"
 SILU_MIN = -0.2785  # min of x * sigmoid(x), at x = -1.2785
+# ops whose every input is data (the others read their data at input 0: shapes, scales, bounds after it)
+ALL_DATA_INPUT_OPS = {"Concat", "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min"}
 RELU_OPS = {"Relu", "Clip"}  # removable when followed by QuantizeLinear with zero point 0
 
 
@@ -125,6 +127,10 @@ class QdqReport:
     silu_reason: str | None = None  # why silu_form was chosen (optkit.quant.silu_form.choose)
     unranged_tensors: list[str] = field(default_factory=list)  # would be quantized, but no range known
     float_tail_tensors: int = 0  # float_tail: tensors after the last quantized layers left float
+    float_fed_tensors: int = 0  # tensors left float because a float layer reads them (_Graph.float_fed)
+    # quantized layers writing float for a float layer after them: ONNX Runtime computes them in float
+    # from their int8-rounded input and weights, or as int8 GEMMs writing float (1x1, gemm_layers)
+    float_output_layers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -161,21 +167,28 @@ def build_qdq(
     nodes = graph.layer_nodes(layers, report)
     if target == "onnxruntime" and (float_stem if float_stem is not None else graph.stem_feeds_float(nodes)):
         graph.keep_stem_float(nodes, layers, report)
-    tail = graph.tail_tensors(nodes) if float_tail and target == "onnxruntime" else set()
-    report.float_tail_tensors = len(tail)
-    gemms = graph.float_output_gemms(nodes, tail) if target == "onnxruntime" else set()
-    if target == "tensorrt":
-        acts = _tensorrt_activations(graph, nodes, layers)
-    else:
-        acts = _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms, tail)
-    convs = {i: name for i, name in nodes.items() if i not in gemms}
-    graph.quantize_weights(convs, layers, acts if target == "onnxruntime" else None)
     # A float layer reading a DequantizeLinear output would be run in int8 anyway: ONNX Runtime's
     # WeightBiasQuantization quantizes a float Conv/Gemm weight (per tensor) when its input comes from
     # DequantizeLinear. So float layers read the float tensor, as in the fake-quant model.
     floats = {i for i, n in enumerate(graph.nodes) if n.op_type in LAYER_OPS and i not in nodes}
+    tail, fed, keep_float = set(), set(), set(floats)
+    if target == "onnxruntime":
+        tail = graph.tail_tensors(nodes) if float_tail else set()
+        fed, fed_nodes = graph.float_fed(floats)
+        keep_float |= fed_nodes
+    report.float_tail_tensors, report.float_fed_tensors = len(tail), len(fed)
+    gemms = graph.float_output_gemms(nodes, tail | fed) if target == "onnxruntime" else set()
+    report.float_output_layers = [name for i, name in nodes.items() if graph.nodes[i].output[0] in fed]
+    if target == "tensorrt":
+        acts = _tensorrt_activations(graph, nodes, layers)
+    else:
+        layer_inputs = {graph.nodes[i].input[0] for i in nodes}  # int8 readers keep their pair
+        unrounded = tail | (fed - layer_inputs)
+        acts = _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms, unrounded)
+    convs = {i: name for i, name in nodes.items() if i not in gemms}
+    graph.quantize_weights(convs, layers, acts if target == "onnxruntime" else None)
     gemm_inputs = {i: graph.nodes[i].input[0] for i in gemms}  # before the Q/DQ pairs rename them
-    report.quantized_tensors = graph.insert_activation_qdq(acts, keep_float=floats)
+    report.quantized_tensors = graph.insert_activation_qdq(acts, keep_float=keep_float)
     for i, x in gemm_inputs.items():
         graph.as_int8_gemm(i, x, nodes[i], layers[nodes[i]])
         report.gemm_layers.append(nodes[i])
@@ -572,6 +585,31 @@ class _Graph:
                     feeds_layer.get(o, False) for reader in readers for o in reader.output
                 )
         return {t for t, feeds in feeds_layer.items() if not feeds and self.is_activation(t)}
+
+    def float_fed(self, floats: set[int]) -> tuple[set[str], set[int]]:
+        """What the float layers `floats` (skipped or stem) read unrounded in the fake-quant model, which
+        rounds only quantized layers' inputs: each one's input and, back through the ops between, every
+        tensor up to the outputs of the layers before it. The onnxruntime flavour would round all of
+        them (conv outputs so that QLinearConv forms, Concat/Add/SiLU outputs); a float layer behind
+        them would then see a tensor on a grid it was never calibrated for, e.g. one spread by an outlier
+        channel that a skipped layer's own input quantizer was skipped to avoid. Returns (tensors, the
+        non-layer nodes between: they read float too). The layers before run int8 on their inputs and
+        write float (1x1: int8 GEMMs writing float, float_output_gemms)."""
+        tensors: set[str] = set()
+        between: set[int] = set()
+        index = {id(n): i for i, n in enumerate(self.nodes)}
+        todo = [self.nodes[i].input[0] for i in floats]
+        while todo:
+            t = todo.pop()
+            if t in tensors or not self.is_activation(t) or t in self.input_names:
+                continue
+            tensors.add(t)
+            producer = self.producer(t)
+            if producer.op_type in LAYER_OPS:
+                continue  # a layer's output: where the walk back stops
+            between.add(index[id(producer)])
+            todo.extend(producer.input if producer.op_type in ALL_DATA_INPUT_OPS else producer.input[:1])
+        return tensors, between
 
     def float_output_gemms(self, nodes: dict[int, str], tail: set[str] = frozenset()) -> set[int]:
         """The quantized 1x1 Convs (stride 1, no padding, one group) whose output only feeds ops ONNX

@@ -80,6 +80,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
         ),
         ("kept float", "; ".join(f"{name} ({why})" for name, why in q["float_layers"].items()) or "none"),
         *([("post-processing", _tail(q))] if q.get("float_tail_tensors") else []),
+        *([("float outputs", _float_outputs(q))] if q.get("float_output_layers") else []),
         *([("NHWC edges", _nhwc(q["nhwc_rewrites"]))] if q.get("nhwc_rewrites") else []),
         ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
         ("ORT int8 ops", _ops(cov["int8_ops"])),
@@ -98,6 +99,15 @@ def _tail(q: dict) -> str:
     return (
         f"float: {q['float_tail_tensors']} tensors after the last quantized layers (the decode; quantizing "
         "it costs accuracy and buys no speed)"
+    )
+
+
+def _float_outputs(q: dict) -> str:
+    """optkit.quant.qdq._Graph.float_fed: the layers whose outputs a float layer reads unrounded."""
+    names = q["float_output_layers"]
+    return (
+        f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''} write float: a float layer reads "
+        f"their output unrounded, as in the fake-quant model ({q['float_fed_tensors']} tensors without Q/DQ)"
     )
 
 

@@ -137,8 +137,9 @@ def test_impossible_budget_exits_1_names_the_closest_and_writes_nothing(
     assert record["chosen"] is None and record["output"] is None
 
     # a budget above 0 leaves room to back off: the same candidates are reused (the budget is not in
-    # their keys), then PTQ keeps the most sensitive layer float (the block that reads the outlier) and
-    # the exported files say whether that is within the budget
+    # their keys), then PTQ keeps the most sensitive layer float (the block that reads the outlier), and
+    # its exported files are as accurate as the float model: what that layer reads stays unrounded in
+    # them too (optkit.quant.qdq._Graph.float_fed), not only in the fake-quant model
     r = cli(
         *_args(int8_breaking_cls, cls_data, work, out, "--max-drop", "1", "--no-prune", "--qat-epochs", "0")
     )
@@ -148,8 +149,8 @@ def test_impossible_budget_exits_1_names_the_closest_and_writes_nothing(
     assert [c["label"] for c in backoff] == ["int8 float-skip (quickgelu)", "int8 float-skip (qlinear)"]
     skipped = [json.loads(p.read_text())["auto_skipped"] for p in (work / "steps").glob("*.json")]
     assert ["model.2.cv1.conv"] in skipped or ["model.2.cv2.conv"] in skipped, skipped
-    within = [c for c in backoff if c["status"] == "ok" and c["within"]]
-    assert r.code == (0 if within else 1) and out.exists() == bool(within), r.err
+    assert all(c["status"] == "ok" and c["within"] and c["drop"] == 0 for c in backoff), backoff
+    assert r.code == 0 and out.exists(), r.err
 
 
 @pytest.mark.slow

@@ -116,9 +116,14 @@ def test_onnxruntime_coverage_every_other_conv_is_qlinear(exported):
     path, report = files["onnxruntime"]
     coverage = report.int8["coverage"]
     layers = len(_conv_weights(onnx.load(path).graph))
-    floats = len(_float_stem(act)) + len(skip)
+    assert len(report.int8["quantized_layers"]) == layers - len(_float_stem(act)) - len(skip)
+    # a skipped layer reads the unrounded outputs of the layers before it (qdq._Graph.float_fed): those
+    # that are not 1x1 int8 GEMMs writing float run in float in ONNX Runtime, the price of the skip
+    before_skip = set(report.int8["float_output_layers"]) - set(report.int8["gemm_layers"])
+    assert bool(report.int8["float_output_layers"]) == bool(skip)
+    floats = len(_float_stem(act)) + len(skip) + len(before_skip)
     assert coverage["float_layers"] == floats
-    assert coverage["int8_layers"] == layers - floats == len(report.int8["quantized_layers"])
+    assert coverage["int8_layers"] == layers - floats
     gemms = len(report.int8["gemm_layers"])  # 1x1 Convs into a float op: int8 GEMMs with float output
     assert coverage["int8_ops"]["QLinearConv"] == layers - 1 - floats - gemms  # the head's Gemm: QGemm
     assert coverage["int8_ops"].get("MatMulIntegerToFloat", 0) == gemms
