@@ -168,9 +168,11 @@ def _export_openvino(req: ExportRequest, progress) -> dict:
 
 def _ir_atol(req: ExportRequest, report) -> float:
     """The IR check's tolerance (max |Δ| / output scale vs the ONNX file): --atol, else the ONNX check's.
-    An INT8 IR gets the onnxruntime flavour's (issue 16: the INT8 IR reproduces the fake-quant model
-    within it): OpenVINO's int8 kernels round differently from ONNX Runtime's, one step here and there
-    (resnet18, 8 epochs at 64 px, random inputs: 0.0218 of the scale, past the tensorrt flavour's 0.02)."""
+    An INT8 IR gets the onnxruntime flavour's, and so does the ONNX file it is converted from (_export),
+    as issue 16 asks (the INT8 IR reproduces the fake-quant model within it): OpenVINO's int8 kernels
+    round differently from ONNX Runtime's, and the tensorrt flavour's 0.02 (ties, int32 bias rounding)
+    is too tight off the calibration images (8 epochs at 64 px, random N(0, 1) inputs: resnet18's IR
+    0.0218 of the output scale from its ONNX, mobilenet-v2's ONNX 0.0313 from the fake-quant model)."""
     from optkit.quant.onnx_export import ATOL_INT8
 
     if req.atol is not None:
@@ -194,10 +196,14 @@ def _export(req: ExportRequest, progress, keep_images: bool = False, int8_defaul
     if req.nms:
         _check_nms_task(src)
     config = req.config()
-    if config.int8_target is None and int8_default and src.ckpt is not None:
+    if int8_default and src.ckpt is not None:  # an OpenVINO IR
+        from optkit.quant.onnx_export import ATOL_INT8
         from optkit.quant.quantizers import quantize_entry
 
-        config.int8_target = int8_default if quantize_entry(src.ckpt.transforms) else None
+        if quantize_entry(src.ckpt.transforms):
+            config.int8_target = config.int8_target or int8_default
+            if config.atol is None:  # the IR's tolerance (_ir_atol), for its ONNX file too
+                config.atol = ATOL_INT8["onnxruntime"]
     config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
     config.output_names = output_names_of(src.task)
     config.task = src.task
