@@ -490,44 +490,31 @@ class Trainer:
         warmup = self.warmup  # iterations (_plan_warmup)
         loss_sum, seen = torch.zeros(len(self.task.loss_names), dtype=torch.float64), 0
         self.optimizer.zero_grad(set_to_none=True)
-        with self._train_batches() as batches:
-            for i, (images, labels) in enumerate(batches):
-                set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
-                images = images.to(device, non_blocking=True, memory_format=self.memory_format)
-                labels = labels.to(device, non_blocking=True)
-                step = (i + 1) % self.accumulate == 0 or i + 1 == nb
-                # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
-                with self._gradient_sync(step), torch.autocast("cuda", enabled=self.amp):
-                    loss, items = self._loss(images, labels)
-                    self.scaler.scale(loss / self.accumulate).backward()
-                if step:
-                    self._optimizer_step()
-                loss_sum += items.detach().double().cpu() * len(images)
-                seen += len(images)
-                self.ctrl_c.check()
-                self._emit(
-                    "batch",
-                    epoch=epoch,
-                    i=i,
-                    nb=nb,
-                    loss=float(loss_sum.sum()) / seen,  # this rank's shard
-                    seen=seen * world,  # ranks take equal batches
-                    lr=self.optimizer.param_groups[0]["lr"],
-                )
+        for i, (images, labels) in enumerate(self.train_loader):
+            set_schedule(self.optimizer, cfg, epoch, i, nb, warmup)
+            images = images.to(device, non_blocking=True, memory_format=self.memory_format)
+            labels = labels.to(device, non_blocking=True)
+            step = (i + 1) % self.accumulate == 0 or i + 1 == nb
+            # DDP averages gradients over ranks in backward; accumulating micro-batches skip that
+            with self._gradient_sync(step), torch.autocast("cuda", enabled=self.amp):
+                loss, items = self._loss(images, labels)
+                self.scaler.scale(loss / self.accumulate).backward()
+            if step:
+                self._optimizer_step()
+            loss_sum += items.detach().double().cpu() * len(images)
+            seen += len(images)
+            self.ctrl_c.check()
+            self._emit(
+                "batch",
+                epoch=epoch,
+                i=i,
+                nb=nb,
+                loss=float(loss_sum.sum()) / seen,  # this rank's shard
+                seen=seen * world,  # ranks take equal batches
+                lr=self.optimizer.param_groups[0]["lr"],
+            )
         *loss_sum, seen = distributed.all_sum([*loss_sum.tolist(), seen], self.dist, device)
         return [value / max(seen, 1) for value in loss_sum], int(seen)
-
-    def _train_batches(self):
-        """A context holding the train loader's batches; without loader processes, read one batch ahead
-        by a thread (optkit.data.prefetch), so that decoding and augmenting overlap the step before, and
-        the thread stopped when the epoch ends or is interrupted."""
-        from contextlib import closing
-
-        if self.train_loader.num_workers > 0:
-            return nullcontext(self.train_loader)
-        from optkit.data.prefetch import prefetched
-
-        return closing(prefetched(self.train_loader))
 
     def _loss(self, images, labels):
         """(loss to back-propagate, its parts per image) of one batch (QAT's distillation adds to it:
