@@ -11,6 +11,7 @@ input pixels, class probabilities), the layout of Ultralytics' ONNX export.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from optkit.tasks.base import Metric, Task, register_task
@@ -75,7 +76,7 @@ class Detect(Task):
             fraction=fraction,
             rank=rank,
             world=world,
-            collate_fn=collate_detect,
+            collate_fn=partial(collate_detect, channels_last=True),  # the trainer's CPU layout
         )
 
     def val_loader(self, data, names, imgsz, batch, workers, preprocess=None):

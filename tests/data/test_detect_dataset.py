@@ -318,6 +318,20 @@ def test_collate_detect_shapes_and_batch_indices(rects, tmp_path):
     assert torch.equal(targets[0, 1:], batch[0][1][0]) and torch.equal(targets[1, 1:], batch[2][1][0])
 
 
+def test_channels_last_collate_gives_the_same_values_in_the_trainers_layout(rects):
+    """The train loader's collate: the same floats as the plain one, already in the channels-last layout
+    the trainer computes in on the CPU (so its conversion copies nothing)."""
+    paths, labels = rects
+    dataset = DetectDataset(paths, labels, S, augment=True, mosaic_epochs=1)
+    batch = [dataset[(i, 0, 0)] for i in range(3)]
+    plain, targets = collate_detect(batch)
+    fast, fast_targets = collate_detect(batch, channels_last=True)
+    assert torch.equal(fast, plain) and torch.equal(fast_targets, targets)
+    assert fast.dtype == torch.float32 and fast.is_contiguous(memory_format=torch.channels_last)
+    assert fast.to(memory_format=torch.channels_last).data_ptr() == fast.data_ptr()  # no copy
+    assert torch.equal(plain, torch.stack([image for image, _ in batch]).float().div_(255.0))
+
+
 def test_train_loader_batches_do_not_depend_on_workers(rects):
     paths, labels = rects
     dataset = DetectDataset(paths, labels, S, augment=True, mosaic_epochs=1, cache=True)
