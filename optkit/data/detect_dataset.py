@@ -147,8 +147,7 @@ def collate_detect(batch, channels_last: bool = False):
     divided by 255; float ones (ModelInputs') are in [0, 1] already. `channels_last` (the train loader:
     the layout the trainer computes in on the CPU, optkit.train.memory_format): uint8 images are stacked
     as [B, S, S, 3] and divided into a channels-last float tensor, so the trainer's layout conversion is
-    a no-op: one pass over the float batch instead of three (convert, divide, transpose), measured 0.83
-    -> see benchmarks/detect.py (e)."""
+    a no-op: one pass writes the float batch instead of three (convert, divide, re-layout)."""
     import torch
 
     images = [image for image, _ in batch]
