@@ -9,7 +9,7 @@ Models: resnet18 (ReLU), mobilenet-v2 (ReLU6) and yolo-cls-s (SiLU), latency at 
 2. `export --dynamic` (fp32 ONNX) and `export --format openvino --dynamic` (fp32 IR);
    `ptq-calibrate --num-images N`, then of its INT8 checkpoint `export --int8-target onnxruntime
    --dynamic` (optkit's ONNX Runtime file) and `export --format openvino --dynamic` (optkit's INT8 IR:
-   converted from the tensorrt flavour's standard Q/DQ pairs);
+   converted from the Q/DQ flavour optkit.workflows.export.openvino_int8_target chooses);
 3. peers on the same fp32 ONNX, calibrated on the images ptq-calibrate calibrates on (the train split,
    validation transforms, N spread evenly):
    - ONNX Runtime `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, MinMax),
@@ -27,9 +27,9 @@ Models: resnet18 (ReLU), mobilenet-v2 (ReLU6) and yolo-cls-s (SiLU), latency at 
 
 Targets (issue 16): optkit's INT8 IR at least as fast as NNCF's INT8 on OpenVINO, and at least as accurate.
 
-`--variants` also measures the Q/DQ placement of the OpenVINO INT8 flavour (for the lead's idle-machine
-run, which decides OPENVINO_INT8_TARGET in optkit/workflows/export.py by measurement): the IR converted
-from the tensorrt flavour (symmetric int8, Q/DQ at each quantized layer's inputs; SiLU as float
+`--variants` also measures the Q/DQ placement of the OpenVINO INT8 flavour (the idle-machine run that
+decides optkit.workflows.export.openvino_int8_target by measurement): the IR converted from the tensorrt
+flavour (symmetric int8, Q/DQ at each quantized layer's inputs; SiLU as float
 Sigmoid * Mul between them, which OpenVINO fuses into one Swish) against the onnxruntime flavour
 (uint8 activations, also rounded at Add/Concat/pooling outputs) with each of its SiLU forms
 (`--silu-form quickgelu|qlinear`), each converted to an IR where OpenVINO can read it.
@@ -438,9 +438,10 @@ def variant_lines(row: dict) -> list[str]:
     def shown(label: str, fallback: str = "not run") -> str:
         return f"{speed[label]['speedup']:.2f}x" if label in speed else refused.get(label, fallback)
 
+    shipped = row["optkit_ir"].get("int8_target", "tensorrt")
     lines = ["", f"{row['model']}: OpenVINO INT8 flavours (speed-up over ORT fp32)"]
-    lines.append(f"- tensorrt flavour IR (shipped), default precision: {shown('ov optkit int8 ir')}")
-    lines.append(f"- tensorrt flavour IR, f32 hint: {shown(VARIANT_F32)}")
+    lines.append(f"- {shipped} flavour IR (shipped), default precision: {shown('ov optkit int8 ir')}")
+    lines.append(f"- {shipped} flavour IR (shipped), f32 hint: {shown(VARIANT_F32)}")
     lines.append(f"- onnxruntime flavour file: {shown('ov optkit ort-flavour file')}")
     for form, state in row["variants"].items():
         accuracy = row["accuracy"].get(f"variant ir {form}", {}).get(row["metric"])

@@ -20,7 +20,7 @@ builtin:shapes-det rendered in memory (the dataset's own generator, seeded; noth
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +28,6 @@ from pathlib import Path
 from optkit.errors import ConfigError
 
 FORMATS = ("onnx", "openvino")
-# a quantized checkpoint's graph for OpenVINO: the tensorrt flavour is standard QuantizeLinear /
-# DequantizeLinear pairs, which OpenVINO reads and runs in int8 (the onnxruntime flavour may hold
-# com.microsoft ops that it cannot read)
-OPENVINO_INT8_TARGET = "tensorrt"
 PARITY_IMAGES = 256  # real images compared at most (--data)
 DEFAULT_IR_ATOL = 1e-4  # IR vs ONNX when the ONNX export ran no check (--no-check)
 NMS_IMAGES = 16  # builtin:shapes-det scenes the --nms check runs on without --data
@@ -149,7 +145,7 @@ def _export_openvino(req: ExportRequest, progress) -> dict:
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.onnx-", dir=folder.parent) as tmp:
         onnx_req = dataclasses.replace(req, format="onnx", output=str(Path(tmp) / f"{folder.name}.onnx"))
         with flags_worded():
-            report = _export(onnx_req, progress, keep_images=True, int8_default=OPENVINO_INT8_TARGET)
+            report = _export(onnx_req, progress, keep_images=True, int8_default=openvino_int8_target)
         with progress.step(
             f"converting to OpenVINO IR in {folder} (checked against the ONNX graph)", line=False
         ):
@@ -182,7 +178,33 @@ def _ir_atol(req: ExportRequest, report) -> float:
     return report.atol or DEFAULT_IR_ATOL
 
 
-def _export(req: ExportRequest, progress, keep_images: bool = False, int8_default: str | None = None):
+def openvino_int8_target(ckpt) -> str:
+    """The Q/DQ flavour (optkit.quant.qdq) an INT8 IR is converted from, chosen by measurement
+    (benchmarks/openvino_vs_nncf.py --variants, 2026-12-03: speed-up over ONNX Runtime fp32 of the IR
+    run by OpenVINO, batch 1, 2 threads, 224 px; NNCF's INT8 beside it):
+    - classifiers whose activations are all ReLU / ReLU6: the onnxruntime flavour (uint8 activations,
+      Q/DQ also at Add, Concat and pooling outputs: OpenVINO's int8 chains run unbroken): resnet18 3.63x
+      against the tensorrt flavour's 3.07x (NNCF 3.61x), mobilenet-v2 2.13x against 1.86x (NNCF 2.10x);
+    - anything else the tensorrt flavour (symmetric Q/DQ at layer inputs only; SiLU stays Sigmoid * Mul,
+      which OpenVINO fuses into one Swish): yolo-cls-s 2.42x against the onnxruntime flavour's 1.90x
+      (SiLU as QLinearSigmoid + QLinearMul; its QuickGelu form OpenVINO cannot read at all), yolo-det-n
+      at 640 px 2.05x against 1.61x. A detector's onnxruntime flavour also writes its last 1x1 convs as
+      com.microsoft int8 GEMMs (its post-processing stays float), which OpenVINO cannot read."""
+    from torch import nn
+
+    from optkit.checkpoint import build_model
+    from optkit.stages.task_output import FLOAT_TAIL_TASKS
+
+    if ckpt.task in FLOAT_TAIL_TASKS:
+        return "tensorrt"
+    relu = (nn.ReLU, nn.ReLU6)
+    others = (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.Mish, nn.Tanh)
+    modules = list(build_model(ckpt).modules())
+    has_relu = any(isinstance(m, relu) for m in modules)
+    return "onnxruntime" if has_relu and not any(isinstance(m, others) for m in modules) else "tensorrt"
+
+
+def _export(req: ExportRequest, progress, keep_images: bool = False, int8_default: Callable | None = None):
     from optkit.models.imgsz import check_imgsz
     from optkit.stages.export import export_checkpoint, half_device, preprocess_of
     from optkit.workflows.inputs import open_model
@@ -201,7 +223,7 @@ def _export(req: ExportRequest, progress, keep_images: bool = False, int8_defaul
         from optkit.quant.quantizers import quantize_entry
 
         if quantize_entry(src.ckpt.transforms):
-            config.int8_target = config.int8_target or int8_default
+            config.int8_target = config.int8_target or int8_default(src.ckpt)
             if config.atol is None:  # the IR's tolerance (_ir_atol), for its ONNX file too
                 config.atol = ATOL_INT8["onnxruntime"]
     config.imgsz = check_imgsz(req.imgsz or src.imgsz, src.stride, "--imgsz")
