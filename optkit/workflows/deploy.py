@@ -15,9 +15,10 @@ The search (no grid; deploy_search.plan): the fp32 baseline; PTQ INT8; while a b
 budget the next, more aggressive one (structured prune `prune_ratios[0]`, then `[1]`, ... each followed
 by PTQ); a branch whose PTQ misses backs off to PTQ keeping the most sensitive layers float (auto-skip
 with the budget left once the float model's own loss is counted), then to QAT of that, before the branch
-is given up (and with it the more aggressive ones). For a SiLU model each INT8 checkpoint is exported in
-both SiLU forms (quickgelu, qlinear), and both are measured. The fp32 baseline is the reference, not a
-candidate: deploy ships an optimised file or says that none is within the budget.
+is given up (and with it the more aggressive ones) for one ratio halfway back to the last ratio within the
+budget (deploy_search.backoff_ratio: 0.15 after 0.3 misses). For a SiLU model each INT8 checkpoint is
+exported in both SiLU forms (quickgelu, qlinear), and both are measured. The fp32 baseline is the
+reference, not a candidate: deploy ships an optimised file or says that none is within the budget.
 
 Resume: each candidate's measured result is `candidates/<key>.json` in the work folder, key = sha256 of
 the input file's sha256, the data, the chain of steps with the settings that change each step's file

@@ -19,6 +19,7 @@ from pathlib import Path
 from optkit.errors import ConfigError, OptkitError
 from optkit.workflows.deploy import DeployRequest, default_work, elapsed_since, sha256_of
 
+MIN_PRUNE_STEP = 0.1  # a back-off ratio at least this far from the last ratio within the budget
 KEY_CHARS = 16  # hex digits of a sha256 that name a step or candidate file
 ROUND_WARMUP = 2  # untimed runs before each round's batch (optkit.workflows.benchmark's figure)
 SILU_FORMS = ("quickgelu", "qlinear")  # INT8 SiLU forms tried for a SiLU model (optkit.quant.silu_form)
@@ -26,6 +27,16 @@ META_KEY = "deploy"  # metadata_props key of the output: JSON record of the sear
 
 
 @dataclass
+
+def backoff_ratio(within: float | None, missed: float) -> float | None:
+    """The prune ratio tried after `missed` misses the budget: halfway back to `within` (the last ratio
+    within it), to 0.05; None when nothing was within (pruning cannot rescue an unpruned model that
+    misses) or the step back would be under MIN_PRUNE_STEP (0 within, 0.3 missed: 0.15; 0.3, 0.5: 0.4)."""
+    if within is None:
+        return None
+    middle = round((within + missed) / 2 * 20) / 20
+    return middle if middle - within >= MIN_PRUNE_STEP - 1e-9 else None
+
 class Source:
     """The input, checked: its checkpoint, task, data, sizes, hash and where the outputs go."""
 
@@ -116,9 +127,17 @@ class Search:
         if self.base["status"] != "ok":
             raise OptkitError(f"the fp32 baseline could not be measured: {self.base['error']}")
         try:
+            within = None  # the last prune ratio with a candidate within the budget
             for ratio in [0, *self.req.prune_ratios]:
-                if not self.branch(ratio):
-                    break  # a branch that misses the budget: more aggressive ones are not tried
+                if self.branch(ratio):
+                    within = ratio
+                    continue
+                # a branch that misses the budget: more aggressive ones are not tried, one between
+                # it and the last within the budget is (none when even the unpruned model misses)
+                middle = backoff_ratio(within, ratio)
+                if middle is not None:
+                    self.branch(middle)
+                break
         except OutOfTime:
             self.out_of_time = True
 

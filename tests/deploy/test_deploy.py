@@ -204,3 +204,31 @@ def test_parse_duration():
     for bad in ("0", "-5m", "soon", "5d"):
         with pytest.raises(ConfigError, match="--time-budget"):
             parse_duration(bad)
+
+
+def test_a_missed_prune_ratio_backs_off_halfway_to_the_last_within_the_budget():
+    from optkit.workflows.deploy_search import backoff_ratio
+
+    assert backoff_ratio(0, 0.3) == 0.15 and backoff_ratio(0.3, 0.5) == 0.4
+    assert backoff_ratio(0.3, 0.4) is None  # a step under 0.1: the search ends
+    assert backoff_ratio(None, 0.3) is None  # the unpruned model missed: pruning cannot rescue it
+
+
+@pytest.mark.parametrize(
+    ("within", "tried"),
+    [(0.2, [0, 0.3, 0.15]), (0.45, [0, 0.3, 0.5, 0.4]), (0.9, [0, 0.3, 0.5]), (-1, [0])],
+)
+def test_the_search_order_with_its_back_off(within, tried):
+    """Branches (ratio 0, then --prune's) while within the budget; after the first miss one ratio halfway
+    back, then the search ends (a branch within the budget when its ratio is <= `within`)."""
+    from types import SimpleNamespace
+
+    from optkit.workflows.deploy_search import Search
+
+    search = Search.__new__(Search)  # the order only: branches stubbed
+    search.req, search.out_of_time = SimpleNamespace(prune_ratios=[0.3, 0.5]), False
+    search.candidate = lambda config: {"status": "ok"}
+    seen = []
+    search.branch = lambda ratio: seen.append(ratio) or ratio <= within
+    search.run()
+    assert seen == tried
