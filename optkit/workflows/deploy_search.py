@@ -26,8 +26,6 @@ SILU_FORMS = ("quickgelu", "qlinear")  # INT8 SiLU forms tried for a SiLU model 
 META_KEY = "deploy"  # metadata_props key of the output: JSON record of the search
 
 
-@dataclass
-
 def backoff_ratio(within: float | None, missed: float) -> float | None:
     """The prune ratio tried after `missed` misses the budget: halfway back to `within` (the last ratio
     within it), to 0.05; None when nothing was within (pruning cannot rescue an unpruned model that
@@ -37,6 +35,8 @@ def backoff_ratio(within: float | None, missed: float) -> float | None:
     middle = round((within + missed) / 2 * 20) / 20
     return middle if middle - within >= MIN_PRUNE_STEP - 1e-9 else None
 
+
+@dataclass
 class Source:
     """The input, checked: its checkpoint, task, data, sizes, hash and where the outputs go."""
 
