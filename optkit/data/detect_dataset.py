@@ -105,7 +105,7 @@ class DetectDataset:
         img, classes, boxes = random_affine(canvas, classes, whole, visible, size, self.hyp, rng)
         img = hsv_jitter(img, self.hyp, rng)
         img, boxes = flip_lr(img, boxes, self.hyp.fliplr, rng)
-        return _as_tensors(img, xyxy_to_labels(classes, boxes, size))
+        return _as_tensors(img, xyxy_to_labels(classes, boxes, size), copy=False)
 
 
 def _checked_labels(rows, path: str) -> np.ndarray:
@@ -119,10 +119,16 @@ def _checked_labels(rows, path: str) -> np.ndarray:
     return arr
 
 
-def _as_tensors(img: np.ndarray, labels: np.ndarray):
+def _as_tensors(img: np.ndarray, labels: np.ndarray, copy: bool = True):
+    """(image uint8 [3, S, S], labels float32 [n, 5]). With copy=False (training items, which only
+    collate_detect reads) the image is a CHW view of the HWC pixels: the channels-last collate stacks
+    them without the transposing copy (0.035 ms of a 96 px image's ~0.6 ms)."""
     import torch
 
-    image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # HWC -> CHW, uint8
+    if copy:
+        image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # HWC -> CHW, uint8
+    else:
+        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
     return image, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32).reshape(-1, 5))
 
 

@@ -21,6 +21,7 @@ from optkit.data.detect_augment import (
     random_affine,
     transform_boxes,
     unletterbox_xyxy,
+    warp_affine,
     xyxy_to_labels,
 )
 from optkit.errors import DatasetError
@@ -161,6 +162,29 @@ def test_affine_moves_boxes_with_the_pixels():
         if len(kept) == 0 or kept[0, 0] <= 0 or kept[0, 1] <= 0 or kept[0, 2] >= 96 or kept[0, 3] >= 96:
             continue  # cut by the border: checked elsewhere
         np.testing.assert_allclose(kept[0], _saturated_bbox(out), atol=1.0)
+
+
+@pytest.mark.parametrize("zoom,shift", [(0.6, (7.3, -4.6)), (1.4, (-20.2, 3.7)), (0.5, (30.0, 30.0))])
+def test_zoom_and_shift_resizes_like_the_general_affine(zoom, shift):
+    """The zoom-and-shift path (Pillow's resize of a source box) puts every pixel where the general
+    affine sampler puts it: on a linear ramp, where averaging and point sampling agree, the two outputs
+    differ by at most 2 levels inside the image, and both are grey 114 away from it."""
+    ys, xs = np.mgrid[0:80, 0:96]
+    img = np.stack([xs * 2, ys * 3, xs + ys], axis=-1).astype(np.uint8)
+    matrix = np.array([[zoom, 0, shift[0]], [0, zoom, shift[1]], [0, 0, 1]])
+    fast = warp_affine(img, matrix, 64).astype(int)
+    inverse = np.linalg.inv(matrix)[:2].ravel()
+    general = Image.fromarray(img).transform(
+        (64, 64), Image.Transform.AFFINE, tuple(inverse), Image.Resampling.BILINEAR, fillcolor=(114,) * 3
+    )
+    general = np.asarray(general).astype(int)
+    x1, x2 = np.clip([shift[0], shift[0] + 96 * zoom], 0, 64)
+    y1, y2 = np.clip([shift[1], shift[1] + 80 * zoom], 0, 64)
+    inside = (slice(int(y1) + 2, int(y2) - 2), slice(int(x1) + 2, int(x2) - 2))  # 2 px off the edges
+    assert fast[inside].size and np.abs(fast[inside] - general[inside]).max() <= 2
+    outside = np.ones((64, 64), bool)
+    outside[max(int(y1) - 1, 0) : int(y2) + 2, max(int(x1) - 1, 0) : int(x2) + 2] = False
+    assert (fast[outside] == PAD_VALUE).all() and (general[outside] == PAD_VALUE).all()
 
 
 def test_transform_boxes_of_a_rotation_frames_the_corners():
