@@ -121,4 +121,3 @@ def test_profile_measures_an_ir_with_its_precision(onnx_file, tmp_path, cli):
     assert rows and any(row["gflops"] for row in rows if "Convolution" in row["type"])
     refused = cli("profile", str(onnx_file["test-det"]), "--precision", "f32")
     assert refused.code == 1 and "OpenVINO IR only" in refused.err
-
