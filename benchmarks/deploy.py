@@ -28,6 +28,12 @@ Targets (issue 17, "Must show"): deploy's file within the budget (drop <= 1.0 po
 and >= 1.3x faster than PTQ-only INT8 on ONNX Runtime; optkit's file within budget and faster on ONNX
 Runtime than NNCF's on OpenVINO (both printed with accuracy).
 
+`--target openvino` runs the same comparison on OpenVINO: deploy searches and times IR folders
+(`deploy --target openvino`), the single-stage files are the fp32 IR and the PTQ-only INT8 IR
+(`export --format openvino --dynamic`), every file runs on OpenVINO at its default precision, speed-ups
+are over the fp32 IR, and deploy's IR faces NNCF's on the same runtime. deploy's work folder is shared
+between targets: its pruned, fine-tuned and PTQ checkpoints are reused, only export and timing repeat.
+
 The real run (an idle machine; about an hour on 2 cores, most of it deploy's fine-tuning and QAT):
 
     .venv/bin/python benchmarks/deploy.py
@@ -69,7 +75,8 @@ MODELS = {
     "classifier": ("yolo-cls-n", "builtin:shapes", 64, 224, "cls_epochs"),
     "detector": ("yolo-det-n", "builtin:shapes-det", 96, 640, "det_epochs"),
 }
-BASE = "fp32"  # every speed-up is over this file on ONNX Runtime
+BASE = "fp32"  # every speed-up is over this file on the target runtime
+TARGETS = ("onnxruntime", "openvino")
 SPEEDUP_TARGET = 1.3  # deploy's file vs PTQ-only INT8, both on ONNX Runtime
 SMOKE_DEPLOY = ["--prune", "0.3", "--finetune-epochs", "1", "--qat-epochs", "0", "--fraction", "0.05",
                 "--num-images", "16", "--rounds", "1", "--runs", "2", "--warmup", "1"]  # fmt: skip
@@ -99,8 +106,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--deploy-option", dest="deploy_options", action="append", default=[], help=extra)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: a check of the script only")
     p.add_argument("--work", type=Path, help="folder for the files (default: a temporary one)")
-    p.add_argument("--out", type=Path, default=Path("results/deploy.json"))
+    p.add_argument("--out", type=Path, default=None, help="default: results/deploy[-openvino].json")
+    p.add_argument("--target", choices=TARGETS, default="onnxruntime", help="deploy's --target")
     args = p.parse_args()
+    if args.out is None:
+        args.out = Path(
+            "results/deploy.json" if args.target == "onnxruntime" else "results/deploy-openvino.json"
+        )
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
@@ -133,10 +145,10 @@ def deploy(work: Path, name: str, pt: Path, latency_imgsz: int, args) -> dict:
     """`optkit deploy --json`: its result; when nothing met the budget (exit 1, nothing written) the work
     folder's candidates.json, with "output" None."""
     _, data, _, _, _ = MODELS[name]
-    output = work / f"{name}-deploy.onnx"
+    output = work / (f"{name}-deploy.onnx" if args.target == "onnxruntime" else f"{name}-deploy_openvino")
     cmd = [OPTKIT, "deploy", str(pt), "--data", data, "--max-drop", str(args.max_drop), "--imgsz",
            str(latency_imgsz), "--threads", str(THREADS), "--work", str(work / name), "-o", str(output),
-           *args.deploy_options, "--json"]  # fmt: skip
+           "--target", args.target, *args.deploy_options, "--json"]  # fmt: skip
     err().print(f"$ {' '.join(cmd[1:])}", highlight=False)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -157,18 +169,24 @@ def chosen_row(searched: dict) -> dict:
     return next((c for c in searched["candidates"] if c["key"] == searched.get("chosen")), {})
 
 
-def single_stage(work: Path, name: str, pt: Path, args) -> dict[str, Path]:
-    """fp32 ONNX and PTQ-only INT8 ONNX (onnxruntime flavour) of the unpruned checkpoint."""
+def single_stage(work: Path, name: str, pt: Path, args) -> tuple[dict[str, Path], Path]:
+    """({"fp32": ..., "ptq": ...}, the fp32 ONNX NNCF starts from): the unpruned checkpoint's fp32 file
+    and its PTQ-only INT8 file for the target: ONNX files (onnxruntime flavour) or IR folders (the
+    flavour export picks for OpenVINO)."""
     _, data, _, _, _ = MODELS[name]
-    files = {"fp32": work / f"{name}-fp32.onnx", "ptq": work / f"{name}-ptq.onnx"}
-    optkit("export", str(pt), "--dynamic", "-o", str(files["fp32"]))
+    fp32_onnx = work / f"{name}-fp32.onnx"
+    optkit("export", str(pt), "--dynamic", "-o", str(fp32_onnx))
     int8_pt = work / f"{name}-int8.pt"
     optkit("ptq-calibrate", str(pt), "--data", data, "--num-images", str(args.num_images), "-o", str(int8_pt))
     atol = [] if args.int8_atol is None else ["--atol", str(args.int8_atol)]
-    optkit(
-        "export", str(int8_pt), "--int8-target", "onnxruntime", "--dynamic", *atol, "-o", str(files["ptq"])
-    )
-    return files
+    if args.target == "onnxruntime":
+        ptq = work / f"{name}-ptq.onnx"
+        optkit("export", str(int8_pt), "--int8-target", "onnxruntime", "--dynamic", *atol, "-o", str(ptq))
+        return {"fp32": fp32_onnx, "ptq": ptq}, fp32_onnx
+    files = {"fp32": work / f"{name}-fp32_openvino", "ptq": work / f"{name}-ptq_openvino"}
+    optkit("export", str(pt), "--format", "openvino", "--dynamic", "-o", str(files["fp32"]))
+    optkit("export", str(int8_pt), "--format", "openvino", "--dynamic", *atol, "-o", str(files["ptq"]))
+    return files, fp32_onnx
 
 
 def val_metric(name: str, path: Path) -> float:
@@ -260,11 +278,12 @@ def classifier_cal(pt: Path, args) -> list:
 
 
 def latency(files: dict[str, Path], nncf_ir: Path | None, imgsz: int, args) -> dict:
-    """Interleaved rounds: ORT runs fp32, PTQ-only and deploy's file, OpenVINO runs NNCF's model."""
+    """Interleaved rounds: the target runtime runs fp32, PTQ-only and deploy's file (ONNX Runtime an
+    .onnx, OpenVINO an IR folder), OpenVINO runs NNCF's model."""
     import numpy as np
 
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), np.float32)
-    runners = {label: ort_runner(path, x) for label, path in files.items() if path is not None}
+    runners = {label: runner(path, x) for label, path in files.items() if path is not None}
     if nncf_ir is not None:
         runners["nncf"] = openvino_runner(nncf_ir, x, None)
     err().print(f"timing {len(runners)} files at {imgsz} px, {args.rounds} rounds ...")
@@ -280,6 +299,15 @@ def latency(files: dict[str, Path], nncf_ir: Path | None, imgsz: int, args) -> d
     }
 
 
+def runner(path: Path, x):
+    """ONNX Runtime for an .onnx file, OpenVINO (default precision) for an IR folder."""
+    if path.is_dir():
+        from optkit.ovrt import find_ir
+
+        return openvino_runner(find_ir(path), x, None)
+    return ort_runner(path, x)
+
+
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -287,10 +315,10 @@ def model_record(work: Path, name: str, args) -> dict:
     imgsz = args.latency_imgsz or MODELS[name][3]
     pt = trained(work, name, args)
     searched = deploy(work, name, pt, imgsz, args)
-    files = single_stage(work, name, pt, args)
+    files, fp32_onnx = single_stage(work, name, pt, args)
     files["deploy"] = Path(searched["output"]) if searched.get("output") else None
     accuracy = {label: val_metric(name, path) for label, path in files.items() if path is not None}
-    peer = nncf_peer(work, name, pt, files["fp32"], args)
+    peer = nncf_peer(work, name, pt, fp32_onnx, args)
     accuracy["nncf"] = peer["accuracy"]
     fp32_by_peer_fn = peer["fp32_accuracy"]  # the peer's validation function on the fp32 model: = val's
     timing = latency(files, peer["ir"], imgsz, args)
@@ -298,6 +326,7 @@ def model_record(work: Path, name: str, args) -> dict:
     chosen = chosen_row(searched)
     return {
         "model": MODELS[name][0],
+        "target": args.target,
         "weights": str(pt),
         "metric": metric_key(name),
         "latency_imgsz": imgsz,
@@ -321,9 +350,10 @@ def model_record(work: Path, name: str, args) -> dict:
 
 
 def table_rows(name: str, r: dict) -> list[list[str]]:
-    runtime = {"fp32": "onnxruntime", "ptq": "onnxruntime", "deploy": "onnxruntime", "nncf": "openvino"}
+    target = r.get("target", "onnxruntime")
+    runtime = {"fp32": target, "ptq": target, "deploy": target, "nncf": "openvino"}
     artifact = {
-        "fp32": "fp32 ONNX",
+        "fp32": "fp32 ONNX" if target == "onnxruntime" else "fp32 IR",
         "ptq": "PTQ-only INT8",
         "deploy": "optkit deploy",
         "nncf": "NNCF acc-ctrl",
@@ -342,7 +372,7 @@ def table_rows(name: str, r: dict) -> list[list[str]]:
     return rows
 
 
-HEADER = ["model", "artifact", "runtime", "accuracy", "drop (pt)", "ms", "vs fp32 ORT", "chosen config",
+HEADER = ["model", "artifact", "runtime", "accuracy", "drop (pt)", "ms", "vs fp32", "chosen config",
           "within budget"]  # fmt: skip
 
 
@@ -350,15 +380,16 @@ def verdicts(r: dict) -> str:
     t = r["timing"]
     vs_ptq = "n/a" if t["deploy_vs_ptq"] is None else f"{t['deploy_vs_ptq']:.2f}x"
     vs_nncf = "n/a" if t["deploy_vs_nncf"] is None else f"{t['deploy_vs_nncf']:.2f}x"
-    return (f"{r['model']}: deploy vs PTQ-only {vs_ptq} (target >= {SPEEDUP_TARGET}x), deploy (ORT) vs NNCF "
-            f"(OpenVINO) {vs_nncf}, deploy within budget: {r['within'].get('deploy', False)}; NNCF's "
+    target = r.get("target", "onnxruntime")
+    return (f"{r['model']}: deploy vs PTQ-only {vs_ptq} (target >= {SPEEDUP_TARGET}x), deploy ({target}) vs "
+            f"NNCF (openvino) {vs_nncf}, deploy within budget: {r['within'].get('deploy', False)}; NNCF's "
             f"validation function on the fp32 model {100 * r['fp32_by_nncf_validation_fn']:.2f} "
             f"(optkit val {100 * r['accuracy']['fp32']:.2f})")  # fmt: skip
 
 
 def markdown(record: dict) -> str:
     lines = [f"# optkit deploy (issue 17){' — SMOKE RUN, not a benchmark' if record['smoke'] else ''}", "",
-             f"Budget {record['max_drop']} point(s); {record['environment']}", "",
+             f"Budget {record['max_drop']} point(s), target {record['target']}; {record['environment']}", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
     for name, r in record["models"].items():
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(name, r)]
@@ -370,7 +401,8 @@ def print_table(record: dict) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"optkit deploy, budget {record['max_drop']} point(s)" + (" (SMOKE)" if record["smoke"] else "")
+        title=f"optkit deploy --target {record['target']}, budget {record['max_drop']} point(s)"
+        + (" (SMOKE)" if record["smoke"] else "")
     )
     for column in HEADER:
         table.add_column(column)
@@ -390,6 +422,7 @@ def main() -> int:
         record = {
             "smoke": args.smoke,
             "max_drop": args.max_drop,
+            "target": args.target,
             "environment": environment(),
             "threads": THREADS,
             "rounds": args.rounds,

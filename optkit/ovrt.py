@@ -99,9 +99,16 @@ def write_ir(onnx_path: str | os.PathLike, folder: str | os.PathLike, metadata: 
     """Convert an ONNX file to an IR in `folder` (<folder name>.xml + .bin, weights kept float32), with
     `metadata` in its rt_info; the folder appears whole or not at all (written beside it, then renamed).
     Returns the .xml path."""
+    model = openvino_module().convert_model(str(onnx_path))
+    return save_ir(model, folder, metadata)
+
+
+def save_ir(model, folder: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Save an OpenVINO model as <folder name>.xml + .bin in `folder` (weights kept float32), `metadata`
+    added to its rt_info (JSON_KEYS as JSON, the rest as text); the folder appears whole or not at all
+    (written beside it, then renamed over an earlier one). Returns the .xml path."""
     ov = openvino_module()
     folder = Path(folder)
-    model = ov.convert_model(str(onnx_path))
     for key, value in metadata.items():
         text = json.dumps(value) if key in JSON_KEYS else str(value)
         model.set_rt_info(text, [RT_INFO_SECTION, key])

@@ -1,5 +1,5 @@
-"""`optkit deploy`: the fastest ONNX file within an accuracy budget, searched and measured on the target
-runtime (optkit.workflows.deploy)."""
+"""`optkit deploy`: the fastest ONNX file (or OpenVINO IR) within an accuracy budget, searched and measured
+on the target runtime (optkit.workflows.deploy)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,14 @@ def deploy(
             "metric (top-1 percentage points; mAP50-95 x 100).",
         ),
     ],
-    target: Annotated[str, typer.Option("--target", help="Runtime the file is made for and timed on.")] = (
-        "onnxruntime"
-    ),
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="Runtime the file is made for, validated and timed on: onnxruntime (an .onnx file) or "
+            "openvino (an IR folder).",
+        ),
+    ] = "onnxruntime",
     imgsz: Annotated[
         int | None, typer.Option("--imgsz", help="Latency size in pixels (default: the checkpoint's).")
     ] = None,
@@ -44,10 +49,16 @@ def deploy(
         str | None, typer.Option("--work", help="Work folder (default: runs/deploy/<stem>); reruns resume.")
     ] = None,
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="The chosen .onnx (default: <stem>-deploy.onnx).")
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The chosen .onnx (default: <stem>-deploy.onnx); with --target openvino an IR folder "
+            "(default: <stem>-deploy_openvino/).",
+        ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime threads when timing (default: its own).")
+        int | None, typer.Option("--threads", help="The runtime's threads when timing (default: its own).")
     ] = None,
     prune: Annotated[
         list[float] | None,

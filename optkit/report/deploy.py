@@ -13,7 +13,9 @@ def print_deploy(r: dict) -> None:
     at = f"{r['latency_imgsz']} px" + (
         "" if r["latency_imgsz"] == r["imgsz"] else f" (accuracy at {r['imgsz']} px)"
     )
-    table = Table(title=f"optkit deploy  {r['source']}  --max-drop {r['max_drop']:g}  latency at {at}")
+    title = f"optkit deploy  {r['source']}  --target {r['target']}  --max-drop {r['max_drop']:g}"
+    title += f"  latency at {at}"
+    table = Table(title=title)
     for col in ("", "candidate", metric["label"], "drop", "ms", "vs fp32", "size", "within", "reused"):
         table.add_column(col, justify="left" if col in ("", "candidate") else "right")
     for row in r["candidates"]:

@@ -1,24 +1,30 @@
-"""The `optkit deploy` flow: the fastest ONNX file within an accuracy budget, searched and measured.
+"""The `optkit deploy` flow: the fastest file within an accuracy budget, searched and measured on the
+target runtime: an ONNX file for ONNX Runtime (`--target onnxruntime`, the default) or an IR folder for
+OpenVINO (`--target openvino`).
 
 A candidate is a chain of existing flows run into the work folder: structured prune + fine-tune
 (`run_prune`, then the trainer), PTQ INT8 (`run_ptq`: the detector's post-processing kept float), PTQ with
 the most sensitive layers kept float (`run_ptq` with `auto_skip`), QAT (`run_qat`), then `run_export`
-(parity-checked by export) and `run_val` of the exported file on ONNX Runtime. Nothing is judged on a
-fake-quant model: a candidate's accuracy is its task's fitness metric (`Task.fitness_key`: top-1 for a
-classifier, mAP50-95 for a detector) of the exported file on val at the checkpoint's trained size, and its
-drop is in points (hundredths of the metric) below the fp32 ONNX export of the input, measured the same
-way. Its latency is the exported file's, timed on ONNX Runtime at `imgsz`, batch 1, in interleaved rounds
-with the fp32 file (optkit.measure.latency: paired per-round ratios, so load that comes and goes cancels);
-float-kept layers cost what they cost because the real file is timed.
+(parity-checked by export; an IR is also checked against its ONNX file and, when INT8, made from the Q/DQ
+flavour export chooses for OpenVINO: workflows.export.openvino_int8_target) and `run_val` of the
+exported file on the target runtime. Nothing is judged on a fake-quant model: a candidate's accuracy is
+its task's fitness metric (`Task.fitness_key`: top-1 for a classifier, mAP50-95 for a detector) of the
+exported file on val at the checkpoint's trained size, and its drop is in points (hundredths of the
+metric) below the fp32 export of the input, measured the same way. Its latency is the exported file's,
+timed on the target runtime at `imgsz`, batch 1, in interleaved rounds with the fp32 file
+(optkit.measure.latency: paired per-round ratios, so load that comes and goes cancels); OpenVINO runs
+with its default precision, as a user's `compile_model` does (bf16 for float layers on CPUs that have
+it), for accuracy and latency alike. Float-kept layers cost what they cost because the real file is timed.
 
-The search (no grid; deploy_search.plan): the fp32 baseline; PTQ INT8; while a branch is within the
-budget the next, more aggressive one (structured prune `prune_ratios[0]`, then `[1]`, ... each followed
-by PTQ); a branch whose PTQ misses backs off to PTQ keeping the most sensitive layers float (auto-skip
-with the budget left once the float model's own loss is counted), then to QAT of that, before the branch
-is given up (and with it the more aggressive ones) for one ratio halfway back to the last ratio within the
-budget (deploy_search.backoff_ratio: 0.15 after 0.3 misses). For a SiLU model each INT8 checkpoint is
-exported in both SiLU forms (quickgelu, qlinear), and both are measured. The fp32 baseline is the
-reference, not a candidate: deploy ships an optimised file or says that none is within the budget.
+The search (no grid; Search.run): the fp32 baseline; PTQ INT8; while a branch is within the budget the
+next, more aggressive one (structured prune `prune_ratios[0]`, then `[1]`, ... each followed by PTQ); a
+branch whose PTQ misses backs off to PTQ keeping the most sensitive layers float (auto-skip with the
+budget left once the float model's own loss is counted), then to QAT of that, before the branch is given
+up (and with it the more aggressive ones) for one ratio halfway back to the last ratio within the budget
+(deploy_search.backoff_ratio: 0.15 after 0.3 misses). For a SiLU model on ONNX Runtime each INT8
+checkpoint is exported in both SiLU forms (quickgelu, qlinear), and both are measured; OpenVINO fuses
+SiLU into its Swish, so there is one form. The fp32 baseline is the reference, not a candidate: deploy
+ships an optimised file or says that none is within the budget.
 
 Resume: each candidate's measured result is `candidates/<key>.json` in the work folder, key = sha256 of
 the input file's sha256, the data, the chain of steps with the settings that change each step's file
@@ -41,7 +47,7 @@ from pathlib import Path
 from optkit import limits
 from optkit.errors import ConfigError, OptkitError
 
-TARGETS = ("onnxruntime",)  # where candidates are exported to and timed
+TARGETS = ("onnxruntime", "openvino")  # where candidates are exported to, validated and timed
 DEFAULT_PRUNE = (0.3, 0.5)  # structured channel ratios tried, in order, while branches are within budget
 WORK_ROOT = "runs/deploy"  # default work folder: runs/deploy/<stem>
 MAX_DROP = 100.0  # points of a metric in [0, 1]
@@ -72,8 +78,8 @@ class DeployRequest:
     imgsz: int | None = None  # latency size; None: the checkpoint's
     time_budget: str | None = None  # e.g. "20m": no candidate is started after it is spent
     work: str | None = None  # work folder; None: runs/deploy/<stem>
-    output: str | None = None  # the chosen .onnx; None: <stem>-deploy.onnx beside the input
-    threads: int | None = None  # ONNX Runtime threads for timing; None: its default
+    output: str | None = None  # the chosen .onnx (IR folder); None: <stem>-deploy.onnx (-deploy_openvino/)
+    threads: int | None = None  # the runtime's threads for timing; None: its default
     prune_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_PRUNE))
     finetune_epochs: int = 1  # after each structured prune
     qat_epochs: int = 1  # 0: no QAT back-off

@@ -1,6 +1,7 @@
 """What `optkit deploy` writes: the work folder's record of the search (`candidates.json`,
-`candidates.csv`, `pareto.png`) and, when a candidate is within the budget, the chosen ONNX file copied
-to the output with the search recorded in its metadata (`metadata_props["deploy"]`, JSON)."""
+`candidates.csv`, `pareto.png`) and, when a candidate is within the budget, the chosen file copied to the
+output with the search recorded in its metadata as JSON: an ONNX file's `metadata_props["deploy"]`, an
+OpenVINO IR's `rt_info["optkit"]["deploy"]`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import json
 from pathlib import Path
 
-META_KEY = "deploy"  # the output's metadata_props key
+META_KEY = "deploy"  # the output's metadata key (ONNX metadata_props, IR rt_info["optkit"])
 CSV_COLUMNS = ("key", "label", "status", "fitness", "drop", "within", "latency_ms", "base_latency_ms",
                "speedup", "speedup_q1", "speedup_q3", "bytes", "reused", "seconds", "file",
                "error")  # fmt: skip
@@ -77,11 +78,17 @@ def write_chosen(chosen: dict, result: dict, output: Path) -> None:
 
     from optkit.io import atomic_path
 
+    record = json.dumps(search_record(result, chosen), sort_keys=True)
+    if Path(chosen["file"]).is_dir():  # an OpenVINO IR folder: saved again under the output's name
+        from optkit.ovrt import read_ir, save_ir
+
+        save_ir(read_ir(chosen["file"])[0], output, {META_KEY: record})
+        return
     proto = onnx.load(chosen["file"])
     kept = [p for p in proto.metadata_props if p.key != META_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(search_record(result, chosen), sort_keys=True)
+    entry.key, entry.value = META_KEY, record
     with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))

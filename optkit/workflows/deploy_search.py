@@ -3,8 +3,9 @@ candidates made by the existing flows into the work folder, measured, kept as JS
 
 Work folder layout: `steps/<key>.pt` (intermediate checkpoints: pruned + fine-tuned, PTQ, QAT; `<key>.json`
 beside a PTQ step holds its float/INT8 figures), `train/<key>/` (fine-tune and QAT runs), `files/<key>.onnx`
-(exported candidates), `candidates/<key>.json` (one measured candidate each: what a resume reuses), and
-`candidates.json`, `candidates.csv`, `pareto.png` (the whole search, rewritten at the end).
+or `files/<key>_openvino/` (exported candidates), `candidates/<key>.json` (one measured candidate each:
+what a resume reuses), and `candidates.json`, `candidates.csv`, `pareto.png` (the whole search, rewritten
+at the end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MIN_PRUNE_STEP = 0.1  # a back-off ratio at least this far from the last ratio w
 KEY_CHARS = 16  # hex digits of a sha256 that name a step or candidate file
 ROUND_WARMUP = 2  # untimed runs before each round's batch (optkit.workflows.benchmark's figure)
 SILU_FORMS = ("quickgelu", "qlinear")  # INT8 SiLU forms tried for a SiLU model (optkit.quant.silu_form)
-META_KEY = "deploy"  # metadata_props key of the output: JSON record of the search
+RUNTIME_FILE = {"onnxruntime": "ONNX file", "openvino": "OpenVINO IR"}  # what a candidate is, in words
 
 
 def backoff_ratio(within: float | None, missed: float) -> float | None:
@@ -65,15 +66,19 @@ def open_source(req: DeployRequest) -> Source:
     from optkit.io import check_writable
     from optkit.measure.validate import check_classes
     from optkit.models.imgsz import check_imgsz
+    from optkit.ovrt import openvino_module
     from optkit.quant.quantizers import quantize_entry
     from optkit.stages.export import sha256_file
-    from optkit.workflows.export import onnx_output
+    from optkit.workflows.export import ir_output, onnx_output
     from optkit.workflows.inputs import load_optkit_checkpoint
     from optkit.workflows.outputs import DEFAULT_HINT
     from optkit.workflows.val import task_to_measure
 
     source = Path(req.weights)
-    if req.output is None:
+    if req.target == "openvino":
+        openvino_module()  # the extra missing: one line before any work
+        output = ir_output(source, req.output or str(source.with_name(f"{source.stem}-deploy_openvino")))
+    elif req.output is None:
         output = check_writable(source.with_name(f"{source.stem}-deploy.onnx"), hint=DEFAULT_HINT)
     else:
         output = onnx_output(source, req.output)
@@ -171,7 +176,7 @@ class Search:
         return round(self.req.max_drop - lost, 4)
 
     def int8_forms(self, config: dict) -> list[dict]:
-        forms = SILU_FORMS if self.src.silu else (None,)
+        forms = SILU_FORMS if self.src.silu and self.req.target == "onnxruntime" else (None,)
         return [self.candidate({**config, **({"silu_form": f} if f else {})}) for f in forms]
 
     def any_within(self, results: list[dict]) -> bool:
@@ -211,10 +216,10 @@ class Search:
         result = {"key": key, "label": label, "config": config, "status": "ok"}
         try:
             model = self.checkpoint_of(config, label)
-            onnx_file = self.export(model, key, label, config)
-            result.update(self.accuracy(onnx_file, label))
-            result.update(self.latency(onnx_file, label, config), file=str(onnx_file))
-            result["bytes"] = onnx_file.stat().st_size
+            exported = self.export(model, key, label, config)
+            result.update(self.accuracy(exported, label))
+            result.update(self.latency(exported, label), file=str(exported))
+            result["bytes"] = _bytes(exported)
         except OptkitError as e:
             from optkit.errors import Interrupted, error_behind
 
@@ -225,14 +230,15 @@ class Search:
         result["seconds"] = elapsed_since(t0)
         return result
 
-    def accuracy(self, onnx_file: Path, label: str) -> dict:
-        """The task's metrics of the exported file on val, ONNX Runtime, at the trained size."""
+    def accuracy(self, exported: Path, label: str) -> dict:
+        """The task's metrics of the exported file on val, run by the target runtime, at the trained size."""
         from optkit.workflows.val import ValRequest, run_val
 
         metric = self.src.metric
-        with self.progress.step(f"{label}: {metric.label} of the ONNX file on val ({self.src.imgsz} px)"):
+        what = f"{metric.label} of the {RUNTIME_FILE[self.req.target]} on val ({self.src.imgsz} px)"
+        with self.progress.step(f"{label}: {what}"):
             measured = run_val(
-                ValRequest(str(onnx_file), data=self.req.data, imgsz=self.src.imgsz, workers=self.req.workers)
+                ValRequest(str(exported), data=self.req.data, imgsz=self.src.imgsz, workers=self.req.workers)
             )
         metrics = {m.key: measured.get(m.key) for m in self.src.task.metrics}
         fitness = float(measured[self.src.task.fitness_key])
@@ -244,16 +250,14 @@ class Search:
             facts.update(drop=0.0, within=True)
         return facts
 
-    def latency(self, onnx_file: Path, label: str, config: dict) -> dict:
+    def latency(self, exported: Path, label: str) -> dict:
         """ms per image at the latency size, batch 1, timed in interleaved rounds with the fp32 file;
         `speedup`: the median of the per-round ratios fp32 / this (its quartiles beside it)."""
         from optkit.measure.latency import speedup_stats, time_interleaved
-        from optkit.onnxrt import load_optkit_onnx
-        from optkit.workflows.benchmark import _onnx_timer
 
-        files = [onnx_file] if not self.results else [Path(self.base["file"]), onnx_file]
+        files = [exported] if not self.results else [Path(self.base["file"]), exported]
         size = self.src.latency_imgsz
-        timers = [_onnx_timer(load_optkit_onnx(f, self.req.threads)[0], size, 1) for f in files]
+        timers = [self.timer(f, size) for f in files]
         with self.progress.step(f"{label}: timing at {size} px against fp32, {self.req.rounds} rounds"):
             times = time_interleaved(timers, self.req.rounds, self.req.runs, self.req.warmup, ROUND_WARMUP)
         round_ms = [[statistics.median(batch) for batch in model] for model in times]
@@ -267,12 +271,27 @@ class Search:
         facts.update({k: stats[k] for k in ("speedup", "speedup_q1", "speedup_q3", "speedup_spread")})
         return facts
 
+    def timer(self, exported: Path, size: int):
+        """A BatchTimer of one batch-1 image of `size` through the exported file on the target runtime."""
+        if self.req.target == "openvino":
+            from optkit.measure.latency import time_calls
+            from optkit.ovrt import OvModel
+
+            call = OvModel(exported, self.req.threads).timed_call(1, size)  # compiled for this shape
+            return lambda warmup, runs: time_calls(call, warmup, runs)
+        from optkit.onnxrt import load_optkit_onnx
+        from optkit.workflows.benchmark import _onnx_timer
+
+        return _onnx_timer(load_optkit_onnx(exported, self.req.threads)[0], size, 1)
+
     def export(self, model: Path, key: str, label: str, config: dict) -> Path:
-        """The candidate's ONNX file (export's parity check passed), free in size when it is timed at
-        another size than it is measured at."""
+        """The candidate's ONNX file or IR folder (export's parity checks passed), free in size when it
+        is timed at another size than it is measured at. An INT8 IR is made from the Q/DQ flavour export
+        picks for OpenVINO."""
         from optkit.workflows.export import ExportRequest, run_export
 
-        target = self.src.work / "files" / f"{key}.onnx"
+        openvino = self.req.target == "openvino"
+        target = self.src.work / "files" / (f"{key}_openvino" if openvino else f"{key}.onnx")
         int8 = config["quant"] != "fp32"
         with self.progress.step(f"{label}: exporting to {target}"):
             run_export(
@@ -281,8 +300,9 @@ class Search:
                     output=str(target),
                     imgsz=self.src.imgsz,
                     dynamic=self.src.latency_imgsz != self.src.imgsz,
-                    int8_target=self.req.target if int8 else None,
+                    int8_target=self.req.target if int8 and not openvino else None,
                     silu_form=config.get("silu_form") or "auto",
+                    format="openvino" if openvino else "onnx",
                 )
             )
         return target
@@ -462,6 +482,13 @@ class Search:
         from optkit.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def _bytes(exported: Path) -> int:
+    """Bytes a user ships: the ONNX file, or the IR folder's .xml and .bin."""
+    if exported.is_dir():
+        return sum(p.stat().st_size for p in exported.iterdir() if p.suffix in (".xml", ".bin"))
+    return exported.stat().st_size
 
 
 def _copy_atomic(source: str | Path, target: Path) -> None:

@@ -142,6 +142,7 @@ def _export_openvino(req: ExportRequest, progress) -> dict:
 
     openvino_module()  # the extra missing: say so before any work
     folder = ir_output(req.weights, req.output)
+    folder.parent.mkdir(parents=True, exist_ok=True)  # -o's missing parents, as for an ONNX file
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.onnx-", dir=folder.parent) as tmp:
         onnx_req = dataclasses.replace(req, format="onnx", output=str(Path(tmp) / f"{folder.name}.onnx"))
         with flags_worded():
@@ -381,7 +382,7 @@ def ir_output(source: str | Path, output: str | None) -> Path:
     source = Path(source)
     folder = Path(output) if output is not None else source.with_name(f"{source.stem}_openvino")
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"-o {folder} is a file; --format openvino writes a folder (.xml + .bin)")
+        raise ConfigError(f"-o {folder} is a file; an OpenVINO IR is written as a folder (.xml + .bin)")
     if folder.is_dir() and any(folder.iterdir()) and not is_ir(folder):
         raise ConfigError(f"{folder} holds other files; give -o a new folder or an earlier OpenVINO export")
     if output is not None:

@@ -184,6 +184,32 @@ def test_detector_end_to_end(tmp_path, det_data, learned_det, cli):
         assert line in r.err  # a progress line per candidate step
 
 
+def test_openvino_target_writes_an_ir_that_reloads_and_matches_val(
+    tmp_path, cls_data, learned_cls, cli_process
+):
+    """--target openvino: every candidate is an IR validated and timed by OpenVINO; the chosen one is
+    written as an IR folder named after -o, carrying the search in its rt_info, and a fresh `optkit val`
+    of that folder measures the accuracy it records."""
+    from optkit.ovrt import read_ir
+
+    work, out = tmp_path / "work", tmp_path / "model_openvino"
+    args = _args(learned_cls, cls_data, work, out, "--max-drop", "100", "--no-prune", "--qat-epochs", "0")
+    r = cli_process(*args, "--target", "openvino", "--json")
+    assert r.code == 0, r.err
+    result = r.json()
+    assert result["target"] == "openvino" and [c["label"] for c in result["candidates"]] == ["fp32", "int8"]
+    assert all(Path(c["file"]).is_dir() and c["file"].endswith("_openvino") for c in result["candidates"])
+    assert "int8: top-1 of the OpenVINO IR on val" in r.err
+    assert sorted(p.name for p in out.iterdir()) == ["model_openvino.bin", "model_openvino.xml"]
+    model, meta = read_ir(out)
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # the INT8 candidate
+    record = json.loads(meta["deploy"])
+    assert record["target"] == "openvino" and record["chosen"]["key"] == result["chosen"]
+    val = cli_process("val", out, "--data", cls_data, "--workers", "0", "--json")
+    assert val.code == 0, val.err
+    assert val.json()["top1"] == pytest.approx(record["chosen"]["fitness"], abs=1e-9)
+
+
 def test_time_budget_stops_new_candidates(tmp_path, cls_data, learned_cls, cli):
     """--time-budget spent by the baseline: no candidate starts, and with none measured the command
     says so in its one error line and writes nothing."""
