@@ -83,10 +83,10 @@ def test_every_zoo_model_exports_to_an_ir_that_passes_parity(tmp_path):
         assert r["shape_ok"] and r["vs_torch"] <= 1e-4, (name, r)
 
 
-# For each checkpoint named on the command line: its IR (export workflow, into <stem>_openvino), `val` of
-# the IR at f32, and for a quantized one the largest difference between the IR and the fake-quant model on
-# random inputs (max |Δ| relative to the fake-quant output's largest magnitude). One process: one OpenVINO
-# start-up for the whole matrix.
+# For each checkpoint named on the command line: its IR (export workflow, into irs/<stem>/<stem>_openvino,
+# whose parents do not exist yet), `val` of the IR at f32, and for a quantized one the largest difference
+# between the IR and the fake-quant model on random inputs (max |Δ| relative to the fake-quant output's
+# largest magnitude). One process: one OpenVINO start-up for the whole matrix.
 IR_SCRIPT = """
 import json, sys
 from pathlib import Path
@@ -98,7 +98,7 @@ from optkit.workflows.val import ValRequest, run_val
 
 data, imgsz, results = sys.argv[1], int(sys.argv[2]), {}
 for pt in map(Path, sys.argv[3:]):
-    folder = pt.with_name(f"{pt.stem}_openvino")
+    folder = pt.parent / "irs" / pt.stem / f"{pt.stem}_openvino"  # -o under folders export creates
     export = run_export(ExportRequest(str(pt), output=str(folder), data=data, format="openvino"))
     val = run_val(ValRequest(str(folder), data=data, workers=0, precision="f32"))
     r = {"openvino": export["openvino"], "int8": export["int8"], "val": val}

@@ -68,8 +68,11 @@ def deploy(
     ] = None,
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Try no pruning.")] = False,
     finetune_epochs: Annotated[
-        int, typer.Option("--finetune-epochs", help="Fine-tune epochs after each prune.")
-    ] = 1,
+        int,
+        typer.Option(
+            "--finetune-epochs", help="Fine-tune epochs after each prune (a pruned model needs them)."
+        ),
+    ] = 10,
     qat_epochs: Annotated[
         int, typer.Option("--qat-epochs", help="QAT epochs of the back-off (0: none).")
     ] = 1,

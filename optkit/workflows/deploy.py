@@ -81,7 +81,7 @@ class DeployRequest:
     output: str | None = None  # the chosen .onnx (IR folder); None: <stem>-deploy.onnx (-deploy_openvino/)
     threads: int | None = None  # the runtime's threads for timing; None: its default
     prune_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_PRUNE))
-    finetune_epochs: int = 1  # after each structured prune
+    finetune_epochs: int = 10  # after each structured prune; 1 left a 30% prune 8.7 points down (README)
     qat_epochs: int = 1  # 0: no QAT back-off
     fraction: float = 1.0  # share of the train split the fine-tunes and QAT read
     num_images: int = 256  # calibration images
