@@ -527,10 +527,10 @@ class Trainer:
         return nullcontext()
 
     def _optimizer_step(self) -> None:
-        import torch
+        from optkit.train.optim import clip_gradients
 
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP, foreach=True)
+        clip_gradients(self.model.parameters(), GRAD_CLIP)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

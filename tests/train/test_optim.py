@@ -86,3 +86,35 @@ def test_early_stopper():
     assert s.update(0, 0.5) and not s.update(1, 0.4) and not s.should_stop(1)
     assert not s.update(2, 0.5) and s.should_stop(2)
     assert s.state() == {"best_fitness": 0.5, "best_epoch": 0}
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # total norm well within, and far beyond, the limit
+def test_clip_gradients_does_what_clip_grad_norm_does(scale):
+    import torch
+
+    from optkit.train.optim import clip_gradients
+
+    torch.manual_seed(0)
+    mine = [
+        torch.nn.Parameter(torch.randn(7, 3)),
+        torch.nn.Parameter(torch.randn(5)),
+        torch.nn.Parameter(torch.ones(2)),
+    ]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in mine]
+    for a, b in zip(mine, theirs, strict=True):
+        a.grad = torch.randn_like(a) * scale
+        b.grad = a.grad.clone()
+    mine[2].grad = theirs[2].grad = None  # a parameter without a gradient is left alone
+    norm = clip_gradients(mine, 10.0)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 10.0)
+    assert norm == pytest.approx(float(expected), rel=1e-6)
+    for a, b in zip(mine, theirs, strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)
+    total = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in mine if p.grad is not None]))
+    assert float(total) <= 10.0 + 1e-4
+    if scale < 1:
+        assert norm < 10.0 and all(
+            torch.equal(a.grad, b.grad) for a, b in zip(mine[:2], theirs[:2], strict=True)
+        )
