@@ -50,8 +50,9 @@ def export(
         str | None,
         typer.Option(
             "--int8-target",
-            help="Quantized checkpoints: onnxruntime (uint8 activations, fast on CPU) or tensorrt "
-            "(symmetric int8). Default: tensorrt with CUDA, else onnxruntime.",
+            help="Quantized checkpoints: onnxruntime (uint8 activations, fast on CPU), tensorrt "
+            "(symmetric int8) or openvino (symmetric int8 laid out for OpenVINO's CPU plugin). Default: "
+            "tensorrt with CUDA, else onnxruntime; --format openvino picks by measurement.",
         ),
     ] = None,
     silu_form: Annotated[

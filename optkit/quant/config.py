@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from optkit.limits import NUM_IMAGES, PERCENTILE, FieldError
 
 METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
-TARGETS = ("onnxruntime", "tensorrt")  # INT8 ONNX flavours (see optkit.quant.qdq)
+TARGETS = ("onnxruntime", "tensorrt", "openvino")  # INT8 ONNX flavours (see optkit.quant.qdq)
 # `optkit qat` defaults: a short, gentle fine-tune of an already trained model, distilled from its float self.
 # benchmarks/quant.py (demo model, INT8 ONNX top-1 vs fp32 96.81%): 2 epochs on half the data with
 # distillation -0.19 pp at lr0 1e-4, -0.81 pp at 5e-4 (which first made the model worse than PTQ);

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 # model keeps in float (and at twice the resolution after ReLU), so it differs by more.
 # measured: PTQ checkpoints 0.02-0.08 (onnxruntime), a QAT checkpoint 0.144 on random inputs while its val
 # images gave 0.056 and 99.2% top-1 agreement (random inputs leave the calibrated ranges more often)
-ATOL_INT8 = {"tensorrt": 0.02, "onnxruntime": 0.25}
+# openvino shares a pair among a tensor's readers (the largest of their ranges) and rounds before a
+# Split, which the fake-quant model does not: the onnxruntime flavour's tolerance.
+ATOL_INT8 = {"tensorrt": 0.02, "onnxruntime": 0.25, "openvino": 0.25}
 
 
 def default_target() -> str:

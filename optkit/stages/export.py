@@ -118,7 +118,7 @@ class ExportConfig:
     check: bool = True  # compare ONNX Runtime with PyTorch
     atol: float | None = None  # max |Δ| / max |output|; None: 1e-4, or 1e-2 with half
     seed: int = 0  # seeds the parity check's random inputs
-    int8_target: str | None = None  # quantized checkpoints: "onnxruntime" or "tensorrt" (optkit.quant.qdq)
+    int8_target: str | None = None  # INT8: onnxruntime, tensorrt or openvino (optkit.quant.qdq)
     silu_form: str = "auto"  # onnxruntime INT8: auto, quickgelu or qlinear (optkit.quant.silu_form)
     # one name per output tensor (the task's: optkit.tasks); None, or a count that differs from the
     # model's outputs: output0, output1, ... (export_checkpoint fills in the checkpoint's task's)

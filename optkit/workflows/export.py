@@ -186,23 +186,25 @@ def openvino_int8_target(ckpt) -> str:
     - classifiers whose activations are all ReLU / ReLU6: the onnxruntime flavour (uint8 activations,
       Q/DQ also at Add, Concat and pooling outputs: OpenVINO's int8 chains run unbroken): resnet18 3.63x
       against the tensorrt flavour's 3.07x (NNCF 3.61x), mobilenet-v2 2.13x against 1.86x (NNCF 2.10x);
-    - anything else the tensorrt flavour (symmetric Q/DQ at layer inputs only; SiLU stays Sigmoid * Mul,
-      which OpenVINO fuses into one Swish): yolo-cls-s 2.42x against the onnxruntime flavour's 1.90x
-      (SiLU as QLinearSigmoid + QLinearMul; its QuickGelu form OpenVINO cannot read at all), yolo-det-n
-      at 640 px 2.05x against 1.61x. A detector's onnxruntime flavour also writes its last 1x1 convs as
-      com.microsoft int8 GEMMs (its post-processing stays float), which OpenVINO cannot read."""
+    - anything else the openvino flavour (the tensorrt flavour's symmetric Q/DQ at layer inputs, one pair
+      per tensor and before Splits: see optkit.quant.qdq; SiLU stays Sigmoid * Mul, which OpenVINO fuses
+      into one Swish). The tensorrt flavour measured yolo-cls-s 2.42x against the onnxruntime flavour's
+      1.90x (SiLU as QLinearSigmoid + QLinearMul; its QuickGelu form OpenVINO cannot read at all),
+      yolo-det-n at 640 px 2.05x against 1.61x, and the openvino flavour 1.04x the tensorrt one on
+      yolo-det-n (1.00x on yolo-cls-s). A detector's onnxruntime flavour also writes its last 1x1 convs
+      as com.microsoft int8 GEMMs (its post-processing stays float), which OpenVINO cannot read."""
     from torch import nn
 
     from optkit.checkpoint import build_model
     from optkit.stages.task_output import FLOAT_TAIL_TASKS
 
     if ckpt.task in FLOAT_TAIL_TASKS:
-        return "tensorrt"
+        return "openvino"
     relu = (nn.ReLU, nn.ReLU6)
     others = (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.Mish, nn.Tanh)
     modules = list(build_model(ckpt).modules())
     has_relu = any(isinstance(m, relu) for m in modules)
-    return "onnxruntime" if has_relu and not any(isinstance(m, others) for m in modules) else "tensorrt"
+    return "onnxruntime" if has_relu and not any(isinstance(m, others) for m in modules) else "openvino"
 
 
 def _export(req: ExportRequest, progress, keep_images: bool = False, int8_default: Callable | None = None):

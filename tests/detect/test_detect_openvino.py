@@ -46,7 +46,7 @@ def test_int8_ir_of_a_detector_runs_its_convolutions_in_8_bits(cli, tmp_path, in
     result = cli("export", int8_det, "--format", "openvino", "-o", folder, "--json")
     assert result.code == 0, result.err
     r = result.json()
-    assert r["int8"]["target"] == "tensorrt"  # standard Q/DQ pairs, which OpenVINO reads
+    assert r["int8"]["target"] == "openvino"  # standard Q/DQ pairs laid out for OpenVINO
     ir = r["openvino"]
     assert ir["convs"] and ir["int8_convs"] >= ir["convs"] // 2
     bench = cli("benchmark", folder, "--rounds", "1", "--runs", "2", "--warmup", "1", "--json")

@@ -479,3 +479,63 @@ def test_silu_form_is_checked(cli, tmp_path):
         r.code == 1
         and r.err.strip() == "error: --silu-form must be one of auto, quickgelu, qlinear, got 'fast'"
     )
+
+
+def _c2f_graph() -> onnx.ModelProto:
+    """A C2f block's shape: x -> Conv a -> s; Split(s) -> (s1, s2); s2 -> Conv b -> t; r = s2 + t;
+    Concat(s1, s2, r) -> Conv c -> y, and x also read by Conv d -> z (two readers of x)."""
+    rng = np.random.default_rng(0)
+    shapes = (("a", (4, 4, 3, 3)), ("b", (2, 2, 3, 3)), ("c", (2, 6, 1, 1)), ("d", (2, 4, 1, 1)))
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), f"{n}.weight") for n, s in shapes]
+    inits.append(numpy_helper.from_array(np.array([2, 2], np.int64), "halves"))
+    nodes = [
+        helper.make_node("Conv", ["x", "a.weight"], ["s"], pads=[1, 1, 1, 1]),
+        helper.make_node("Split", ["s", "halves"], ["s1", "s2"], axis=1),
+        helper.make_node("Conv", ["s2", "b.weight"], ["t"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["s2", "t"], ["r"]),
+        helper.make_node("Concat", ["s1", "s2", "r"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "c.weight"], ["y"]),
+        helper.make_node("Conv", ["x", "d.weight"], ["z"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "c2f",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 4, 4]) for n in ("y", "z")],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_openvino_flavour_shares_one_pair_per_tensor_and_rounds_before_a_split():
+    """The openvino flavour: x, read by Conv a (amax 3) and Conv d (amax 5), gets one pair on amax 5 that
+    both read; Conv b's input s2 is a Split output, so the pair sits on the Split's input s (what OpenVINO
+    fuses into Conv a) and the residual Add and the Concat read the rounded parts too. The tensorrt
+    flavour keeps one pair per reader, on its own amax. (Parity of real models: test_openvino_matrix.)"""
+    from optkit.quant.qdq import LayerQuant, build_qdq
+
+    amaxes = {"a": 3.0, "b": 2.0, "c": 6.0, "d": 5.0}
+    channels = {"a": 4, "b": 2, "c": 2, "d": 2}
+    layers = {n: LayerQuant(amaxes[n], np.full(channels[n], 8.0, np.float32)) for n in amaxes}
+    scales = {}
+    for target in ("openvino", "tensorrt"):
+        model, _ = build_qdq(_c2f_graph(), layers, {}, target)
+        inits = _inits(model.graph)
+        quantized = [
+            n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in "x s s2 cat"
+        ]
+        scales[target] = sorted(
+            (n.input[0], float(numpy_helper.to_array(inits[n.input[1]]))) for n in quantized
+        )
+        if target == "openvino":
+            readers = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+            split = next(n for n in model.graph.node if n.op_type == "Split")
+            add = next(n for n in model.graph.node if n.op_type == "Add")
+            assert readers.get(split.input[0]) == "s_q_quantized"  # the Split reads the rounded tensor
+            assert add.input[0] == "s2"  # a part of the rounded tensor
+
+    def named(pairs):
+        return [(name, pytest.approx(scale, rel=1e-6)) for name, scale in pairs]
+
+    assert scales["openvino"] == named([("cat", 6.0 / 127), ("s", 2.0 / 127), ("x", 5.0 / 127)])
+    assert scales["tensorrt"] == named([("cat", 6 / 127), ("s2", 2 / 127), ("x", 3 / 127), ("x", 5 / 127)])
