@@ -29,7 +29,7 @@ def plot_pareto(points: list[dict], chosen: str | None, metric: dict, max_drop: 
     ys = [p["fitness"] * scale for p in points]
     fig, ax = plt.subplots(figsize=(10, 5), dpi=DPI)
     ax.axhline(ys[0] - max_drop / 100 * scale, color="tab:red", linestyle="--", linewidth=1,
-               label=f"budget: {max_drop:g} points below fp32")  # fmt: skip
+               label=f"budget: {max_drop:g} point{'' if max_drop == 1 else 's'} below fp32")  # fmt: skip
     front = _front(xs, ys)
     ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="0.6", label="Pareto front")
     ax.scatter(xs[:1], ys[:1], marker="s", s=60, color="black", zorder=3, label="fp32 baseline")
