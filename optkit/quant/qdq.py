@@ -10,8 +10,9 @@ convolution that produces its tensor only when every reader of that tensor reads
 So one pair per tensor, shared by all its readers (the largest of their calibrated amaxes), and a tensor
 that a Split produces is quantized before the Split instead (the largest amax of its parts): a C2f
 block's cv1 then writes int8 that its bottleneck, its residual Add and its Concat all read, where the
-tensorrt flavour leaves a float copy and a separate bf16 quantize op per reader. Measured (yolo-det-n,
-640 px, 2 threads, OpenVINO 2026.4.1, 9 interleaved rounds; /work/prof/ovq in session 11): 1.04x the
+tensorrt flavour leaves a float copy and a separate bf16 quantize op per reader (seen in the compiled
+model's runtime graph). Measured (yolo-det-n, 640 px, 2 threads, OpenVINO 2026.4.1, 9 interleaved rounds,
+2026-12-03): 1.04x the
 tensorrt flavour's IR speed, mAP50-95 0.5720 against 0.5707 (NNCF 1.04x, 0.5727); yolo-cls-s 224 px
 1.00x (real digits top-1 96.66% against 96.94%, NNCF 96.66%). Rounding the residual Adds' inputs as well
 (as NNCF does) measured 0.6-0.8 points of mAP50-95 lower on the detector, so they stay float.
