@@ -32,6 +32,8 @@ simplifiers merge equal-valued constants (zero biases of a fresh model) that PyT
 Known limits: ops outside the default ONNX domain (optkit's MatMulIntegerToFloat and QLinearConv
 excepted) and control-flow subgraphs are not counted (FLOPs are then reported unavailable for
 subgraphs); distinct layers with bit-identical weights merged by a simplifier count once.
+Input channels a constant Pad adds before a conv (optkit's int8 stem reads the image padded to 4
+channels, with zero weights there: optkit.quant.qdq._Graph.pad_stem) are not counted, in MACs or params.
 """
 
 from __future__ import annotations
@@ -269,6 +271,9 @@ class _Counter:
             return 0
         seen_weights.add(weight)
         total = sum(math.prod(self.consts[t]) for _, t in tensors)
+        if op in _WEIGHT_INPUT:  # zero weights of padded input channels are not the model's
+            w = self.consts[weight]
+            total -= w[0] * self._padded_channels(node) * math.prod(w[2:])
         bn = self._folded_bn_after(node) if op in _FOLD_INTO and not self._has_bias(node) else None
         if bn is not None:
             total += math.prod(self.shapes.get(bn.input[1]) or (0,))  # the bias folding gives the layer
@@ -297,6 +302,35 @@ class _Counter:
                 return None
             name = node.input[0]
         return None
+
+    def _padded_channels(self, node: onnx.NodeProto) -> int:
+        """Channels a constant Pad appends to `node`'s data input (through Q/DQ and other pass-through
+        nodes) and nothing else: 0 when there is no such Pad."""
+        from onnx import numpy_helper
+
+        name = node.input[0]
+        for _ in range(16):  # bounded, as in _const
+            producer = self.producer.get(name)
+            if producer is None:
+                return 0
+            if producer.op_type == "Pad":
+                break
+            if producer.op_type not in _PASS_THROUGH or not producer.input:
+                return 0
+            name = producer.input[0]
+        else:
+            return 0
+        pads = next(
+            (t for t in self.graph.initializer if len(producer.input) > 1 and t.name == producer.input[1]),
+            None,
+        )
+        if pads is None or _attr(producer, "mode", b"constant") != b"constant":
+            return 0
+        values = numpy_helper.to_array(pads).tolist()
+        rank = len(values) // 2
+        added = values[rank + 1] if rank > 1 else 0  # the end of axis 1, the channels
+        others = [v for i, v in enumerate(values) if i != rank + 1]
+        return int(added) if added > 0 and not any(others) else 0
 
     # -- BatchNorm folding --------------------------------------------------------------------------
     def _folds(self, node: onnx.NodeProto) -> bool:
@@ -329,7 +363,7 @@ class _Counter:
         if op in _WEIGHT_INPUT:
             w = self._shape(node.input[_WEIGHT_INPUT[op]])
             y = self._shape(node.output[0])
-            return math.prod(y) * w[1] * math.prod(w[2:])
+            return math.prod(y) * (w[1] - self._padded_channels(node)) * math.prod(w[2:])
         if op == "ConvTranspose":
             w, x = self._shape(node.input[1]), self._shape(node.input[0])
             return math.prod(x) * w[1] * math.prod(w[2:])

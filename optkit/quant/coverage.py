@@ -39,6 +39,7 @@ TYPE_PRESERVING_OPS = {
     "Slice",
     "Concat",
     "Identity",
+    "Pad",
 }
 SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Flatten", "Squeeze", "Constant"}
 

@@ -82,6 +82,7 @@ def _int8_rows(q: dict) -> list[tuple[str, str]]:
         *([("post-processing", _tail(q))] if q.get("float_tail_tensors") else []),
         *([("float outputs", _float_outputs(q))] if q.get("float_output_layers") else []),
         *([("NHWC edges", _nhwc(q["nhwc_rewrites"]))] if q.get("nhwc_rewrites") else []),
+        *([("padded stem", _padded(q["padded_stems"]))] if q.get("padded_stems") else []),
         ("ORT coverage", f"{cov['int8_layers']}/{total} Conv/Gemm run as int8 kernels in ONNX Runtime (CPU)"),
         ("ORT int8 ops", _ops(cov["int8_ops"])),
         ("ORT float ops", _ops(cov["float_ops"]) or "none"),
@@ -119,6 +120,11 @@ def _gemms(q: dict) -> str:
 def _nhwc(names: list[str]) -> str:
     """optkit.quant.nhwc's rewrites: float convs whose int8 readers get NHWC, pools run in NHWC."""
     return ", ".join(names) + " hand ONNX Runtime NHWC tensors (no Transpose there)"
+
+
+def _padded(names: list[str]) -> str:
+    """optkit.quant.qdq._Graph.pad_stem: int8 stems reading the image with zero channels added."""
+    return ", ".join(names) + " read the uint8 image padded to 4 channels (zero weights there; faster in ORT)"
 
 
 def _silu_row(q: dict) -> str:

@@ -235,6 +235,38 @@ def test_float_stem_and_head_pool_hand_onnx_runtime_nhwc(exported):
     assert transposes <= 1 + 2 * len(skip)  # a skipped (float, NCHW) layer amid int8 ones costs two
 
 
+def _unpadded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its stem reading the 3-channel image directly again (Pad gone, weights sliced)."""
+    g = model.graph
+    (pad,) = [n for n in g.node if n.op_type == "Pad"]
+    for n in g.node:
+        n.input[:] = [pad.input[0] if t == pad.output[0] else t for t in n.input]
+    g.node.remove(pad)
+    w = _inits(g)[f"{STEM}.weight_quantized"]
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w)[:, :3], w.name))
+    return model
+
+
+def test_int8_stem_reads_the_image_padded_to_four_channels_with_the_same_sums(exported, tmp_path):
+    """An int8 stem (ReLU) reads the uint8 image padded with a zero channel and has zero weights there:
+    ONNX Runtime computes exactly what the 3-channel graph computes (faster: optkit.quant.qdq)."""
+    (_, act, _), _, files = exported
+    path, report = files["onnxruntime"]
+    graph = onnx.load(path).graph
+    if act != "relu":  # a float stem reads the float image: nothing padded
+        assert report.int8["padded_stems"] == [] and "Pad" not in {n.op_type for n in graph.node}
+        return
+    assert report.int8["padded_stems"] == [STEM]
+    weights = numpy_helper.to_array(_inits(graph)[f"{STEM}.weight_quantized"])
+    assert weights.shape[1] == 4 and not weights[:, 3].any()
+    x = np.random.default_rng(3).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    padded = create_session(path, threads=1)
+    onnx.save(_unpadded(onnx.load(path)), tmp_path / "unpadded.onnx")
+    plain = create_session(tmp_path / "unpadded.onnx", threads=1)
+    name = padded.get_inputs()[0].name
+    np.testing.assert_array_equal(padded.run(None, {name: x})[0], plain.run(None, {name: x})[0])
+
+
 def test_both_flavours_count_the_same_params_and_flops(exported):
     """optkit profile/benchmark count an INT8 graph like its float layers, int8 GEMMs included."""
     from optkit.measure.onnx_flops import count_graph
