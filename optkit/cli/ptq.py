@@ -36,6 +36,13 @@ def ptq_calibrate(
     per_tensor: Annotated[
         bool, typer.Option("--per-tensor", help="One weight scale per layer (default: per channel).")
     ] = False,
+    bias_correction: Annotated[
+        bool,
+        typer.Option(
+            "--bias-correction/--no-bias-correction",
+            help="Add to each layer's bias the mean error INT8 adds to its output, per channel.",
+        ),
+    ] = QuantConfig.bias_correction,
     skip: Annotated[
         list[str] | None, typer.Option("--skip", help="Layer name to keep in float (repeatable).")
     ] = None,
@@ -91,7 +98,13 @@ def ptq_calibrate(
         data=data,
         num_images=num_images,
         val_images=val_images,
-        quant=quant_config(method, percentile, per_channel=not per_tensor, skip=list(skip or [])),
+        quant=quant_config(
+            method,
+            percentile,
+            per_channel=not per_tensor,
+            skip=list(skip or []),
+            bias_correction=bias_correction,
+        ),
         sensitivity=sensitivity,
         sensitivity_metric=sensitivity_metric,
         auto_skip=auto_skip,

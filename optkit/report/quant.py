@@ -10,6 +10,14 @@ SENSITIVITY_ROWS = 15  # most sensitive layers shown (all are in --json)
 TOP1 = {"key": "top1", "label": "top-1", "percent": True}  # what a result without `shown` compared
 
 
+def _bias_correction(b: dict) -> str:
+    """optkit.quant.bias_correction's figures."""
+    return (
+        f"{b['layers']} layers' biases absorb their mean INT8 error (mean |shift| {b['mean_shift']:.2g}, "
+        f"at most {b['max_relative_shift']:.1%} of a channel's output std)"
+    )
+
+
 def print_ptq(r: dict) -> None:
     """The summary; one row per compared metric (`shown`: a classifier's top-1; a detector's mAP50-95
     and mAP50), the float post-processing of a detector's head in "kept float"."""
@@ -38,6 +46,9 @@ def print_ptq(r: dict) -> None:
         )
     if r.get("auto_skipped") is not None:
         rows.insert(6 + len(shown) - 1, ("auto-skip", ", ".join(r["auto_skipped"]) or "nothing needed"))
+    if r.get("bias_correction"):
+        after = [key for key, _ in rows].index("calibration") + 1
+        rows.insert(after, ("bias correction", _bias_correction(r["bias_correction"])))
     out().print(kv_table(f"optkit ptq-calibrate  {r['source']}", rows))
     if r.get("sensitivity"):
         _print_sensitivity(r["sensitivity"], shown[0])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from optkit.errors import CheckpointError, ConfigError
@@ -49,10 +49,18 @@ FLAGS = {"method": "--method", "percentile": "--percentile", "skip": "--skip"}  
 SKIP_HINT = "; `optkit ptq-calibrate --sensitivity` lists them all"  # ends an unknown --skip's layer list
 
 
-def quant_config(method: str, percentile: float, per_channel: bool, skip: list[str]) -> QuantConfig:
+def quant_config(
+    method: str, percentile: float, per_channel: bool, skip: list[str], bias_correction: bool = False
+) -> QuantConfig:
     """The QuantConfig of ptq-calibrate's options; a value out of range is worded by its flag."""
     with options_named(FLAGS):
-        return QuantConfig(method=method, percentile=percentile, per_channel=per_channel, skip=list(skip))
+        return QuantConfig(
+            method=method,
+            percentile=percentile,
+            per_channel=per_channel,
+            skip=list(skip),
+            bias_correction=bias_correction,
+        )
 
 
 @dataclass
@@ -120,6 +128,7 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     """`progress`: an optkit.report.progress display (default: quiet). Every input is checked (the
     file, the data, --act, --skip, ModelOpt installed) before the first step that prints a line."""
     from optkit.checkpoint import build_model, save_checkpoint
+    from optkit.quant.bias_correction import correct_biases
     from optkit.quant.float_scope import float_scope
     from optkit.quant.ptq import (
         check_rebuilds,
@@ -164,11 +173,14 @@ def run_ptq(req: PtqRequest, progress=None) -> dict:
     result["calibration_s"] = _calibrate(qmodel, quant, images.calib, progress)
     if req.sensitivity or req.auto_skip is not None:
         _sensitivity(qmodel, data, images, req, result, progress)
-    with progress.step(f"comparing float and INT8 on {data.val_images} val images"):
-        result.update(_compare(fused, qmodel, data, images))
     result["skipped"] = list(req.quant.skip) + result.get("auto_skipped", [])
     final_config = QuantConfig(**{**quant.as_dict(), "skip": result["skipped"]})
     qmodel = with_config(fused, qmodel, final_config)
+    if final_config.bias_correction:
+        with progress.step(f"correcting biases on {result['num_images']} images"):
+            result["bias_correction"] = asdict(correct_biases(qmodel, images.calib))
+    with progress.step(f"comparing float and INT8 on {data.val_images} val images"):
+        result.update(_compare(fused, qmodel, data, images))
     metrics = _lineage_metrics(result, data)
     if ckpt is None:
         _save_foreign(src, fused, qmodel, target, _args(req), metrics)
