@@ -2,8 +2,9 @@
 Writes results/openvino.json and .md, prints the table.
 
 Models: resnet18 (ReLU), mobilenet-v2 (ReLU6) and yolo-cls-s (SiLU), latency at 224 px, and yolo-det-n
-(SiLU), latency at 640 px. For each, every optkit step through the CLI as a user runs it (`optkit ...
---json`, the repo's .venv):
+(SiLU), latency at 640 px; `--models yolo-cls-n --weights yolo-cls-n=runs/demo/train/weights/best.pt`
+runs the demo's classifier (224 px). For each, every optkit step through the CLI as a user runs it
+(`optkit ... --json`, the repo's .venv):
 1. train it briefly (the classifiers on --data, builtin:shapes by default, at --imgsz 64; the detector on
    builtin:shapes-det at --det-imgsz 96), or take --weights MODEL=best.pt;
 2. `export --dynamic` (fp32 ONNX) and `export --format openvino --dynamic` (fp32 IR);
@@ -75,7 +76,9 @@ MODELS = {
     "mobilenet-v2": ({}, 224),
     "yolo-cls-s": ({}, 224),
     "yolo-det-n": ({}, 640),
+    "yolo-cls-n": ({}, 224),  # the demo's classifier (`--weights yolo-cls-n=runs/demo/train/weights/best.pt`)
 }
+DEFAULT_MODELS = ("resnet18", "mobilenet-v2", "yolo-cls-s", "yolo-det-n")
 SMOKE = dict(epochs=1, det_epochs=1, fraction=0.05, imgsz=32, det_imgsz=64, num_images=16, rounds=1,
              runs=2, warmup=1, latency_imgsz=64, int8_atol=RANDOM_INIT_ATOL)  # fmt: skip
 BASE = "ort fp32"  # every speed-up is over this file and runtime
@@ -86,7 +89,8 @@ SILU_MODELS = ("yolo-cls-s", "yolo-det-n")  # --variants: the SiLU forms matter 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
+    models = ", ".join(MODELS)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated, from: " + models)
     p.add_argument("--data", default=None, help="classifiers' data: an ImageFolder (default builtin:shapes)")
     p.add_argument("--imgsz", type=int, default=64, help="classifiers' training and accuracy size")
     p.add_argument("--det-imgsz", type=int, default=96, help="the detector's training and accuracy size")
