@@ -54,6 +54,7 @@ def correct_biases(model: nn.Module, batches: list) -> BiasCorrection:
     finally:
         for h in handles:
             h.remove()
+    names = [n for n in names if stats[n].count]  # a layer the images never reach keeps its bias
     shifts, relative = [], []
     with torch.no_grad():
         for name in names:
