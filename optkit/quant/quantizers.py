@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 KIND = "quantize"  # the checkpoint transform this module owns (optkit.transforms)
-VERSION = 2  # its entry layout: see transform_entry (2: the config names `float_modules`)
+VERSION = 3  # its entry layout: see transform_entry (2: the config has `float_modules`, 3: `bias_correction`)
 NUM_BITS = 8
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")  # need ModelOpt's histogram calibrator
 # entropy/mse try every SEARCH_STRIDE-th of the histogram's 2048 bins as the clipping point: ModelOpt's
@@ -241,10 +241,11 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
 
 
 def upgrade(entry: dict, version: int) -> dict:
-    """A version-1 entry (written before `float_modules` existed) kept nothing float beyond `skip`."""
+    """A version-1 entry (written before `float_modules` existed) kept nothing float beyond `skip`; entries
+    before version 3 corrected no biases (the corrected biases live in the weights: replay needs nothing)."""
     config = entry.get("config")
     if isinstance(config, dict):  # anything else is refused by replay as malformed
-        config = {"float_modules": [], **config}
+        config = {"float_modules": [], "bias_correction": False, **config}
     return {**entry, "version": VERSION, "config": config}
 
 

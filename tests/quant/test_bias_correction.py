@@ -79,3 +79,24 @@ def test_cli_flag(cli, tmp_path, tiny_data):
     r = cli("ptq-calibrate", src, "--data", tiny_data, "--num-images", "16", "--bias-correction", "--json")
     assert r.code == 0, r.err
     assert r.json()["bias_correction"]["layers"] == 9
+
+
+def test_a_version_2_entry_without_the_field_still_loads(tmp_path, tiny_data):
+    """Checkpoints written before bias_correction existed (quantize transform v2) rebuild unchanged."""
+    from optkit.checkpoint import build_model, load_checkpoint
+
+    src = _float_ckpt(tmp_path)
+    _ptq(src, tiny_data, tmp_path / "q.pt", method="max")
+    raw = torch.load(tmp_path / "q.pt", map_location="cpu", weights_only=True)
+    entry = raw["transforms"][-1]
+    assert entry["version"] == 3 and entry["config"]["bias_correction"] is False
+    entry["version"] = 2
+    del entry["config"]["bias_correction"]
+    torch.save(raw, tmp_path / "v2.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        new, old = (
+            build_model(load_checkpoint(tmp_path / "q.pt")),
+            build_model(load_checkpoint(tmp_path / "v2.pt")),
+        )
+        assert torch.equal(new(x), old(x))
