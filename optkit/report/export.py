@@ -124,7 +124,12 @@ def _nhwc(names: list[str]) -> str:
 
 def _padded(names: list[str]) -> str:
     """optkit.quant.qdq._Graph.pad_stem: int8 stems reading the image with zero channels added."""
-    return ", ".join(names) + " read the uint8 image padded to 4 channels (zero weights there; faster in ORT)"
+    from optkit.quant.qdq import STEM_CHANNELS
+
+    return (
+        ", ".join(names)
+        + f" read the uint8 image padded to {STEM_CHANNELS} channels (zero weights there; faster in ORT)"
+    )
 
 
 def _silu_row(q: dict) -> str:
