@@ -102,7 +102,7 @@ def test_ptq_on_a_detector(cli, det_data, learned_det, tmp_path):
     assert d["quantized_layers"] == len(quantizable_layers(float_model)) and d["skipped"] == []
     raw = torch.load(tmp_path / "q.pt", map_location="cpu", weights_only=True)  # no pickled modules
     entry = quantize_entry(raw["transforms"])
-    assert entry["version"] == 2 and entry["config"]["float_modules"] == [f"{head}.dfl"]
+    assert entry["version"] == 3 and entry["config"]["float_modules"] == [f"{head}.dfl"]
 
     # the file reloads to the same outputs
     again = build_model(load_checkpoint(tmp_path / "q.pt"))
