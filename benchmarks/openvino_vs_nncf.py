@@ -18,7 +18,12 @@ runs the demo's classifier (224 px). For each, every optkit step through the CLI
      output convolutions kept float, as benchmarks/detect_quant.py does), run by OpenVINO (converted to
      an IR with optkit's metadata so that `optkit val` runs it in OpenVINO);
 4. accuracy: `optkit val` of every file in the runtime it is shipped for (IRs at OpenVINO's default
-   precision): top-1 on the classifiers' val split, mAP50-95 on the detector's;
+   precision): top-1 on the classifiers' val split, mAP50-95 on the detector's. For a classifier the two
+   INT8 IRs are also compared image by image (paired): how many images only optkit's gets right and only
+   NNCF's, the difference with its 95% interval, and the exact McNemar p-value (the chance of a split at
+   least this uneven if both were equally accurate). On builtin:shapes, `--fresh-val N` (default 16000)
+   repeats that on N more images from the same generator with another seed: 1,600 val images cannot tell
+   apart INT8 models that differ by a few images (one image is 0.06 pp);
 5. latency, batch 1, 2 threads, input shape fixed: ONNX Runtime runs the fp32 ONNX, optkit's INT8 ONNX and
    ORT's; OpenVINO runs the fp32 IR at INFERENCE_PRECISION_HINT f32 and at its default (bf16 on CPUs that
    have it), NNCF's INT8, optkit's INT8 IR, and optkit's onnxruntime-flavour file where OpenVINO can read
@@ -27,6 +32,9 @@ runs the demo's classifier (224 px). For each, every optkit step through the CLI
    speed-up over ORT fp32 is the median of the per-round ratios (paired: robust to load drifting).
 
 Targets (issue 16): optkit's INT8 IR at least as fast as NNCF's INT8 on OpenVINO, and at least as accurate.
+The verdict column says "ok" when the median paired speed ratio is >= 1 and optkit's top-1 (or mAP) is
+>= NNCF's on the val split, "tie" where a shortfall is within the noise (speed: the ratio's upper quartile
+over the rounds reaches 1; accuracy: McNemar p >= 0.05 on every set compared), "NO" otherwise.
 
 `--variants` also measures the Q/DQ placement of the OpenVINO INT8 flavour (the idle-machine run that
 decides optkit.workflows.export.openvino_int8_target by measurement): the IR converted from the tensorrt
@@ -80,7 +88,8 @@ MODELS = {
 }
 DEFAULT_MODELS = ("resnet18", "mobilenet-v2", "yolo-cls-s", "yolo-det-n")
 SMOKE = dict(epochs=1, det_epochs=1, fraction=0.05, imgsz=32, det_imgsz=64, num_images=16, rounds=1,
-             runs=2, warmup=1, latency_imgsz=64, int8_atol=RANDOM_INIT_ATOL)  # fmt: skip
+             runs=2, warmup=1, latency_imgsz=64, int8_atol=RANDOM_INIT_ATOL, fresh_val=64)  # fmt: skip
+FRESH_SEED = 7  # builtin:shapes' own splits are drawn with seed 0; the fresh images with this one
 BASE = "ort fp32"  # every speed-up is over this file and runtime
 VARIANT_F32 = "ov optkit int8 ir (f32)"  # --variants: optkit's INT8 IR with INFERENCE_PRECISION_HINT f32
 SILU_MODELS = ("yolo-cls-s", "yolo-det-n")  # --variants: the SiLU forms matter for these only (the ReLU
@@ -99,6 +108,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--det-epochs", type=int, default=25)
     p.add_argument("--fraction", type=float, default=1.0, help="of the train split (smoke runs)")
     p.add_argument("--num-images", type=int, default=512, help="calibration images")
+    p.add_argument(
+        "--fresh-val", type=int, default=16000,
+        help="builtin:shapes classifiers: also compare the INT8 IRs on this many new images (0: not)",
+    )  # fmt: skip
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=10)
@@ -276,6 +289,59 @@ def accuracy(model: str, files: dict[str, Path], args) -> dict:
     return result
 
 
+def paired_accuracy(work: Path, model: str, files: dict[str, Path], args) -> dict:
+    """Classifiers: optkit's INT8 IR against NNCF's, image by image, on the val split and (builtin:shapes,
+    --fresh-val) on new images from the same generator: {set: paired(optkit, nncf) + its folder}."""
+    from optkit.measure.paired import paired_top1
+    from optkit.tasks import get_task
+
+    if is_detector(model):
+        return {}
+    spec = data_of(model, args)
+    sets = {"val": Path(get_task("classify").resolve_data(spec).val_dir)}
+    if spec == CLS_DATA and args.fresh_val:
+        sets[f"{args.fresh_val} fresh"] = fresh_shapes(work, args.fresh_val)
+    result = {}
+    for name, folder in sets.items():
+        mine, theirs = (per_image_top1(files[k], folder) for k in ("optkit ir", "nncf ir"))
+        result[name] = {"folder": str(folder), **paired_top1(mine, theirs)}
+    return result
+
+
+def fresh_shapes(work: Path, n: int) -> Path:
+    """The val folder of n new builtin:shapes images (FRESH_SEED), generated once into `work`."""
+    from optkit.data.shapes import CLASSES, generate_shapes
+    from optkit.tasks.classify import BUILTIN_IMGSZ
+
+    root = work / f"shapes-fresh-{n}"
+    if not (root / "val").is_dir():
+        err().print(f"generating {n} fresh builtin:shapes images (seed {FRESH_SEED}) ...")
+        generate_shapes(root, imgsz=BUILTIN_IMGSZ, n_train=len(CLASSES), n_val=n, seed=FRESH_SEED)
+    return root / "val"
+
+
+def per_image_top1(ir: Path, folder: Path) -> list[bool]:
+    """Whether the IR's top class is right, image by image, at OpenVINO's default precision with the
+    preprocessing its metadata records (what `optkit val` runs)."""
+    import torch
+
+    from optkit.data.folder import ImageFolder
+    from optkit.data.transforms import ValTransform
+    from optkit.ovrt import OvModel
+
+    net = OvModel(ir)
+    meta = net.metadata
+    pre = meta["preprocess"]
+    transform = ValTransform(meta["imgsz"], mean=pre["mean"], std=pre["std"])
+    dataset = ImageFolder(folder, transform, classes=list(meta["names"]))
+    right = []
+    for start in range(0, len(dataset), 64):
+        items = [dataset[i] for i in range(start, min(start + 64, len(dataset)))]
+        predicted = net(torch.stack([image for image, _ in items])).argmax(1)
+        right += (predicted == torch.tensor([label for _, label in items])).tolist()
+    return right
+
+
 # ------------------------------------------------------------------------------------------ timing
 
 
@@ -383,18 +449,26 @@ def cell(row: dict, label: str, file: str | None) -> str:
 
 
 def verdicts(row: dict) -> dict:
-    """The issue's targets: optkit's INT8 IR vs NNCF's INT8, speed (paired ratio) and accuracy."""
+    """The issue's targets: optkit's INT8 IR vs NNCF's INT8, speed (paired ratio) and accuracy, each "ok",
+    "tie" (short, within the noise: see the module docstring) or "NO"."""
     per_round = row["latency"]["per_round_ms"]
     if "ov nncf int8" not in per_round or "ov optkit int8 ir" not in per_round:
         return {}
-    faster = statistics.median(
-        n / o for n, o in zip(per_round["ov nncf int8"], per_round["ov optkit int8 ir"], strict=True)
-    )
+    ratios = [n / o for n, o in zip(per_round["ov nncf int8"], per_round["ov optkit int8 ir"], strict=True)]
+    faster = statistics.median(ratios)  # > 1: optkit's IR faster
+    upper = statistics.quantiles(ratios, n=4, method="inclusive")[2] if len(ratios) > 1 else faster
     acc, metric = row["accuracy"], row["metric"]
+    ahead = acc["optkit ir"][metric] - acc["nncf ir"][metric]
+    noise = bool(row.get("paired")) and all(p["mcnemar_p"] >= 0.05 for p in row["paired"].values())
+    speed = "ok" if faster >= 1.0 else "tie" if upper >= 1.0 else "NO"
+    accuracy = "ok" if ahead >= 0 else "tie" if noise else "NO"
     return {
-        "ir_vs_nncf_speed": faster,  # > 1: optkit's IR faster
-        "ir_vs_nncf_accuracy": acc["optkit ir"][metric] - acc["nncf ir"][metric],
-        "ok": faster >= 1.0 and acc["optkit ir"][metric] >= acc["nncf ir"][metric],
+        "ir_vs_nncf_speed": faster,
+        "ir_vs_nncf_speed_q3": upper,
+        "ir_vs_nncf_accuracy": ahead,
+        "speed": speed,
+        "accuracy": accuracy,
+        "ok": speed == accuracy == "ok",
     }
 
 
@@ -404,7 +478,7 @@ def table_rows(record: dict) -> list[list[str]]:
         fp32 = row["accuracy"]["fp32"][row["metric"]]
         shown = f"{fp32:.2%}" if row["metric"] == "top1" else f"{fp32:.3f}"
         v = row["verdict"]
-        verdict = f"{v['ir_vs_nncf_speed']:.2f}x, {'ok' if v['ok'] else 'NO'}" if v else "-"
+        verdict = f"speed {v['ir_vs_nncf_speed']:.2f}x {v['speed']}, accuracy {v['accuracy']}" if v else "-"
         rows.append([f"{row['model']} @{row['latency']['imgsz']}", shown]
                     + [cell(row, label, file) for _, label, file in COLUMNS] + [verdict])  # fmt: skip
     return rows
@@ -428,9 +502,23 @@ def markdown(record: dict) -> str:
     ]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(record)]
     for row in record["rows"]:
-        lines += variant_lines(row)
+        lines += paired_lines(row) + variant_lines(row)
     lines += ["", "How each figure is measured: the docstring of benchmarks/openvino_vs_nncf.py."]
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(row: dict) -> list[str]:
+    """A classifier's INT8 IRs compared image by image: optkit's against NNCF's, per image set."""
+    lines = []
+    for name, p in row.get("paired", {}).items():
+        low, high = p["diff_ci95"]
+        lines.append(
+            f"- {row['model']}, {name} ({p['images']} images): optkit IR {p['top1_a']:.2%}, NNCF "
+            f"{p['top1_b']:.2%}; only optkit right {p['only_a']}, only NNCF right {p['only_b']}; "
+            f"difference {p['diff'] * 100:+.2f} pp (95% {low * 100:+.2f} to {high * 100:+.2f}), "
+            f"McNemar p {p['mcnemar_p']:.2f}"
+        )
+    return ["", *lines] if lines else []
 
 
 def variant_lines(row: dict) -> list[str]:
@@ -468,7 +556,7 @@ def print_table(record: dict) -> None:
     out().print(table)
     out().print(record["data_note"])
     for row in record["rows"]:
-        for line in variant_lines(row)[1:]:
+        for line in paired_lines(row)[1:] + variant_lines(row)[1:]:
             out().print(line, highlight=False)
 
 
@@ -500,6 +588,7 @@ def model_row(work: Path, model: str, args) -> dict:
         **facts,
         "variants": variants,
         "accuracy": accuracy(model, files, args),
+        "paired": paired_accuracy(work, model, files, args),
         "latency": latency(files, imgsz, args),
         "bytes": {k: size_of(p) for k, p in files.items()},
     }

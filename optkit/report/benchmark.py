@@ -158,10 +158,12 @@ def _title(r: dict) -> str:
 
 def _note_tag(note: str) -> str:
     """The few words the table shows for a row note (the footnote gives the whole note)."""
-    from optkit.workflows.benchmark import FAKE_QUANT_NOTE, NO_GAIN_NOTE, SIZE_NOTE
+    from optkit.workflows.benchmark import FAKE_QUANT_NOTE, NO_GAIN_NOTE, PAIRED_NOTE, SIZE_NOTE
 
     if note == FAKE_QUANT_NOTE:
         return "fake quant"
+    if note.startswith(PAIRED_NOTE):  # "top-1 p 0.29": McNemar's p against the reference row
+        return "top-1 p " + note.rsplit("McNemar p ", 1)[1].split(":")[0]
     if SIZE_NOTE in note:
         return "other size"
     return "no gain" if note.startswith(NO_GAIN_NOTE) else note

@@ -107,6 +107,10 @@ class Task:
         detector's thresholds) also takes `options`, a dict of them."""
         raise NotImplementedError
 
+    # evaluate(..., options={"per_image": True}) adds "correct": per val image (in order), whether the model
+    # got it right, so that two models can be compared image by image (optkit.measure.paired)
+    judges_each_image: bool = False
+
     def fitness(self, metrics: dict) -> float:
         return float(metrics[self.fitness_key])
 

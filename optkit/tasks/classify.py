@@ -66,10 +66,14 @@ class Classify(Task):
 
         return torch.nn.CrossEntropyLoss(label_smoothing=options.get("label_smoothing", 0.0))
 
-    def evaluate(self, model, loader, device, amp: bool = False) -> dict:
+    judges_each_image = True
+
+    def evaluate(self, model, loader, device, amp: bool = False, options: dict | None = None) -> dict:
+        """options {"per_image": True}: also "correct", whether top-1 is right per val image (in order)."""
         from optkit.measure.evaluate import evaluate
 
-        return evaluate(model, loader, device, amp=amp).as_dict()
+        per_image = bool((options or {}).get("per_image"))
+        return evaluate(model, loader, device, amp=amp, per_image=per_image).as_dict()
 
     def distill_loss(self, student, teacher, options: dict):
         """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch: how far the

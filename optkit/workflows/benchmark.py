@@ -31,6 +31,7 @@ ROUND_WARMUP = 2  # untimed runs before each round's batch: the previous artifac
 SPREAD_LIMIT = 0.10  # flag a row when the IQR of its per-round speed-ups exceeds 10% of their median
 FAKE_QUANT_NOTE = "fake quantization: runs in float, not a deployment format"
 NO_GAIN_NOTE = "does not pay off"  # + " at N px: ...", for a speed-up below 1
+PAIRED_NOTE = "top-1 image by image"  # + " against <reference>: ...", a classifier row (measure.paired)
 SIZE_NOTE = "the speed-up compares different sizes"  # a row timed at another size than its reference
 SHOWN_METRICS = 2  # accuracy figures a table row shows (headline_metrics); --json and --csv carry all
 
@@ -145,6 +146,7 @@ def run_benchmark(req: BenchmarkRequest, make_timer: TimerFactory | None = None,
                 times[i] = t
     _add_latency(rows, times, req.batch)
     add_int8_gain_notes(rows)
+    add_paired_top1(rows)
     return {
         "imgsz": _shared(sizes),
         "latency_imgsz": _shared(latency_sizes),
@@ -266,11 +268,15 @@ def _describe(item: Loaded, imgsz: int, latency_imgsz: int, dataset: Dataset | N
     if dataset is not None:
         task = dataset.task
         label = headline_metrics(task)[0].label if task.metrics else "accuracy"
+        options = {"per_image": True} if task.judges_each_image else None
         with progress.step(f"{label} of {item.path} at {imgsz} px"):
             metrics = measure_on_val(
-                item.model, task, dataset.data, item.names, imgsz, preprocess=item.preprocess
-            )
+                item.model, task, dataset.data, item.names, imgsz, preprocess=item.preprocess,
+                eval_options=options,
+            )  # fmt: skip
         row.update({m.key: metrics[m.key] for m in task.metrics}, data=dataset.spec)
+        if "correct" in metrics:
+            row["_correct"] = metrics["correct"]  # add_paired_top1 reads and removes it
     return row
 
 
@@ -337,6 +343,40 @@ def add_int8_gain_notes(rows: list[dict]) -> None:
         row["speedup_vs_float_onnx"] = gain
         if gain < INT8_GAIN:
             row["notes"].append(f"no int8 gain over {base['label']} ({gain:.2f}x)")
+
+
+def add_paired_top1(rows: list[dict]) -> None:
+    """Each classifier row measured on the same images as its reference (the first row of its task)
+    gets "paired_top1" (optkit.measure.paired: the images only one of the two gets right, the
+    difference's 95% interval, McNemar's p) and, when any image tells them apart, a note saying whether
+    chance explains the difference: two INT8 files a few val images apart are often equally accurate."""
+    from optkit.measure.paired import paired_top1
+
+    references = {}
+    for row in rows:
+        references.setdefault(row["task"], row)
+    for row in rows:
+        ref = references[row["task"]]
+        mine, theirs = row.get("_correct"), ref.get("_correct")
+        if row is ref or mine is None or theirs is None or len(mine) != len(theirs):
+            continue
+        paired = paired_top1(mine, theirs)
+        row["paired_top1"] = {k: v for k, v in paired.items() if k not in ("top1_a", "top1_b")}
+        if paired["only_a"] + paired["only_b"]:
+            row["notes"].append(paired_note(paired, ref["label"]))
+    for row in rows:
+        row.pop("_correct", None)
+
+
+def paired_note(paired: dict, reference: str) -> str:
+    low, high = (100 * v for v in paired["diff_ci95"])
+    p = paired["mcnemar_p"]
+    verdict = "chance explains the difference" if p >= 0.05 else "more than chance"
+    return (
+        f"{PAIRED_NOTE} against {reference}: {paired['only_a']} of {paired['images']} images only this one "
+        f"gets right, {paired['only_b']} only {reference}; difference {100 * paired['diff']:+.2f} pp "
+        f"(95% interval {low:+.2f} to {high:+.2f}), McNemar p {p:.2f}: {verdict}"
+    )
 
 
 def short_labels(paths: list[str]) -> list[str]:

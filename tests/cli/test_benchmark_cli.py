@@ -314,3 +314,29 @@ def test_int8_onnx_rows_are_judged_against_the_float_onnx_file():
     assert rows[4]["speedup_vs_float_onnx"] == pytest.approx(2.0) and rows[4]["notes"] == []
     assert rows[5]["speedup_vs_float_onnx"] == pytest.approx(3.0) and rows[5]["notes"] == []
     assert "speedup_vs_float_onnx" not in rows[0] and rows[0]["notes"] == []
+
+
+def test_classifiers_are_compared_image_by_image(cli, artifacts, tiny_data, tmp_path):
+    """A second classifier's row counts the val images only it, or only the reference, gets right: the
+    counts give the top-1 difference, and McNemar's p says whether chance explains it."""
+    pt, onnx_path = artifacts
+    torch.manual_seed(1)
+    other = create_model("test-tiny", num_classes=3).eval()
+    other_pt = save_checkpoint(checkpoint_from_model(other, ["blue", "green", "red"], 32), tmp_path / "o.pt")
+    r = cli(
+        "benchmark", pt, onnx_path, other_pt, "--data", tiny_data, "--runs", "2", "--warmup", "0", "--json"
+    )
+    assert r.code == 0, r.err
+    ref, same, diff = r.json()["rows"]
+    assert "paired_top1" not in ref and "_correct" not in ref
+    assert same["paired_top1"]["images"] == 18
+    assert same["paired_top1"]["only_a"] == same["paired_top1"]["only_b"] == 0  # its own ONNX export
+    p = diff["paired_top1"]
+    assert p["images"] == 18 and p["diff"] == pytest.approx(diff["top1"] - ref["top1"])
+    assert (p["only_a"] - p["only_b"]) / 18 == pytest.approx(p["diff"])
+    assert p["only_a"] + p["only_b"] > 0  # random weights of another seed: some image tells them apart
+    assert 0 < p["mcnemar_p"] <= 1 and p["diff_ci95"][0] <= p["diff"] <= p["diff_ci95"][1]
+    note = next(n for n in diff["notes"] if n.startswith("top-1 image by image against m.pt"))
+    assert f"McNemar p {p['mcnemar_p']:.2f}" in note
+    table = cli("benchmark", pt, other_pt, "--data", tiny_data, "--runs", "2", "--warmup", "0")
+    assert table.code == 0 and f"top-1 p {p['mcnemar_p']:.2f}" in table.out  # the note's tag

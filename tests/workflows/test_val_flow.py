@@ -23,6 +23,7 @@ class Counting(Classify):
     name = "counting-classify"
     metrics = (Metric("hits", "hits", percent=True),)
     fitness_key = "hits"
+    judges_each_image = False  # its evaluate replaces Classify's and takes no options
 
     def __init__(self) -> None:
         self.reads = 0
