@@ -270,19 +270,34 @@ def _tensorrt_activations(graph, nodes, layers) -> dict:
 
 
 def _openvino_activations(graph, nodes, layers) -> dict:
-    """{(tensor, None): params}: one symmetric int8 pair per tensor a quantized layer reads, shared by
-    all its readers, on the largest amax among them; a Split's output moves its pair to the Split's
-    input (the tensor's producer then writes int8 for every part)."""
-    amax: dict[str, float] = {}
+    """{(tensor, None): params}: symmetric int8 pairs for OpenVINO, each shared by all its tensor's readers.
+
+    A quantized layer's input made by a Concat, Split, MaxPool or nearest Resize holds values of the
+    tensors those read, so its pair moves up to them (rounding them with one scale rounds the output
+    the same way): each producer then writes int8, and OpenVINO splits, pools, upsamples and joins int8
+    tensors instead of rounding each joined tensor again (NNCF's unified scales). Tensors joined into one
+    input share its scale, on the largest amax any of their readers needs."""
+    needed: dict[str, float] = {}  # the tensor each quantized layer reads -> the largest amax asked
     for i, name in nodes.items():
         tensor = graph.nodes[i].input[0]
-        amax[tensor] = max(amax.get(tensor, 0.0), layers[name].input_amax)
-    for node in graph.nodes:
-        parts = [t for t in node.output if t in amax]
-        if node.op_type == "Split" and parts and graph.is_activation(node.input[0]):
-            merged = max(amax.pop(t) for t in parts)
-            amax[node.input[0]] = max(amax.get(node.input[0], 0.0), merged)
-    return {(tensor, None): _symmetric_int8(value) for tensor, value in amax.items()}
+        needed[tensor] = max(needed.get(tensor, 0.0), layers[name].input_amax)
+    group: dict[str, str] = {}  # union-find over source tensors: one scale per group
+
+    def root(t: str) -> str:
+        while group.setdefault(t, t) != t:
+            t = group[t]
+        return t
+
+    amax_of: dict[str, float] = {}  # source tensor -> the largest amax among the inputs made of it
+    for tensor, value in needed.items():
+        sources = graph.copied_from(tensor)
+        for source in sources:
+            group[root(source)] = root(sources[0])
+            amax_of[source] = max(amax_of.get(source, 0.0), value)
+    shared: dict[str, float] = {}
+    for source, value in amax_of.items():
+        shared[root(source)] = max(shared.get(root(source), 0.0), value)
+    return {(source, None): _symmetric_int8(shared[root(source)]) for source in amax_of}
 
 
 def _onnxruntime_activations(graph, nodes, layers, ranges, report, gemms, tail=frozenset()) -> dict:
@@ -401,6 +416,17 @@ def _qdq_names(tensor: str, *suffixes: str, index: int | None = None) -> list[st
     return [base + suffix for suffix in suffixes]
 
 
+def _is_nearest_resize(node) -> bool:
+    return (
+        node.op_type == "Resize"
+        and next(
+            (a.s for a in node.attribute if a.name == "mode"),
+            b"nearest",  # the op's default mode
+        )
+        == b"nearest"
+    )
+
+
 def _other(node, tensor: str) -> str:
     """The other input of a two-input node."""
     a, b = node.input
@@ -489,6 +515,24 @@ class _Graph:
         return (
             node.output[0] if node.op_type == "Concat" and node.output[0] not in self.output_names else None
         )
+
+    def copied_from(self, tensor: str) -> list[str]:
+        """The tensors whose values `tensor` is made of, where its producer only moves values around (a
+        Concat of activations, Split, MaxPool, nearest Resize: rounding commutes with them), followed up
+        to the ops that compute new values; [tensor] itself otherwise."""
+        node = self.producer(tensor)
+        if node is None or tensor in self.output_names:
+            return [tensor]
+        data = [t for t in node.input if self.is_activation(t)]
+        if node.op_type == "Concat" and len(data) == len(node.input):
+            inputs = data
+        elif node.op_type in ("Split", "MaxPool") or _is_nearest_resize(node):
+            inputs = [node.input[0]] if self.is_activation(node.input[0]) else []
+        else:
+            inputs = []
+        if not inputs:
+            return [tensor]
+        return list(dict.fromkeys(s for t in inputs for s in self.copied_from(t)))
 
     def lower_bound(self, tensor: str) -> float | None:
         """The least value `tensor` can hold whatever the image, where the graph fixes one: SiLU outputs

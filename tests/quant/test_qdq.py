@@ -539,11 +539,13 @@ def _c2f_graph() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_openvino_flavour_shares_one_pair_per_tensor_and_rounds_before_a_split():
+def test_openvino_flavour_shares_one_pair_per_tensor_and_rounds_what_a_concat_joins():
     """The openvino flavour: x, read by Conv a (amax 3) and Conv d (amax 5), gets one pair on amax 5 that
-    both read; Conv b's input s2 is a Split output, so the pair sits on the Split's input s (what OpenVINO
-    fuses into Conv a) and the residual Add and the Concat read the rounded parts too. The tensorrt
-    flavour keeps one pair per reader, on its own amax. (Parity of real models: test_openvino_matrix.)"""
+    both read. Conv c reads Concat(s1, s2, r): s1 and s2 are parts of Conv a's output s (a Split), r is the
+    residual Add's output; the Concat's pair moves up to s and r, which share its scale (amax 6, the
+    largest asked of them: Conv b's 2 for s2 too), so Conv a and the Add write int8 and the Split and
+    the Concat move int8 values (NNCF's unified scales). The tensorrt flavour keeps one pair per reader,
+    on its own amax. (Parity of real models: test_openvino_matrix.)"""
     from optkit.quant.qdq import LayerQuant, build_qdq
 
     amaxes = {"a": 3.0, "b": 2.0, "c": 6.0, "d": 5.0}
@@ -553,21 +555,67 @@ def test_openvino_flavour_shares_one_pair_per_tensor_and_rounds_before_a_split()
     for target in ("openvino", "tensorrt"):
         model, _ = build_qdq(_c2f_graph(), layers, {}, target)
         inits = _inits(model.graph)
-        quantized = [
-            n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in "x s s2 cat"
-        ]
+        quantized = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
         scales[target] = sorted(
-            (n.input[0], float(numpy_helper.to_array(inits[n.input[1]]))) for n in quantized
+            (n.input[0], float(numpy_helper.to_array(inits[n.input[1]])))
+            for n in quantized
+            if n.input[0] in "x s s2 r cat".split()
         )
         if target == "openvino":
             readers = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-            split = next(n for n in model.graph.node if n.op_type == "Split")
-            add = next(n for n in model.graph.node if n.op_type == "Add")
-            assert readers.get(split.input[0]) == "s_q_quantized"  # the Split reads the rounded tensor
-            assert add.input[0] == "s2"  # a part of the rounded tensor
+            by_op = {n.op_type: n for n in model.graph.node}
+            assert readers.get(by_op["Split"].input[0]) == "s_q_quantized"  # the Split reads the rounded s
+            assert by_op["Add"].input[0] == "s2"  # a part of the rounded tensor
+            assert [readers.get(t) for t in by_op["Concat"].input] == [None, None, "r_q_quantized"]
+            assert by_op["Conv"].input[0] in readers  # Conv a reads x rounded
+            conv_c = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[1].startswith("c."))
+            assert conv_c.input[0] == "cat"  # joined int8 values: no second rounding
 
     def named(pairs):
         return [(name, pytest.approx(scale, rel=1e-6)) for name, scale in pairs]
 
-    assert scales["openvino"] == named([("cat", 6.0 / 127), ("s", 2.0 / 127), ("x", 5.0 / 127)])
+    assert scales["openvino"] == named([("r", 6.0 / 127), ("s", 6.0 / 127), ("x", 5.0 / 127)])
     assert scales["tensorrt"] == named([("cat", 6 / 127), ("s2", 2 / 127), ("x", 3 / 127), ("x", 5 / 127)])
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_openvino_flavour_rounds_before_maxpool_and_nearest_upsample(mode):
+    """SPPF and the neck's shapes: Conv c reads Concat(s, MaxPool(s), Resize(s)). Rounding commutes with
+    max pooling and nearest upsampling, so the one pair sits on s; a linear Resize computes new values, so
+    its output keeps a pair of its own (on the same scale: one Concat joins them)."""
+    from optkit.quant.qdq import LayerQuant, build_qdq
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "a.weight"),
+        numpy_helper.from_array(rng.normal(size=(2, 6, 1, 1)).astype(np.float32), "c.weight"),
+        numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "same_size"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "a.weight"], ["s"]),
+        helper.make_node("MaxPool", ["s"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["s", "", "same_size"], ["u"], mode=mode),
+        helper.make_node("Concat", ["s", "m", "u"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "c.weight"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sppf",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    layers = {
+        "a": LayerQuant(1.0, np.full(2, 8.0, np.float32)),
+        "c": LayerQuant(4.0, np.full(2, 8.0, np.float32)),
+    }
+    out, _ = build_qdq(model, layers, {}, "openvino")
+    inits = _inits(out.graph)
+    pairs = sorted(
+        (n.input[0], float(numpy_helper.to_array(inits[n.input[1]])))
+        for n in out.graph.node
+        if n.op_type == "QuantizeLinear"
+    )
+    joined = [("s", pytest.approx(4 / 127))] + ([("u", pytest.approx(4 / 127))] if mode == "linear" else [])
+    assert pairs == sorted([("x", pytest.approx(1 / 127)), *joined], key=lambda p: p[0])
