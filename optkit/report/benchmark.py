@@ -162,11 +162,22 @@ def _note_tag(note: str) -> str:
 
     if note == FAKE_QUANT_NOTE:
         return "fake quant"
-    if note.startswith(PAIRED_NOTE):  # "top-1 p 0.29": McNemar's p against the reference row
-        return "top-1 p " + note.rsplit("McNemar p ", 1)[1].split(":")[0]
+    if note.startswith(PAIRED_NOTE):  # "8 vs 14 images, p 0.29": the discordant counts and McNemar's p
+        return paired_tag(note)
     if SIZE_NOTE in note:
         return "other size"
     return "no gain" if note.startswith(NO_GAIN_NOTE) else note
+
+
+def paired_tag(note: str) -> str:
+    """The table's words for a paired top-1 note (optkit.workflows.benchmark.paired_note): the images only
+    this row gets right "vs" those only the reference gets right, and McNemar's p."""
+    import re
+
+    mine, theirs, p = re.search(
+        r": (\d+) of \d+ images only this one .*?, (\d+) only .* McNemar p ([0-9.]+):", note
+    ).groups()
+    return f"{mine} vs {theirs} images, p {p}"
 
 
 def _spread_text(spread: float | None) -> str:
