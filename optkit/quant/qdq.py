@@ -417,14 +417,8 @@ def _qdq_names(tensor: str, *suffixes: str, index: int | None = None) -> list[st
 
 
 def _is_nearest_resize(node) -> bool:
-    return (
-        node.op_type == "Resize"
-        and next(
-            (a.s for a in node.attribute if a.name == "mode"),
-            b"nearest",  # the op's default mode
-        )
-        == b"nearest"
-    )
+    modes = [a.s for a in node.attribute if a.name == "mode"]
+    return node.op_type == "Resize" and modes in ([], [b"nearest"])  # nearest: the op's default
 
 
 def _other(node, tensor: str) -> str:
