@@ -8,6 +8,7 @@ Ctrl-C). Tracebacks only with --debug.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import sys
 import traceback
@@ -96,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
     While it runs, SIGTERM raises Terminated, a KeyboardInterrupt: the same cleanup as Ctrl-C, one line
     (`error: terminated`, or train's message naming the saved epoch) and exit code 143."""
-    from optkit.train.interrupt import sigterm_raises
+    from optkit.errors import Terminated
+    from optkit.train.interrupt import quiet_cut_short_loaders, sigterm_raises
 
-    with sigterm_raises() as sigterm:
-        return _run_app(list(sys.argv[1:] if argv is None else argv), sigterm)
+    with sigterm_raises() as sigterm, quiet_cut_short_loaders():
+        code = _run_app(list(sys.argv[1:] if argv is None else argv), sigterm)
+        if code in (130, Terminated.exit_code):  # free what the interrupt cut short while that is quiet
+            gc.collect()
+        return code
 
 
 def _run_app(argv: list[str], sigterm) -> int:

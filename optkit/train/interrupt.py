@@ -111,3 +111,29 @@ def latch() -> Iterator[Latch]:
         signal.signal(signal.SIGINT, previous_sigint)
         signal.signal(signal.SIGTERM, previous_sigterm)
         sys.unraisablehook = previous_hook
+
+
+@contextmanager
+def quiet_cut_short_loaders() -> Iterator[None]:
+    """While the body runs, a DataLoader iterator whose construction an interrupt cut short says nothing
+    when it is freed. Ctrl-C while the iterator starts its workers ends its __init__ before it records
+    them, and torch's __del__ then raises AttributeError, which Python prints as "Exception ignored in
+    ... Traceback" under the one-line interrupt message (seen once in CI: Ctrl-C as the val loader
+    started). Other unraisable errors are printed as before."""
+    previous = sys.unraisablehook
+
+    def hook(args) -> None:
+        if not _cut_short_loader(args):
+            previous(args)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _cut_short_loader(args) -> bool:
+    """A DataLoader iterator's __del__ failing on state its interrupted __init__ never set."""
+    where = getattr(args.object, "__qualname__", "")
+    return isinstance(args.exc_value, AttributeError) and where.endswith("DataLoaderIter.__del__")

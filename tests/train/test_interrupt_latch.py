@@ -54,3 +54,29 @@ def test_without_the_latch_python_swallows_it(monkeypatch):
     monkeypatch.setattr(sys, "unraisablehook", lambda args: ignored.append(args.exc_type))
     _InterruptedWhileDeleted()
     assert ignored == [KeyboardInterrupt]
+
+
+class _CutShortDataLoaderIter:
+    """Stands in for torch's DataLoader iterator whose __init__ a Ctrl-C ended early: its __del__ reads
+    state that was never set (AttributeError), as torch's _MultiProcessingDataLoaderIter does."""
+
+    def __del__(self):
+        self._workers_status  # noqa: B018 - never set
+
+
+def test_a_cut_short_loader_is_freed_quietly_and_other_errors_still_print(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    with interrupt.quiet_cut_short_loaders():
+        _CutShortDataLoaderIter()  # freed at once: its __del__ raises AttributeError
+        assert seen == []
+
+        class Other:
+            def __del__(self):
+                raise ValueError("a real destructor bug")
+
+        Other()
+        assert [type(a.exc_value) for a in seen] == [ValueError]  # passed on to the previous hook
+    assert sys.unraisablehook == seen.append  # restored
+    _CutShortDataLoaderIter()  # outside: printed as before
+    assert [type(a.exc_value) for a in seen] == [ValueError, AttributeError]
