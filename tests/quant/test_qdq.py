@@ -422,10 +422,15 @@ def _block_graph() -> onnx.ModelProto:
         helper.make_node("Concat", ["sa", "r"], ["cat"], axis=1),
         helper.make_node("Conv", ["cat", "c.weight"], ["y"]),
     ]
+    return _x_to_y_model(nodes, inits, "block", x_channels=4)
+
+
+def _x_to_y_model(nodes, inits, name: str, x_channels: int) -> onnx.ModelProto:
+    """An opset-17 model of `nodes` from input x [1, x_channels, 4, 4] to output y [1, 2, 4, 4]."""
     graph = helper.make_graph(
         nodes,
-        "block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, x_channels, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
         inits,
     )
@@ -598,14 +603,7 @@ def test_openvino_flavour_rounds_before_maxpool_and_nearest_upsample(mode):
         helper.make_node("Concat", ["s", "m", "u"], ["cat"], axis=1),
         helper.make_node("Conv", ["cat", "c.weight"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "sppf",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = _x_to_y_model(nodes, inits, "sppf", x_channels=2)
     layers = {
         "a": LayerQuant(1.0, np.full(2, 8.0, np.float32)),
         "c": LayerQuant(4.0, np.full(2, 8.0, np.float32)),
