@@ -303,6 +303,7 @@ def paired_accuracy(work: Path, model: str, files: dict[str, Path], args) -> dic
         sets[f"{args.fresh_val} fresh"] = fresh_shapes(work, args.fresh_val)
     result = {}
     for name, folder in sets.items():
+        err().print(f"{model}: optkit's and NNCF's INT8 IRs image by image on the {name} images ...")
         mine, theirs = (per_image_top1(files[k], folder) for k in ("optkit ir", "nncf ir"))
         result[name] = {"folder": str(folder), **paired_top1(mine, theirs)}
     return result
