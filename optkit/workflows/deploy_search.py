@@ -197,9 +197,12 @@ class Search:
             if self.results and self.req.time_budget_s is not None:
                 if elapsed_since(self.t0) > self.req.time_budget_s:
                     raise OutOfTime
-            result = self.measure(key, label, config)
-            self.write_json(stored, result)
-            result["reused"] = False
+            result = {**self.measure(key, label, config), "reused": False}
+            # counted before it is stored: a Ctrl-C during the store (its fsync, after the rename has
+            # made the file visible) still leaves the measured candidate in the search's results
+            self.results.append(result)
+            self.write_json(stored, {k: v for k, v in result.items() if k != "reused"})
+            return result
         self.results.append(result)
         return result
 

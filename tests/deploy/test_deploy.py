@@ -258,3 +258,32 @@ def test_the_search_order_with_its_back_off(within, tried):
     search.branch = lambda ratio: seen.append(ratio) or ratio <= within
     search.run()
     assert seen == tried
+
+
+def test_a_ctrl_c_while_a_candidate_is_stored_keeps_it_in_the_results(tmp_path):
+    """Ctrl-C during the store of a measured candidate (after the rename has made its JSON visible,
+    during the folder's fsync) still leaves the candidate among the search's results, so an interrupted
+    search can choose it (a CI run once saw 'no candidate ... interrupted' with the JSON on disk)."""
+    from types import SimpleNamespace
+
+    from optkit.workflows.deploy_search import Search
+
+    search = Search.__new__(Search)
+    search.req, search.src = SimpleNamespace(time_budget_s=None), SimpleNamespace(work=tmp_path)
+    search.results, search.progress = [], SimpleNamespace(line=print)
+    search.candidate_key = lambda config: dict(config)
+    search.measure = lambda key, label, config: {"key": key, "label": label, "status": "ok"}
+    real_write = search.write_json
+
+    def write_then_ctrl_c(path, data):
+        real_write(path, data)
+        raise KeyboardInterrupt
+
+    search.write_json = write_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        search.candidate({"prune": 0, "quant": "int8"})
+    [result] = search.results
+    assert result["label"] == "int8" and result["reused"] is False
+    [stored] = (tmp_path / "candidates").glob("*.json")
+    assert json.loads(stored.read_text()) == {k: v for k, v in result.items() if k != "reused"}
+    assert search.candidate({"prune": 0, "quant": "int8"})["reused"]  # a resume reuses it
