@@ -247,7 +247,7 @@ def warp_affine(img: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarra
         resample=Image.Resampling.BILINEAR,
         fillcolor=(PAD_VALUE,) * 3,
     )
-    return np.asarray(out)
+    return np.array(out)  # writable, as the zoom-and-shift path's output (asarray's view of Pillow's is not)
 
 
 def _warp_zoom_shift(img: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
