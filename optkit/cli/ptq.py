@@ -30,7 +30,10 @@ def ptq_calibrate(
         ),
     ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="Activation ranges: max, percentile, entropy or mse.")
+        str,
+        typer.Option(
+            "--method", help="Activation ranges: max, percentile, entropy, mse or mean-max (NNCF's default)."
+        ),
     ] = QuantConfig.method,
     percentile: Annotated[float, typer.Option("--percentile", help="For --method percentile.")] = 99.99,
     per_tensor: Annotated[

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from optkit.limits import NUM_IMAGES, PERCENTILE, FieldError
 
-METHODS = ("max", "percentile", "entropy", "mse")  # activation calibration; weights always use max
+# activation calibration (weights always use max); mean-max: NNCF's default (quantizers.MeanMinMax)
+METHODS = ("max", "percentile", "entropy", "mse", "mean-max")
 TARGETS = ("onnxruntime", "tensorrt", "openvino")  # INT8 ONNX flavours (see optkit.quant.qdq)
 # `optkit qat` defaults: a short, gentle fine-tune of an already trained model, distilled from its float self.
 # benchmarks/quant.py (demo model, INT8 ONNX top-1 vs fp32 96.81%): 2 epochs on half the data with

@@ -136,7 +136,7 @@ def calibrate(
     """Collect statistics with quantization off, then load every quantizer's amax (in place).
 
     Weights: max |w| per channel. Activations: `method` over what `forward_loop` feeds the model
-    (max, or the histogram's percentile / entropy / mse choice).
+    (max, the histogram's percentile / entropy / mse choice, or mean-max: MeanMinMax).
     """
     import torch
 
@@ -144,11 +144,19 @@ def calibrate(
     for q in active.values():
         q.disable_quant()
         q.enable_calib()
-    with torch.no_grad():
-        forward_loop(model)
+    per_image = {n: MeanMinMax() for n in active if method == "mean-max" and n.endswith(".input_quantizer")}
+    hooks = [active[n].register_forward_pre_hook(stats) for n, stats in per_image.items()]
+    try:
+        with torch.no_grad():
+            forward_loop(model)
+    finally:
+        for hook in hooks:
+            hook.remove()
     for name, q in active.items():
         try:
-            if type(q._calibrator).__name__ != "HistogramCalibrator":
+            if name in per_image:
+                q.amax = per_image[name].amax()
+            elif type(q._calibrator).__name__ != "HistogramCalibrator":
                 q.load_calib_amax()
             elif method == "mse":
                 q.amax = mse_amax(q._calibrator._calib_hist, q._calibrator._calib_bin_edges)
@@ -160,6 +168,30 @@ def calibrate(
         q.enable_quant()
         q.disable_calib()
     _check_amax(active)
+
+
+class MeanMinMax:
+    """A forward pre-hook that adds up each image's min and max of a quantizer's input; `amax` is the
+    larger of -mean(min) and mean(max) over the images: NNCF's default range for per-tensor activations
+    (its MEAN_MINMAX set), made symmetric as optkit's INT8 activations are. One outlier image moves it by
+    1/N of its excess rather than setting it, as the plain max lets it."""
+
+    def __init__(self) -> None:
+        self.low = self.high = 0.0  # sums over images
+        self.images = 0
+
+    def __call__(self, module, args) -> None:
+        x = args[0].detach().flatten(1).double()  # one row per image
+        self.low += float(x.amin(dim=1).sum())
+        self.high += float(x.amax(dim=1).sum())
+        self.images += x.shape[0]
+
+    def amax(self):
+        import torch
+
+        if not self.images:
+            raise RuntimeError("no tensor was seen")
+        return torch.tensor(max(-self.low, self.high) / self.images, dtype=torch.float32)
 
 
 def mse_amax(hist, edges, start_bin: int = 128):

@@ -29,7 +29,7 @@ def _ptq(src, data, out, **quant):
     return run_ptq(request)
 
 
-@pytest.mark.parametrize("method", ["max", "percentile", "entropy", "mse"])
+@pytest.mark.parametrize("method", ["max", "percentile", "entropy", "mse", "mean-max"])
 def test_every_method_calibrates_and_reloads_safely(tmp_path, tiny_data, method):
     from optkit.checkpoint import build_model, load_checkpoint
     from optkit.quant.quantizers import is_quantized, quantization_off, quantized_layers, quantizers
@@ -62,6 +62,26 @@ def test_methods_choose_different_ranges(tmp_path, tiny_data):
         state = load_checkpoint(tmp_path / f"{method}.pt").model
         amax[method] = state["model.2.cv1.conv.input_quantizer._amax"].item()
     assert amax["percentile"] < amax["max"] and amax["mse"] < amax["max"]  # both clip outliers
+
+
+def test_mean_max_averages_each_images_range():
+    """mean-max (NNCF's default activation range): the larger of -mean(per-image min) and mean(per-image
+    max) over every image of every calibration batch, whatever the batches' sizes; weights keep max."""
+    from torch import nn
+
+    from optkit.quant.config import QuantConfig
+    from optkit.quant.quantizers import calibrate, insert_quantizers
+
+    model = insert_quantizers(nn.Sequential(nn.Conv2d(1, 2, 1)), QuantConfig(method="mean-max"))
+    images = torch.zeros(5, 1, 2, 2)
+    for i, (low, high) in enumerate([(-1, 2), (-3, 4), (0, 9), (-20, 1), (-1, 0.5)]):
+        images[i, 0, 0, 0], images[i, 0, 1, 1] = low, high
+    calibrate(model, lambda m: [m(images[:2]), m(images[2:])], "mean-max")
+    lows, highs = images.flatten(1).amin(1), images.flatten(1).amax(1)
+    assert lows.mean() == pytest.approx(-5.0) and highs.mean() == pytest.approx(3.3)
+    assert model[0].input_quantizer.amax.item() == pytest.approx(5.0)  # -mean(min) is the larger
+    weight = model[0].weight.detach().abs().flatten(1).amax(1)
+    assert torch.allclose(model[0].weight_quantizer.amax.flatten(), weight)
 
 
 def test_skip_keeps_layers_float(tmp_path, tiny_data):
