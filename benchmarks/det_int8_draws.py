@@ -19,18 +19,15 @@ Target (issue 16): optkit's INT8 IR at least as accurate as NNCF's; here, on ave
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openvino_vs_nncf import FRESH_SEED, optkit_files, peer_files  # noqa: E402
+from openvino_vs_nncf import FRESH_SEED, optkit_files, peer_files, run_and_write  # noqa: E402
 from quant import RANDOM_INIT_ATOL, git_state, optkit  # noqa: E402
 
-from optkit.io import atomic_write_text  # noqa: E402
 from optkit.report.console import err  # noqa: E402
 
 MODEL = "yolo-det-n"
@@ -168,24 +165,8 @@ def run(args, work: Path) -> dict:
 
 def main() -> int:
     args = parse_args()
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "needs openvino and nncf: .venv/bin/pip install -c constraints.txt -e '.[bench]'"
-        ) from None
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-        record = run(args, args.work)
-    else:
-        with tempfile.TemporaryDirectory(prefix="optkit-bench-draws-") as tmp:
-            record = run(args, Path(tmp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(record, indent=1, default=str) + "\n")
-    text = markdown(record)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    record = run_and_write(args, run, "optkit-bench-draws-", markdown)
+    print(markdown(record))
     err().print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

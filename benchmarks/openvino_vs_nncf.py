@@ -622,8 +622,9 @@ def run(args, work: Path) -> dict:
     }
 
 
-def main() -> int:
-    args = parse_args()
+def run_and_write(args, run, prefix: str, markdown) -> dict:
+    """Check the bench extra, `run(args, work)` in --work (or a temporary folder), write its record to
+    --out and `markdown(record)` beside it; the record. Shared with benchmarks/det_int8_draws.py."""
     try:
         import nncf  # noqa: F401
         import openvino  # noqa: F401
@@ -635,11 +636,17 @@ def main() -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         record = run(args, args.work)
     else:
-        with tempfile.TemporaryDirectory(prefix="optkit-bench-ov-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             record = run(args, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=1, default=str) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), markdown(record))
+    return record
+
+
+def main() -> int:
+    args = parse_args()
+    record = run_and_write(args, run, "optkit-bench-ov-", markdown)
     print_table(record)
     err().print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
