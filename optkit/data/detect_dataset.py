@@ -153,7 +153,7 @@ def collate_detect(batch, channels_last: bool = False):
     divided by 255; float ones (ModelInputs') are in [0, 1] already. `channels_last` (the train loader:
     the layout the trainer computes in on the CPU, optkit.train.memory_format): uint8 images are stacked
     as [B, S, S, 3] and divided into a channels-last float tensor, so the trainer's layout conversion is
-    a no-op: one pass writes the float batch instead of three (convert, divide, re-layout)."""
+    a no-op: two passes write the float batch instead of three (convert, divide, re-layout)."""
     import torch
 
     images = [image for image, _ in batch]
@@ -163,11 +163,13 @@ def collate_detect(batch, channels_last: bool = False):
             stacked = pixels.permute(0, 3, 1, 2)  # [B, 3, S, S] with channels-last strides
         else:
             stacked = torch.stack(images)
-        images = torch.div(stacked, 255.0)  # uint8 / 255 -> float32 in one pass, the layout kept
+        # convert, then divide in place (the layout kept): the same floats as torch.div(stacked, 255.0),
+        # whose mixed uint8 / float kernel took 2-4 ms of a 32 x 96 px batch here, against 0.1 ms
+        images = stacked.float().div_(255.0)
     else:
         images = torch.stack(images).float()
-    rows = [
-        torch.cat([torch.full((len(labels), 1), float(i)), labels.float()], dim=1)
-        for i, (_, labels) in enumerate(batch)
-    ]
-    return images, torch.cat(rows) if rows else torch.zeros((0, 6))
+    labels = [labels.float() for _, labels in batch]
+    owner = torch.arange(len(labels), dtype=torch.float32).repeat_interleave(
+        torch.tensor([len(rows) for rows in labels])
+    )  # each row's batch index
+    return images, torch.cat([owner[:, None], torch.cat(labels)], dim=1)
