@@ -307,21 +307,26 @@ def hsv_jitter(img: np.ndarray, hyp: Augment, rng: np.random.Generator) -> np.nd
 
     A pixel's value V is its largest channel and its saturation the channels' distance below V relative
     to V, so scaling saturation by g keeps V and the hue and moves each channel c to V - g (V - c);
-    scaling value scales all three. Several times cheaper than a round trip through Pillow's HSV (0.08 vs
-    0.35 ms per 96 px image here), which was the data pipeline's largest cost. Grey pixels stay grey."""
+    scaling value scales all three. Several times cheaper than a round trip through Pillow's HSV (0.35 ms
+    per 96 px image here). Grey pixels stay grey.
+
+    The sums run on channel planes ([3, H*W]: each step a contiguous pass; 0.04 ms per 96 px image
+    against 0.10 ms on interleaved pixels), and the result is an HxWx3 view of its planes: the train
+    collate reads any strides, so nothing copies it back to interleaved pixels."""
     hue, sat, val = rng.uniform(-1, 1, size=3) * (hyp.hsv_h, hyp.hsv_s, hyp.hsv_v)
     if hue == sat == val == 0:
         return img
     # the hue turn and the gain (1 + val)(1 + sat) as one matrix: out = rgb' - V' sat / (1 + sat), where
     # rgb' and V' (its largest channel) are the turned and scaled pixels; + 0.5 so the cast rounds
-    matrix = _hue_rotation(hue).T * np.float32((1 + val) * (1 + sat))
-    out = img.reshape(-1, 3).astype(np.float32) @ matrix
-    value = np.maximum(np.maximum(out[:, 0], out[:, 1]), out[:, 2])[:, None]  # faster than max(axis=1)
+    matrix = _hue_rotation(hue) * np.float32((1 + val) * (1 + sat))
+    h, w = img.shape[:2]
+    planes = matrix @ img.reshape(-1, 3).T.astype(np.float32)  # [3, H*W]
+    value = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
     value *= np.float32(sat / (1 + sat))
     value -= np.float32(0.5)
-    out -= value
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8).reshape(img.shape)
+    planes -= value
+    np.clip(planes, 0, 255, out=planes)
+    return planes.astype(np.uint8).reshape(3, h, w).transpose(1, 2, 0)
 
 
 def _hue_rotation(turns: float) -> np.ndarray:
@@ -341,4 +346,13 @@ def flip_lr(img: np.ndarray, boxes: np.ndarray, probability: float, rng: np.rand
     width = img.shape[1]
     flipped = boxes.copy()
     flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return np.ascontiguousarray(img[:, ::-1]), flipped
+    return _mirrored(img), flipped
+
+
+def _mirrored(img: np.ndarray) -> np.ndarray:
+    """img[:, ::-1] as an array of its own: torch's flip takes 7 us for 96 px where numpy's copy of
+    3-byte pixels at a negative stride takes 60 us. Strides as the input's (an HxWx3 view of planes
+    stays one)."""
+    import torch
+
+    return torch.from_numpy(img).flip(1).numpy()
