@@ -28,16 +28,18 @@
     split's size (its loader keeps the last partial batch). Wall time: each training process, start to
     exit (imports, data scan and RAM cache, every epoch's validation and saving; Ultralytics' final
     validation of best.pt too).
-(e) overhead: images/s of a real 1-epoch `Trainer.run()` (in this process; its `images_per_s` counts the
-    batch loop only) against a bare loop (forward, loss, backward, AdamW step every `accumulate` batches as
-    the trainer steps; no clipping, EMA, schedule or bookkeeping) over the same batches, pre-collated in
-    memory from optkit's own train loader (same seed, epoch 0, mosaic on as in most epochs of a run, same
-    fraction). Runs alternate bare, trainer (the two swapped every other round), bare-through-loader per
-    round; the ratio is the median of the per-round trainer / bare ratios (paired: a slow phase of a
-    shared VM slows both runs of a round; the ratio of the two medians is kept beside it). The trainer's
-    figure includes its data pipeline (decode from the RAM cache, mosaic, affine, HSV, collate) and the
-    bare one does not; the third variant, the bare loop fed by that same DataLoader, says how much of
-    the gap is the data pipeline (no target).
+(e) overhead: a real 1-epoch `Trainer.run()` (in this process, loader workers 0 as on 2 cores) in lockstep
+    with two bare loops (forward, loss, backward, AdamW step every `accumulate` batches as the trainer
+    steps; no clipping, EMA, schedule or bookkeeping): after the trainer's batch i, the bare loop trains
+    on batch i of the same batches pre-collated in memory from optkit's own train loader (same seed,
+    epoch 0, mosaic on as in most epochs of a run, same fraction), and a second bare loop on batch i of
+    its own DataLoader built as the trainer's (their order swapped every batch). A shared VM's speed
+    swings 20-30% within seconds; stepping the three together puts every swing on all of them, where
+    whole runs one after the other put it on one. The trainer's images/s: its own clock of its batch
+    loop, less the bare loops' seconds inside it. The ratio is the median over rounds of trainer / bare
+    (each round: fresh models from the same seed). The trainer's figure includes its data pipeline
+    (decode from the RAM cache, mosaic, affine, HSV, collate) and the bare one does not; the loop fed by
+    a DataLoader says how much of the gap is the data pipeline (no target).
 
 Targets (issue 14, "Must show"): optkit mAP50-95 >= 0.60 and mAP50 >= 0.90 (optkit val on its val split);
 `optkit train` done within --time-limit-min (5) minutes; optkit mAP50-95 >= Ultralytics'; optkit training
@@ -103,7 +105,7 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="torch threads of the peer's training (default: optkit's count; 0: Ultralytics' own choice)",
     )
-    p.add_argument("--rounds", type=int, default=ROUNDS, help="(e): rounds of bare / trainer / bare+loader")
+    p.add_argument("--rounds", type=int, default=ROUNDS, help="(e): lockstep rounds (one trainer epoch each)")
     p.add_argument(
         "--overhead-fraction", type=float, default=OVERHEAD_FRACTION, help="(e): share of the train split"
     )
@@ -449,62 +451,116 @@ def peer_throughput(epochs: list[dict]) -> float:
 
 
 def overhead_config(args: argparse.Namespace, data: str, project: Path):
-    """One epoch with mosaic on (close_mosaic 0), as most epochs of the benchmark's run train."""
+    """One epoch with mosaic on (close_mosaic 0), as most epochs of the benchmark's run train. Loader
+    workers 0, as the trainer's default on 2 cores: in lockstep (Lockstep), a worker process would make
+    the trainer's next batches while the bare loops run, on their time."""
     from optkit.train.config import TrainConfig
 
     return TrainConfig(
         model=MODEL, data=data, imgsz=args.imgsz, batch_size=args.batch, epochs=1, close_mosaic=0, seed=SEED,
         fraction=args.overhead_fraction, cache=True, device="cpu", project=str(project), name="trainer",
-        exist_ok=True,
+        exist_ok=True, workers=0,
     ).validate()  # fmt: skip
 
 
 def train_loader(cfg, task, data):
     """optkit's own train loader for cfg (what Trainer builds), at epoch 0."""
-    from optkit.data import default_workers
 
     loader, sampler = task.train_loader(
-        data, list(data.names), cfg.imgsz, cfg.batch_size, default_workers(), cfg.seed,
+        data, list(data.names), cfg.imgsz, cfg.batch_size, cfg.workers, cfg.seed,
         fraction=cfg.fraction, cache=cfg.cache, options=cfg.task_options(),
     )  # fmt: skip
     sampler.set_epoch(0)
     return loader, sampler
 
 
-def bare_images_per_s(cfg, task, data, batches) -> float:
-    """The plainest loop over `batches` (a list, or the loader itself): forward, loss, backward, and an
-    AdamW step every `accumulate` batches as the trainer steps; images/s."""
-    import torch
+class BareLoop:
+    """The plainest training loop, one batch per step(): forward, loss, backward, and an AdamW step every
+    `accumulate` batches (and after the last) as the trainer steps; no clipping, EMA, schedule or
+    bookkeeping. `batches`: pre-collated batches in memory, or a DataLoader (its fetch is then timed)."""
 
-    from optkit.models import create_model
-    from optkit.train.memory_format import training_memory_format
-    from optkit.train.optim import accumulate_steps, build_optimizer
+    def __init__(self, cfg, task, data, batches):
+        import torch
 
-    torch.manual_seed(cfg.seed)  # the trainer's initial weights
-    layout = training_memory_format(torch.device("cpu"))  # the trainer's (channels-last on the CPU)
-    model = create_model(cfg.model, num_classes=len(data.names)).train().to(memory_format=layout)
-    optimizer = build_optimizer(model, cfg, cfg.batch_size)
-    criterion = task.loss(cfg.task_options(), model)
-    accumulate = accumulate_steps(cfg.batch_size)
-    nb = len(batches)
-    seen = 0
-    t0 = time.perf_counter()
-    for i, (images, targets) in enumerate(batches):
-        loss, _ = criterion(model(images.contiguous(memory_format=layout)), targets)
-        (loss / accumulate).backward()
-        if (i + 1) % accumulate == 0 or i + 1 == nb:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        seen += len(images)
-    return seen / (time.perf_counter() - t0)
+        from optkit.models import create_model
+        from optkit.train.memory_format import training_memory_format
+        from optkit.train.optim import accumulate_steps, build_optimizer
+
+        torch.manual_seed(cfg.seed)  # the trainer's initial weights
+        self.nb, self.batches = len(batches), iter(batches)
+        self.layout = training_memory_format(torch.device("cpu"))  # the trainer's (channels-last on CPU)
+        model = create_model(cfg.model, num_classes=len(data.names))
+        self.model = model.train().to(memory_format=self.layout)
+        self.optimizer = build_optimizer(self.model, cfg, cfg.batch_size)
+        self.criterion = task.loss(cfg.task_options(), self.model)
+        self.accumulate = accumulate_steps(cfg.batch_size)
+        self.steps = self.images = 0
+        self.seconds = 0.0
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        images, targets = next(self.batches)
+        loss, _ = self.criterion(self.model(images.contiguous(memory_format=self.layout)), targets)
+        (loss / self.accumulate).backward()
+        self.steps += 1
+        if self.steps % self.accumulate == 0 or self.steps == self.nb:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.images += len(images)
+        self.seconds += time.perf_counter() - t0
+
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
 
 
-def trainer_images_per_s(cfg) -> float:
-    """A real 1-epoch Trainer.run(); its images/s counts the batch loop only (not set-up, the RAM cache,
-    validation or checkpoint saving)."""
+class Lockstep:
+    """The trainer's train loader with bare loops stepped between its batches: once the trainer has
+    trained on batch i, each loop trains on its own batch i (their order swapped every batch), so the
+    phases of a shared VM, which swing throughput by 20-30% within seconds, fall on all of them alike.
+    The loops' seconds are inside the trainer's clock and are taken out of it (trainer_images_per_s)."""
+
+    def __init__(self, loader, loops: list[BareLoop]):
+        self.loader, self.loops, self.images = loader, loops, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            self.images += len(batch[0])
+            yield batch  # the trainer trains on it before asking for the next one
+            for loop in self.loops if i % 2 == 0 else self.loops[::-1]:
+                loop.step()
+
+
+def lockstep_trainer(cfg, loops: list[BareLoop]):
+    """optkit's Trainer for `cfg`, its train loader a Lockstep with `loops`."""
     from optkit.train.trainer import Trainer
 
-    return Trainer(cfg).run().images_per_s
+    class LockstepTrainer(Trainer):
+        def _build_loaders(self) -> None:
+            super()._build_loaders()
+            self.train_loader = Lockstep(self.train_loader, loops)
+
+    return LockstepTrainer(cfg)
+
+
+def lockstep_round(cfg, task, data, batches) -> dict:
+    """One 1-epoch Trainer.run() in lockstep with a bare loop over the pre-collated `batches` and one fed
+    by a DataLoader built as the trainer builds its own; images/s of each."""
+    bare = BareLoop(cfg, task, data, batches)
+    fed = BareLoop(cfg, task, data, train_loader(cfg, task, data)[0])
+    trainer = lockstep_trainer(cfg, [bare, fed])
+    result = trainer.run()
+    lockstep = trainer.train_loader
+    train_seconds = lockstep.images / result.images_per_s  # the trainer's own clock of its batch loop
+    trainer_seconds = train_seconds - bare.seconds - fed.seconds
+    return {
+        "trainer": lockstep.images / trainer_seconds,
+        "bare": bare.images_per_s(),
+        "bare_loader": fed.images_per_s(),
+        "images": [lockstep.images, bare.images, fed.images],
+    }
 
 
 def run_overhead(args: argparse.Namespace, data_spec: str, project: Path) -> dict:
@@ -518,38 +574,31 @@ def run_overhead(args: argparse.Namespace, data_spec: str, project: Path) -> dic
     loader, _ = train_loader(cfg, task, data)
     say(f"overhead: pre-collating {len(loader)} batches of {cfg.batch_size} from optkit's train loader")
     batches = list(loader)  # float32 images [B, 3, S, S] and targets [M, 6], in memory
-    say("overhead: warm-up (untimed) ...")
-    bare_images_per_s(cfg, task, data, batches[:3])
+    say("overhead: warm-up round on 2 batches (untimed) ...")
     n_train = len(data.splits["train"].images)
-    trainer_images_per_s(replace(cfg, fraction=min(1.0, 2 * cfg.batch_size / n_train)))
-    bare, trainer, loader_fed = [], [], []  # images/s per run
+    small = replace(cfg, fraction=min(1.0, 2 * cfg.batch_size / n_train))
+    lockstep_round(small, task, data, list(train_loader(small, task, data)[0]))
+    rounds = []
     for r in range(args.rounds):
-        if r % 2:  # every other round the trainer goes first: a drift within a round cancels in pairs
-            trainer.append(trainer_images_per_s(cfg))
-            bare.append(bare_images_per_s(cfg, task, data, batches))
-        else:
-            bare.append(bare_images_per_s(cfg, task, data, batches))
-            trainer.append(trainer_images_per_s(cfg))
-        loader, _ = train_loader(cfg, task, data)
-        loader_fed.append(bare_images_per_s(cfg, task, data, loader))
+        rounds.append(lockstep_round(cfg, task, data, batches))
         say(
-            f"overhead round {r + 1}/{args.rounds}: bare {bare[-1]:.1f}, trainer {trainer[-1]:.1f}, "
-            f"bare through the loader {loader_fed[-1]:.1f} img/s"
+            f"overhead round {r + 1}/{args.rounds}: trainer {rounds[-1]['trainer']:.1f}, bare "
+            f"{rounds[-1]['bare']:.1f}, bare through the loader {rounds[-1]['bare_loader']:.1f} img/s"
         )
-    bare_med, trainer_med = statistics.median(bare), statistics.median(trainer)
+    column = {key: [x[key] for x in rounds] for key in ("trainer", "bare", "bare_loader")}
     return {
         "config": cfg.to_dict(),
         "batches": len(batches),
         "images": sum(len(images) for images, _ in batches),
         "rounds": args.rounds,
-        "bare_images_per_s": bare,
-        "trainer_images_per_s": trainer,
-        "bare_loader_images_per_s": loader_fed,
-        "bare_median": bare_med,
-        "trainer_median": trainer_med,
-        "bare_loader_median": statistics.median(loader_fed),
-        "ratio": statistics.median(t / b for t, b in zip(trainer, bare, strict=True)),  # paired, per round
-        "ratio_of_medians": trainer_med / bare_med,
+        "trainer_images_per_s": column["trainer"],
+        "bare_images_per_s": column["bare"],
+        "bare_loader_images_per_s": column["bare_loader"],
+        "trainer_median": statistics.median(column["trainer"]),
+        "bare_median": statistics.median(column["bare"]),
+        "bare_loader_median": statistics.median(column["bare_loader"]),
+        "ratio": statistics.median(x["trainer"] / x["bare"] for x in rounds),  # paired, per round
+        "loader_ratio": statistics.median(x["trainer"] / x["bare_loader"] for x in rounds),
     }
 
 
@@ -633,8 +682,7 @@ def target_rows(args, optkit: dict, peer: dict | None, overhead: dict | None, sm
         rows.append(_row("bare loop through the loader, median", overhead["bare_loader_median"], "img/s"))
         ratio = overhead["ratio"]
         rows.append(_row(f"trainer / bare{tag}", ratio, "x", f">= {MIN_RATIO}", ratio >= MIN_RATIO))
-        loader_ratio = overhead["trainer_median"] / overhead["bare_loader_median"]
-        rows.append(_row("trainer / bare through the loader", loader_ratio, "x"))
+        rows.append(_row("trainer / bare through the loader", overhead["loader_ratio"], "x"))
     return rows
 
 

@@ -166,20 +166,25 @@ def test_affine_moves_boxes_with_the_pixels():
 
 @pytest.mark.parametrize("zoom,shift", [(0.6, (7.3, -4.6)), (1.4, (-20.2, 3.7)), (0.5, (30.0, 30.0))])
 def test_zoom_and_shift_resizes_like_the_general_affine(zoom, shift):
-    """The zoom-and-shift path (Pillow's resize of a source box) puts every pixel where the general
-    affine sampler puts it: on a linear ramp, where averaging and point sampling agree, the two outputs
-    differ by at most 2 levels inside the image, and both are grey 114 away from it."""
+    """The zoom-and-shift path (torch's resize of whole source pixels) puts every pixel where the general
+    affine sampler puts it under the matrix it says it applied: on a linear ramp, where averaging and
+    point sampling agree, the two outputs differ by at most 2 levels inside the image, and both are grey
+    114 away from it. The matrix applied moves the image's corners by under a pixel."""
     ys, xs = np.mgrid[0:80, 0:96]
     img = np.stack([xs * 2, ys * 3, xs + ys], axis=-1).astype(np.uint8)
-    matrix = np.array([[zoom, 0, shift[0]], [0, zoom, shift[1]], [0, 0, 1]])
-    fast = warp_affine(img, matrix, 64).astype(int)
+    asked = np.array([[zoom, 0, shift[0]], [0, zoom, shift[1]], [0, 0, 1]])
+    fast, matrix = warp_affine(img, asked, 64)
+    fast = fast.astype(int)
+    corners = np.array([[0, 0, 1], [96, 80, 1]], np.float64).T
+    assert np.abs(matrix @ corners - asked @ corners).max() < 1
+    assert matrix[0, 1] == matrix[1, 0] == 0
     inverse = np.linalg.inv(matrix)[:2].ravel()
     general = Image.fromarray(img).transform(
         (64, 64), Image.Transform.AFFINE, tuple(inverse), Image.Resampling.BILINEAR, fillcolor=(114,) * 3
     )
     general = np.asarray(general).astype(int)
-    x1, x2 = np.clip([shift[0], shift[0] + 96 * zoom], 0, 64)
-    y1, y2 = np.clip([shift[1], shift[1] + 80 * zoom], 0, 64)
+    x1, x2 = np.clip([matrix[0, 2], matrix[0, 2] + 96 * matrix[0, 0]], 0, 64)
+    y1, y2 = np.clip([matrix[1, 2], matrix[1, 2] + 80 * matrix[1, 1]], 0, 64)
     inside = (slice(int(y1) + 2, int(y2) - 2), slice(int(x1) + 2, int(x2) - 2))  # 2 px off the edges
     assert fast[inside].size and np.abs(fast[inside] - general[inside]).max() <= 2
     outside = np.ones((64, 64), bool)
