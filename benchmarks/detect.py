@@ -829,9 +829,11 @@ def run_all(args: argparse.Namespace, root: Path, work: Path, log_path: Path) ->
 
 def main() -> int:
     args = parse_args()
+    from optkit.heap import keep_freed_memory
     from optkit.threads import prepare_cpu_threading
 
     prepare_cpu_threading("train")  # this process's overhead runs wait as `optkit train`'s threads do
+    keep_freed_memory()  # and allocate as its process does
     env = environment()
     if env["load_average_start"][0] > 0.5:  # 1-minute average
         say(f"note: load average {env['load_average_start']}: the timings need an idle machine")

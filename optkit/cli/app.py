@@ -83,12 +83,18 @@ for _name, _target in COMMANDS.items():
 def run() -> int:
     """The `optkit` program (console script and `python -m optkit`): main(), then the exit a
     torchrun process needs (see optkit.train.distributed.end_process)."""
-    from optkit.threads import prepare_cpu_threading
+    from optkit.threads import DATA_LOOP_COMMANDS, prepare_cpu_threading
     from optkit.train.distributed import end_process
 
     args = sys.argv[1:]
     command = next((a for a in args if not a.startswith("-")), None)
-    prepare_cpu_threading(None if "--help" in args or "-h" in args else command)  # help: no CPU sample
+    if "--help" in args or "-h" in args:
+        command = None  # help: no CPU sample, no allocator settings
+    prepare_cpu_threading(command)
+    if command in DATA_LOOP_COMMANDS:
+        from optkit.heap import keep_freed_memory
+
+        keep_freed_memory()  # no page faults for the same activations every batch (optkit.heap)
     return end_process(main())
 
 
