@@ -517,7 +517,7 @@ class Lockstep:
     """The trainer's train loader with bare loops stepped between its batches: once the trainer has
     trained on batch i, each loop trains on its own batch i (their order swapped every batch), so the
     phases of a shared VM, which swing throughput by 20-30% within seconds, fall on all of them alike.
-    The loops' seconds are inside the trainer's clock and are taken out of it (trainer_images_per_s)."""
+    The loops' seconds are inside the trainer's clock and are taken out of it (lockstep_round)."""
 
     def __init__(self, loader, loops: list[BareLoop]):
         self.loader, self.loops, self.images = loader, loops, 0

@@ -7,8 +7,9 @@ memory in again, page by page: a minor fault per 4 KiB page, zeroed by the kerne
 project's 2-core VM (yolo-det-n, 96 px, batch 32, the trainer in lockstep with bare loops, page faults
 from getrusage): the trainer's forward, loss and backward took 1,000-2,200 faults per batch, a loop fed
 by the same DataLoader 1,000-1,600 (the loader's own allocations in between push the heap top around);
-with keep_freed_memory, 150-250 and under 100, and the steps ran faster. jemalloc and tcmalloc, which
-people LD_PRELOAD for CPU training, get there by keeping freed memory too; this needs no new library.
+with keep_freed_memory, about 220 and 50-60 (the same rounds' images/s moved within the VM's noise).
+jemalloc and tcmalloc, which people LD_PRELOAD for CPU training, avoid the faults by keeping freed
+memory too; this needs no new library.
 
 keep_freed_memory() fixes the mmap threshold at 32 MiB (glibc's largest on 64-bit; a fixed value also
 stops its adjustments) and the trim threshold at 1 GiB. The process then keeps its peak heap until it
