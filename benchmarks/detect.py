@@ -465,7 +465,6 @@ def overhead_config(args: argparse.Namespace, data: str, project: Path):
 
 def train_loader(cfg, task, data):
     """optkit's own train loader for cfg (what Trainer builds), at epoch 0."""
-
     loader, sampler = task.train_loader(
         data, list(data.names), cfg.imgsz, cfg.batch_size, cfg.workers, cfg.seed,
         fraction=cfg.fraction, cache=cfg.cache, options=cfg.task_options(),
