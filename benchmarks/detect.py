@@ -5,12 +5,13 @@
     then `optkit val <its best.pt> --data builtin:shapes-det --imgsz S --json`.
 (b) the peer: Ultralytics' trainer, yolov8n built from its yaml (nothing pretrained), on the same images
     (a folder of links to the shapes-det images, with a data.yaml holding an absolute `path`), the same
-    imgsz, epochs and batch, close_mosaic as optkit's default (10), seed 0, amp off, plots off, workers 0,
-    CPU, images cached in RAM as optkit's --cache does, its other settings its own (optimizer "auto",
-    3 warm-up epochs, ...). Torch threads: as many as `optkit train` uses (on the CPU Ultralytics would
-    itself take cores - 1, one thread on 2 cores; --peer-threads 0 keeps that). It runs in a venv of its
-    own, built on first use (benchmarks/.peer-venv: `pip install torch==2.14.1 torchvision==0.29.1
-    ultralytics`), as a separate process: Ultralytics is AGPL, and optkit never imports it.
+    imgsz, epochs and batch, close_mosaic as optkit's default (10), the same seed (--seed, 0), amp off,
+    plots off, workers 0, CPU, images cached in RAM as optkit's --cache does, its other settings its own
+    (optimizer "auto", 3 warm-up epochs, ...). Torch threads: as many as `optkit train` uses (on the CPU
+    Ultralytics would itself take cores - 1, one thread on 2 cores; --peer-threads 0 keeps that). It runs
+    in a venv of its own, built on first use (benchmarks/.peer-venv: `pip install torch==2.14.1
+    torchvision==0.29.1 ultralytics`), as a separate process: Ultralytics is AGPL, and optkit never
+    imports it.
     YOLO_OFFLINE=1, a local font placed where Ultralytics looks for Arial.ttf, and HTTP(S) proxies pointed
     at a closed local port, so nothing is downloaded (an attempt fails and shows in
     results/detect-ultralytics.log, which is scanned for it).
@@ -46,7 +47,7 @@ Targets (issue 14, "Must show"): optkit mAP50-95 >= 0.60 and mAP50 >= 0.90 (optk
 img/s >= Ultralytics'; trainer / bare >= 0.85.
 
 Usage: .venv/bin/python benchmarks/detect.py [--imgsz 96] [--epochs 17] [--batch 32] [--time-limit-min 5]
-       [--skip-peer] [--skip-overhead] [--peer-venv PATH] [--rounds 7] [--overhead-fraction 0.25]
+       [--seed 0] [--skip-peer] [--skip-overhead] [--peer-venv PATH] [--rounds 7] [--overhead-fraction 0.25]
 Smoke test (not a benchmark: a subset of the images, marked "smoke" in the table):
        .venv/bin/python benchmarks/detect.py --epochs 1 --imgsz 64 --batch 8 --fraction 0.05 --rounds 1
 Writes results/detect.json and results/detect.md (atomically), results/detect-ultralytics.log.
@@ -95,6 +96,13 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--time-limit-min", type=float, default=TIME_LIMIT_MIN, help="target: optkit train minutes"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help="seed of both trainers (order, augmentation, initial weights): repeat with others to see the "
+        "spread of mAP between seeds",
     )
     p.add_argument("--skip-peer", action="store_true", help="skip (b): no Ultralytics run")
     p.add_argument("--skip-overhead", action="store_true", help="skip (e): no trainer-vs-bare comparison")
@@ -204,7 +212,7 @@ def run_optkit_train(args: argparse.Namespace, data: str, project: Path) -> dict
     """`optkit train` as a user runs it; its display goes to this terminal (stderr), its JSON is read."""
     command = [
         str(optkit_bin()), "train", "--model", MODEL, "--data", data, "--imgsz", str(args.imgsz),
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch), "--cache", "--seed", str(SEED),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch), "--cache", "--seed", str(args.seed),
         "--device", "cpu", "--project", str(project), "--name", "train", "--exist-ok", "--json",
     ]  # fmt: skip
     say("optkit: " + " ".join(command[1:]))
@@ -385,8 +393,8 @@ def run_peer(args, python: Path, config: Path, data_yaml: Path, work: Path, log_
     download-like lines."""
     train = dict(
         data=str(data_yaml), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch, workers=0, device="cpu",
-        amp=False, plots=False, close_mosaic=close_mosaic(), seed=SEED, cache=PEER_CACHE, pretrained=False,
-        project=str(work / "ultralytics"), name="train", exist_ok=True,
+        amp=False, plots=False, close_mosaic=close_mosaic(), seed=args.seed, cache=PEER_CACHE,
+        pretrained=False, project=str(work / "ultralytics"), name="train", exist_ok=True,
     )  # fmt: skip
     driver, spec, out = work / "peer_driver.py", work / "peer_spec.json", work / "peer_summary.json"
     driver.write_text(PEER_DRIVER)
@@ -457,9 +465,9 @@ def overhead_config(args: argparse.Namespace, data: str, project: Path):
     from optkit.train.config import TrainConfig
 
     return TrainConfig(
-        model=MODEL, data=data, imgsz=args.imgsz, batch_size=args.batch, epochs=1, close_mosaic=0, seed=SEED,
-        fraction=args.overhead_fraction, cache=True, device="cpu", project=str(project), name="trainer",
-        exist_ok=True, workers=0,
+        model=MODEL, data=data, imgsz=args.imgsz, batch_size=args.batch, epochs=1, close_mosaic=0,
+        seed=args.seed, fraction=args.overhead_fraction, cache=True, device="cpu", project=str(project),
+        name="trainer", exist_ok=True, workers=0,
     ).validate()  # fmt: skip
 
 
