@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 DEMO := runs/demo
+# benchmarks/detect.py judges this run (its IMGSZ, EPOCHS, BATCH): update both together
 DET_IMGSZ := 96
 DET_EPOCHS := 11
+DET_BATCH := 32
 # the first 8 val images of the built-in detection set (a .txt list), for `optkit predict --save`
 DET_LIST = $(BIN)/python -c "from optkit.data.shapes import builtin_root; \
 	print(*sorted((builtin_root('shapes-det') / 'images' / 'val').glob('*.png'))[:8], sep='\n')"
@@ -51,7 +53,7 @@ demo: $(STAMP)
 	# 8. a detector: yolo-det-n from scratch on builtin:shapes-det (a YOLO folder with its data.yaml,
 	#    generated once), its mAP on val (per class), its boxes drawn on a few val images, ONNX export
 	$(BIN)/optkit train --model yolo-det-n --data builtin:shapes-det --imgsz $(DET_IMGSZ) \
-		--epochs $(DET_EPOCHS) --cache --project $(DEMO) --name det --exist-ok
+		--epochs $(DET_EPOCHS) --batch-size $(DET_BATCH) --cache --project $(DEMO) --name det --exist-ok
 	$(BIN)/optkit val $(DEMO)/det/weights/best.pt --data builtin:shapes-det
 	$(DET_LIST) > $(DEMO)/det-images.txt
 	$(BIN)/optkit predict $(DEMO)/det/weights/best.pt --source $(DEMO)/det-images.txt --save \

@@ -7,8 +7,10 @@
     (a folder of links to the shapes-det images, with a data.yaml holding an absolute `path`), the same
     imgsz, epochs and batch, close_mosaic as optkit's default (10), the same seed (--seed, 0), amp off,
     plots off, workers 0, CPU, images cached in RAM as optkit's --cache does, its other settings its own
-    (optimizer "auto", 3 warm-up epochs, ...). Torch threads: as many as `optkit train` uses (on the CPU
-    Ultralytics would itself take cores - 1, one thread on 2 cores; --peer-threads 0 keeps that). It runs
+    (optimizer "auto": AdamW at lr0 0.002*5/(4+nc), 0.001 for the 6 classes, where optkit's detectors
+    default to 0.002; 3 warm-up epochs, ...); --peer-lr0 gives it optkit's lr0. Torch threads: as many
+    as `optkit train` uses (on the CPU Ultralytics would itself take cores - 1, one thread on 2 cores;
+    --peer-threads 0 keeps that). It runs
     in a venv of its own, built on first use (benchmarks/.peer-venv: `pip install torch==2.14.1
     torchvision==0.29.1 ultralytics`), as a separate process: Ultralytics is AGPL, and optkit never
     imports it.
@@ -46,8 +48,9 @@ Targets (issue 14, "Must show"): optkit mAP50-95 >= 0.60 and mAP50 >= 0.90 (optk
 `optkit train` done within --time-limit-min (5) minutes; optkit mAP50-95 >= Ultralytics'; optkit training
 img/s >= Ultralytics'; trainer / bare >= 0.85.
 
-Usage: .venv/bin/python benchmarks/detect.py [--imgsz 96] [--epochs 17] [--batch 32] [--time-limit-min 5]
-       [--seed 0] [--skip-peer] [--skip-overhead] [--peer-venv PATH] [--rounds 7] [--overhead-fraction 0.25]
+Usage: .venv/bin/python benchmarks/detect.py [--imgsz 96] [--epochs 11] [--batch 32] [--time-limit-min 5]
+       [--seed 0] [--skip-peer] [--skip-overhead] [--peer-venv PATH] [--peer-lr0 LR] [--rounds 7]
+       [--overhead-fraction 0.25]
 Smoke test (not a benchmark: a subset of the images, marked "smoke" in the table):
        .venv/bin/python benchmarks/detect.py --epochs 1 --imgsz 64 --batch 8 --fraction 0.05 --rounds 1
 Writes results/detect.json and results/detect.md (atomically), results/detect-ultralytics.log.
@@ -78,8 +81,10 @@ CLOSED_PROXY = "http://127.0.0.1:9"  # discard port, nothing listens: any downlo
 DOWNLOAD_MARKS = ("Downloading", "download", "ConnectionError", "ProxyError", "Max retries")
 SEED = 0
 
-# The run the issue judges (`make demo`'s detector step should match; update both together).
-IMGSZ, EPOCHS, BATCH = 96, 17, 32  # 298.7 s of optkit train on 2 idle cores (2026-12-03)
+# The run the issue judges: `make demo`'s detector step (DET_IMGSZ, DET_EPOCHS, DET_BATCH; update both
+# together). 17 epochs took 298.7 s of optkit train on 2 idle cores on 2026-12-03, 360-430 s in slow
+# phases of the VM; at the detectors' lr0 of 0.002 11 epochs pass the mAP targets with a margin.
+IMGSZ, EPOCHS, BATCH = 96, 11, 32
 TIME_LIMIT_MIN = 5.0  # minutes: the issue's budget for `optkit train` on 2 idle cores
 MIN_MAP, MIN_MAP50 = 0.60, 0.90  # optkit's best.pt on the shapes-det val split (optkit val)
 MIN_RATIO = 0.85  # trainer images/s over bare-loop images/s
@@ -107,6 +112,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-peer", action="store_true", help="skip (b): no Ultralytics run")
     p.add_argument("--skip-overhead", action="store_true", help="skip (e): no trainer-vs-bare comparison")
     p.add_argument("--peer-venv", default=str(PEER_VENV), help="the peer's venv (built there if missing)")
+    p.add_argument(
+        "--peer-lr0",
+        type=float,
+        default=None,
+        help="Ultralytics at this AdamW lr0 instead of its automatic choice (0.002*5/(4+nc)): is a gap the "
+        "default learning rate or the trainer?",
+    )
     p.add_argument(
         "--peer-threads",
         type=int,
@@ -222,7 +234,15 @@ def run_optkit_train(args: argparse.Namespace, data: str, project: Path) -> dict
     if done.returncode != 0:
         raise SystemExit(f"optkit train failed (exit {done.returncode}); its error is above")
     result = json.loads(done.stdout)
-    return {"command": command, "wall_seconds": wall, "result": result, "best": result["best"]}
+    lr0 = read_lr0(Path(result["save_dir"]) / "args.yaml")
+    return {"command": command, "wall_seconds": wall, "result": result, "best": result["best"], "lr0": lr0}
+
+
+def read_lr0(args_yaml: Path) -> float:
+    """The learning rate the run used (--lr0 not given: the task's default, recorded in args.yaml)."""
+    import yaml
+
+    return float(yaml.safe_load(args_yaml.read_text())["lr0"])
 
 
 # Where `optkit val` runs: optkit's own venv, and the peer's venv (optkit's source on PYTHONPATH), where
@@ -396,6 +416,8 @@ def run_peer(args, python: Path, config: Path, data_yaml: Path, work: Path, log_
         amp=False, plots=False, close_mosaic=close_mosaic(), seed=args.seed, cache=PEER_CACHE,
         pretrained=False, project=str(work / "ultralytics"), name="train", exist_ok=True,
     )  # fmt: skip
+    if args.peer_lr0:  # what its "auto" picks for a short run (AdamW, beta1 0.9, bias lr from 0), at this lr0
+        train.update(optimizer="AdamW", lr0=args.peer_lr0, momentum=0.9, warmup_bias_lr=0.0)
     driver, spec, out = work / "peer_driver.py", work / "peer_spec.json", work / "peer_summary.json"
     driver.write_text(PEER_DRIVER)
     threads = peer_threads(args.peer_threads)
@@ -462,13 +484,14 @@ def overhead_config(args: argparse.Namespace, data: str, project: Path):
     """One epoch with mosaic on (close_mosaic 0), as most epochs of the benchmark's run train. Loader
     workers 0, as the trainer's default on 2 cores: in lockstep (Lockstep), a worker process would make
     the trainer's next batches while the bare loops run, on their time."""
+    from optkit.tasks import get_task
     from optkit.train.config import TrainConfig
 
     return TrainConfig(
         model=MODEL, data=data, imgsz=args.imgsz, batch_size=args.batch, epochs=1, close_mosaic=0,
         seed=args.seed, fraction=args.overhead_fraction, cache=True, device="cpu", project=str(project),
         name="trainer", exist_ok=True, workers=0,
-    ).validate()  # fmt: skip
+    ).validate().with_task_lr0(get_task("detect"))  # fmt: skip
 
 
 def train_loader(cfg, task, data):
@@ -653,6 +676,7 @@ def comparison_rows(optkit: dict, peer: dict | None) -> list[dict]:
         _cmp("torch threads", optkit["result"].get("threads"), peer and peer["torch_threads"]),
         _cmp("train wall time", optkit["wall_seconds"], peer and peer["wall_seconds"], "s"),
         _cmp("epochs", optkit["result"]["epoch"], peer and len(peer["epochs"])),
+        _cmp("lr0", optkit["lr0"], peer and float(peer["args"]["lr0"]), "lr"),
     ]
     return rows
 
@@ -704,6 +728,8 @@ def fmt(value, unit: str) -> str:
         text = str(value)
     elif unit in ("img/s", "s"):
         text = f"{value:,.1f}"
+    elif unit == "lr":  # a learning rate: its own digits, no unit
+        return f"{value:g}"
     else:
         text = f"{value:.3f}"
     return f"{text} {unit}".strip()

@@ -91,7 +91,9 @@ def prepare_data(spec: str) -> float | None:
 
 
 def overhead_config(fraction: float, workers: int, cache: bool, project: str) -> TrainConfig:
-    return TrainConfig(
+    from optkit.tasks import get_task
+
+    cfg = TrainConfig(
         **OVERHEAD,
         fraction=fraction,
         workers=workers,
@@ -100,6 +102,7 @@ def overhead_config(fraction: float, workers: int, cache: bool, project: str) ->
         name="overhead",
         exist_ok=True,
     )
+    return cfg.with_task_lr0(get_task("classify"))  # the bare loop builds its optimizer from it
 
 
 def bare_images_per_s(cfg: TrainConfig) -> float:

@@ -46,7 +46,12 @@ def train(
         list[str] | None, typer.Option("--model-opt", help="Other model option KEY=VALUE (repeatable).")
     ] = None,
     optimizer: o.Optimizer = "AdamW",
-    lr0: o.Lr0 = 0.001,
+    lr0: Annotated[
+        float | None,
+        typer.Option(
+            "--lr0", help="Initial learning rate (default: 0.001 for classifiers, 0.002 for detectors)."
+        ),
+    ] = None,
     lrf: o.Lrf = 0.01,
     momentum: o.Momentum = 0.9,
     weight_decay: o.WeightDecay = 5e-4,

@@ -42,6 +42,7 @@ class Task:
     fitness_key: str = ""  # the metric that picks best.pt; higher is better
     output_names: tuple[str, ...] = ()  # names of an exported graph's outputs
     default_data: str = ""  # --data when none is given (a built-in set)
+    default_lr0: float = 0.001  # `optkit train` --lr0 when none is given
     loss_names: tuple[str, ...] = ("loss",)  # the parts of the training loss (results.csv: train_<name>)
     loss_label: str = "loss"  # how a report names the training loss
     distill_label: str = "distillation from the float model"  # how a report names distill_loss

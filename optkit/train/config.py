@@ -26,7 +26,9 @@ class TrainConfig:
     imgsz: int | None = None  # None: the checkpoint's, else the builtin data's, else the model's default
     batch_size: int = 64  # per optimizer micro-step, all torchrun processes together; -1 = autobatch
     optimizer: str = "AdamW"
-    lr0: float = 0.001  # initial learning rate (AdamW at 0.002 stalls yolo-cls-n from scratch)
+    # initial learning rate; None: the task's (optkit.tasks: 0.001 for classifiers, where AdamW at 0.002
+    # stalls yolo-cls-n from scratch; 0.002 for detectors), set by Trainer.prepare
+    lr0: float | None = None
     lrf: float = 0.01  # final learning rate = lr0 * lrf
     momentum: float = 0.9  # SGD momentum / Adam beta1
     weight_decay: float = 5e-4
@@ -87,6 +89,12 @@ class TrainConfig:
                 bounds.check(name, value)
         if self.optimizer not in OPTIMIZERS:
             raise FieldError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        return self
+
+    def with_task_lr0(self, task) -> TrainConfig:
+        """lr0 None (not given) becomes the task's default (optkit.tasks.Task.default_lr0); returns self."""
+        if self.lr0 is None:
+            self.lr0 = task.default_lr0
         return self
 
     def _bounded(self) -> list[tuple[str, object, limits.Bounds]]:

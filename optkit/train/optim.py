@@ -44,6 +44,8 @@ def build_optimizer(model, cfg: TrainConfig, batch_size: int):
     """Three groups, in GROUPS order: decayed weights, undecayed norm weights, undecayed biases."""
     import torch
 
+    if cfg.lr0 is None:  # a programming error: the trainer fills it in (TrainConfig.with_task_lr0)
+        raise ValueError("build_optimizer needs cfg.lr0: call cfg.with_task_lr0(task) first")
     decay, norm, bias = split_params(model)
     groups = [
         {"params": decay, "weight_decay": scaled_weight_decay(cfg, batch_size)},

@@ -96,6 +96,7 @@ class Trainer:
         self.resume_ckpt = self._load_resume() if self.cfg.resume_from else None
         cfg = self.cfg.validate()
         self.task = get_task(self._task_name())
+        cfg.with_task_lr0(self.task)  # before args.yaml and last.pt record the config
         self.columns = columns((m.key for m in self.task.metrics), self.task.loss_names)  # of results.csv
         self.device = distributed.rank_device(cfg.device, self.dist)
         distributed.check_options(self.dist, cfg.batch_size, cfg.sync_bn, self.device)

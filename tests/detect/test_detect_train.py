@@ -57,7 +57,9 @@ def test_train_writes_a_detection_run(cli, tmp_path, det_data):
     assert 0.0 <= summary["best_map"] <= 1.0 and "best_top1" not in summary
     for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
         assert (run / name).is_file(), name
-    assert yaml.safe_load((run / "args.yaml").read_text())["close_mosaic"] == 1  # mosaics in epoch 1 only
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["close_mosaic"] == 1  # mosaics in epoch 1 only
+    assert args["lr0"] == 0.002  # no --lr0: the detectors' default (a classifier's is 0.001)
     with open(run / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == COLUMNS

@@ -28,7 +28,8 @@ def test_three_groups_only_weights_decayed(name):
     decay, norm, bias = split_params(model)
     assert len(decay) + len(norm) + len(bias) == len(list(model.parameters()))
     assert all(p.ndim > 1 for p in decay) and all(p.ndim == 1 for p in norm + bias)
-    opt = build_optimizer(model, TrainConfig(model="test-tiny", optimizer=name, weight_decay=1e-3), 64)
+    cfg = TrainConfig(model="test-tiny", optimizer=name, lr0=1e-3, weight_decay=1e-3)
+    opt = build_optimizer(model, cfg, 64)
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0, 0.0]
     assert [len(g["params"]) for g in opt.param_groups] == [len(decay), len(norm), len(bias)]
 

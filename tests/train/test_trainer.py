@@ -6,6 +6,7 @@ import csv
 
 import pytest
 import torch
+import yaml
 from tiny_train import tiny_train_config
 
 from optkit.checkpoint import build_model, load_checkpoint
@@ -54,6 +55,7 @@ def test_run_folder_contents_and_safe_checkpoints(tmp_path, tiny_data):
     assert r.save_dir == tmp_path / "runs" / "exp"
     for name in ("args.yaml", "results.csv", "weights/best.pt", "weights/last.pt"):
         assert (r.save_dir / name).is_file(), name
+    assert yaml.safe_load((r.save_dir / "args.yaml").read_text())["lr0"] == 0.001  # a classifier's default
     for path in (r.best, r.last):
         raw = torch.load(path, weights_only=True)
         assert raw["format"] == "optkit-checkpoint/1"
