@@ -19,7 +19,7 @@ install: $(STAMP)
 DEMO := runs/demo
 # benchmarks/detect.py judges this run (its IMGSZ, EPOCHS, BATCH): update both together
 DET_IMGSZ := 96
-DET_EPOCHS := 11
+DET_EPOCHS := 12
 DET_BATCH := 32
 # the first 8 val images of the built-in detection set (a .txt list), for `optkit predict --save`
 DET_LIST = $(BIN)/python -c "from optkit.data.shapes import builtin_root; \

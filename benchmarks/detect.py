@@ -48,7 +48,7 @@ Targets (issue 14, "Must show"): optkit mAP50-95 >= 0.60 and mAP50 >= 0.90 (optk
 `optkit train` done within --time-limit-min (5) minutes; optkit mAP50-95 >= Ultralytics'; optkit training
 img/s >= Ultralytics'; trainer / bare >= 0.85.
 
-Usage: .venv/bin/python benchmarks/detect.py [--imgsz 96] [--epochs 11] [--batch 32] [--time-limit-min 5]
+Usage: .venv/bin/python benchmarks/detect.py [--imgsz 96] [--epochs 12] [--batch 32] [--time-limit-min 5]
        [--seed 0] [--skip-peer] [--skip-overhead] [--peer-venv PATH] [--peer-lr0 LR] [--rounds 7]
        [--overhead-fraction 0.25]
 Smoke test (not a benchmark: a subset of the images, marked "smoke" in the table):
@@ -83,8 +83,9 @@ SEED = 0
 
 # The run the issue judges: `make demo`'s detector step (DET_IMGSZ, DET_EPOCHS, DET_BATCH; update both
 # together). 17 epochs took 298.7 s of optkit train on 2 idle cores on 2026-12-03, 360-430 s in slow
-# phases of the VM; at the detectors' lr0 of 0.002 11 epochs pass the mAP targets with a margin.
-IMGSZ, EPOCHS, BATCH = 96, 11, 32
+# phases of the VM; at the detectors' lr0 of 0.002, 11 epochs reached mAP50 0.898 (seed 0), under
+# the 0.90 target, so 12.
+IMGSZ, EPOCHS, BATCH = 96, 12, 32
 TIME_LIMIT_MIN = 5.0  # minutes: the issue's budget for `optkit train` on 2 idle cores
 MIN_MAP, MIN_MAP50 = 0.60, 0.90  # optkit's best.pt on the shapes-det val split (optkit val)
 MIN_RATIO = 0.85  # trainer images/s over bare-loop images/s
