@@ -46,3 +46,5 @@ def config(data: str, project: str, name: str) -> TrainConfig:
 
 if __name__ == "__main__":
     NoBatchNormTrainer(config(*sys.argv[1:4]), dist=distributed.from_env()).run()
+    # leave as the CLI does: gloo's threads outlive the group and can abort the interpreter's shutdown
+    sys.exit(distributed.end_process(0))

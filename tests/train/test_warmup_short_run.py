@@ -61,5 +61,6 @@ def test_the_note_says_what_was_cut():
     from optkit.train.optim import warmup_note
 
     assert warmup_note(TrainConfig(model="x", epochs=100), 5) is None  # nothing cut
-    assert "cut from 300 to 200 iterations" in warmup_note(TrainConfig(model="x", epochs=2), 300)
+    note = warmup_note(TrainConfig(model="x", epochs=2, lr0=0.002), 300)  # lr0 as the trainer resolves it
+    assert "cut from 300 to 200 iterations" in note and note.endswith("from --lr0 0.002")
     assert warmup_note(TrainConfig(model="x", epochs=1), 2).startswith("no warm-up: this run has 2 it")
