@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -485,7 +486,18 @@ def _remove_leftovers(root: Path) -> None:
     held: then no build of `root` is under way, and every such folder is a leftover."""
     for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*"):
         for leftover in root.parent.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove_tree(leftover)
+
+
+def _remove_tree(folder: Path, timeout: float = 5.0) -> None:
+    """Delete `folder`, again every 50 ms until it is gone or `timeout` s have passed. A killed builder's
+    lock is released before its workers get their PR_SET_PDEATHSIG kill (Linux closes a dying process's
+    files before it signals its children), so a worker may still add an image after one rmtree."""
+    deadline = time.monotonic() + timeout
+    shutil.rmtree(folder, ignore_errors=True)
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def builtin_root(

@@ -58,3 +58,33 @@ def test_builtin_is_generated_once_and_reused(tmp_path, monkeypatch):
     builtin_root("shapes", imgsz=32, cache_dir=tmp_path, log=messages.append)
     assert (root / MARKER).exists() and len(messages) == 2
     assert not [p for p in tmp_path.rglob(".*tmp*")]  # no temp folders left behind
+
+
+def test_remove_tree_outlasts_a_writer_still_adding_files(tmp_path):
+    """A killed build's worker may write after the lock has passed on: one rmtree then leaves the folder
+    (a file added while rmtree empties train/ makes its rmdir fail), the retries do not."""
+    import threading
+    import time
+
+    from optkit.data.shapes import _remove_tree
+
+    folder = tmp_path / ".shapes-v2-64.tmp-x"
+    (folder / "train").mkdir(parents=True)
+    for i in range(3000):  # enough that the writer gets the GIL while rmtree runs
+        (folder / "train" / f"old{i}.png").write_bytes(b"x")
+    stop = time.monotonic() + 0.3  # the writer adds files for 0.3 s, into folders it does not recreate
+
+    def writer() -> None:
+        i = 0
+        while time.monotonic() < stop:
+            try:
+                (folder / "train" / f"{i}.png").write_bytes(b"x")
+            except FileNotFoundError:
+                pass
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    _remove_tree(folder)
+    thread.join()
+    assert not folder.exists()
