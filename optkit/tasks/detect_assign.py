@@ -2,11 +2,13 @@
 
 The assigner follows TOOD (Feng et al., 2021, "Task-aligned One-stage Object Detection") as the
 anchor-free YOLOv8 design uses it: an anchor point is a candidate for a ground-truth box when it lies
-inside the box; each candidate is scored by how well the current prediction already fits the box,
-t = s^alpha * u^beta (s the predicted probability of the box's class, u the IoU of the predicted box with
-it); the top-k candidates by t are the box's positives. Each positive learns the box's class with a soft
-target t / max(t) * max(u) (both maxima over the box's positives), so the best-fitting anchor of a box aims
-at that box's best IoU and the others at less. All of it is vectorised over [batch, boxes, anchors].
+inside the box (a side shorter than `min_side` widened to it about the centre, so that a small box has
+more than one candidate; DetectionLoss sets the floor, optkit.tasks.detect_loss.candidate_min_side); each
+candidate is scored by how well the current prediction already fits the box, t = s^alpha * u^beta (s the
+predicted probability of the box's class, u the IoU of the predicted box with it); the top-k candidates by
+t are the box's positives. Each positive learns the box's class with a soft target t / max(t) * max(u)
+(both maxima over the box's positives), so the best-fitting anchor of a box aims at that box's best IoU
+and the others at less. All of it is vectorised over [batch, boxes, anchors].
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, eps: float = INSI
     return margins.amin(0) > eps
 
 
+def widened(boxes: torch.Tensor, min_side: float) -> torch.Tensor:
+    """`boxes` [..., 4] (x1, y1, x2, y2) with each side shorter than `min_side` widened to it about the
+    box's centre; longer sides are kept."""
+    if min_side <= 0:
+        return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = ((boxes[..., 2:] - boxes[..., :2]).clamp(min=min_side)) / 2
+    return torch.cat((centre - half, centre + half), -1)
+
+
 @dataclass
 class Assignment:
     """What each anchor of each image learns. labels [B, N] (class of the assigned box; 0 where none),
@@ -92,8 +104,10 @@ class TaskAlignedAssigner:
     """TOOD's task-aligned assignment (module docstring): top-`topk` candidates per ground-truth box by
     t = s^alpha * u^beta, among the anchors that lie inside it."""
 
-    def __init__(self, nc: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9):
+    def __init__(self, nc: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
+                 min_side: float = 0.0):  # fmt: skip
         self.nc, self.topk, self.alpha, self.beta, self.eps = nc, topk, alpha, beta, eps
+        self.min_side = min_side
 
     @torch.no_grad()
     def __call__(self, scores, pred_boxes, points, gt_labels, gt_boxes, gt_mask) -> Assignment:
@@ -103,7 +117,7 @@ class TaskAlignedAssigner:
         batch, anchors = scores.shape[:2]
         if gt_boxes.shape[1] == 0:  # not one box in the whole batch: every anchor is background
             return _background(batch, anchors, self.nc, scores)
-        candidates = points_in_boxes(points, gt_boxes) & gt_mask.unsqueeze(-1)  # [B, M, N]
+        candidates = points_in_boxes(points, widened(gt_boxes, self.min_side)) & gt_mask.unsqueeze(-1)
         overlaps = box_iou(gt_boxes.unsqueeze(2), pred_boxes.unsqueeze(1)).clamp(min=0) * candidates
         class_scores = scores.permute(0, 2, 1).gather(
             1, gt_labels.long().unsqueeze(-1).expand(-1, -1, anchors)

@@ -13,8 +13,13 @@ from torch import nn
 from optkit.errors import DatasetError, ModelError
 from optkit.limits import FieldError
 from optkit.models.anchors import dist_to_xyxy, make_anchors
-from optkit.tasks.detect_assign import TaskAlignedAssigner, box_ciou, box_iou, points_in_boxes
-from optkit.tasks.detect_loss import DetectionLoss, dfl_expectation, distribution_focal_loss
+from optkit.tasks.detect_assign import TaskAlignedAssigner, box_ciou, box_iou, points_in_boxes, widened
+from optkit.tasks.detect_loss import (
+    DetectionLoss,
+    candidate_min_side,
+    dfl_expectation,
+    distribution_focal_loss,
+)
 
 NC = 3
 REG_MAX = 16
@@ -137,6 +142,32 @@ def test_a_box_with_fewer_candidates_than_topk_gets_only_its_candidates():
         scores, pred, points, torch.tensor([[0]]), gt_boxes, torch.tensor([[True]])
     )
     assert torch.nonzero(result.fg[0]).flatten().tolist() == [0, 1]
+
+
+def test_widened_floors_short_sides_about_the_centre():
+    boxes = torch.tensor([[10.0, 10.0, 14.0, 40.0], [0.0, 0.0, 30.0, 20.0]])
+    assert torch.equal(widened(boxes, 16), torch.tensor([[4.0, 10.0, 20.0, 40.0], [0.0, 0.0, 30.0, 20.0]]))
+    assert widened(boxes, 0) is boxes
+
+
+def test_a_tiny_box_gets_the_anchors_of_its_widened_box_as_candidates():
+    points = _grid()  # stride-8 cell centres 4, 12, 20, ...
+    pred = _boxes_around(points).unsqueeze(0)
+    scores = torch.full((1, 64, NC), 0.5)
+    gt_boxes = torch.tensor([[[7.0, 7.0, 13.0, 13.0]]])  # 6 px: holds the anchor (12, 12) only
+    args = (scores, pred, points, torch.tensor([[0]]), gt_boxes, torch.tensor([[True]]))
+    alone = TaskAlignedAssigner(NC, topk=10)(*args)
+    assert torch.nonzero(alone.fg[0]).flatten().tolist() == [9]
+    floored = TaskAlignedAssigner(NC, topk=10, min_side=16)(*args)  # (2, 2, 18, 18): (4|12, 4|12)
+    assert torch.nonzero(floored.fg[0]).flatten().tolist() == [0, 1, 8, 9]
+    assert torch.equal(floored.boxes[0, 0], gt_boxes[0, 0])  # they learn the box itself
+
+
+def test_the_loss_floors_boxes_at_the_second_smallest_stride():
+    assert candidate_min_side((8, 16, 32)) == 16
+    assert candidate_min_side((32, 8, 16)) == 16
+    assert candidate_min_side((8,)) == 8
+    assert DetectionLoss(NC, strides=STRIDES).assigner.min_side == 16
 
 
 def test_an_anchor_claimed_by_two_boxes_goes_to_the_one_it_overlaps_most():
