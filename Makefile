@@ -26,7 +26,7 @@ DET_LIST = $(BIN)/python -c "from optkit.data.shapes import builtin_root; \
 	print(*sorted((builtin_root('shapes-det') / 'images' / 'val').glob('*.png'))[:8], sep='\n')"
 demo: $(STAMP)
 	# 1. train the built-in model on the built-in data (generated on first use, then cached)
-	$(BIN)/optkit train --model yolo-cls-n --data builtin:shapes --imgsz 64 --epochs 12 --cos-lr --cache \
+	$(BIN)/optkit train --model yolo-cls-n --data builtin:shapes --imgsz 64 --epochs 8 --cos-lr --cache \
 		--project $(DEMO) --name train --exist-ok
 	# 2. what the checkpoint is and how it was made
 	$(BIN)/optkit info $(DEMO)/train/weights/best.pt
@@ -44,7 +44,7 @@ demo: $(STAMP)
 	#    model), export both as uint8-activation QDQ graphs that ONNX Runtime runs in int8 (SiLU as
 	#    QuickGelu, the faster form on a quiet CPU: fixed, so the files do not depend on the load)
 	$(BIN)/optkit ptq-calibrate $(DEMO)/fused.pt --data builtin:shapes --val-images 400 -o $(DEMO)/int8.pt
-	$(BIN)/optkit qat $(DEMO)/int8.pt --data builtin:shapes --epochs 1 --fraction 0.25 --distill --cache \
+	$(BIN)/optkit qat $(DEMO)/int8.pt --data builtin:shapes --epochs 1 --fraction 0.1 --distill --cache \
 		--project $(DEMO) --name qat --exist-ok
 	$(BIN)/optkit export $(DEMO)/int8.pt --int8-target onnxruntime --silu-form quickgelu --dynamic \
 		-o $(DEMO)/model-int8.onnx
@@ -68,7 +68,7 @@ demo: $(STAMP)
 	$(BIN)/optkit fuse $(DEMO)/det/weights/best.pt -o $(DEMO)/det-fused.pt
 	$(BIN)/optkit ptq-calibrate $(DEMO)/det-fused.pt --data builtin:shapes-det --num-images 64 \
 		--val-images 50 -o $(DEMO)/det-int8.pt
-	$(BIN)/optkit qat $(DEMO)/det-int8.pt --data builtin:shapes-det --epochs 1 --fraction 0.1 --cache \
+	$(BIN)/optkit qat $(DEMO)/det-int8.pt --data builtin:shapes-det --epochs 1 --fraction 0.05 --cache \
 		--project $(DEMO) --name det-qat --exist-ok
 	$(BIN)/optkit export $(DEMO)/det-int8.pt --int8-target onnxruntime --silu-form quickgelu --dynamic \
 		-o $(DEMO)/det-int8.onnx

@@ -311,7 +311,9 @@ def _scatter_panel(ax, rows: list[dict], members: list[int], metric: dict | None
     front = pareto_front(list(zip(xs, ys if metric else [-y for y in ys], strict=True)))
     full = 100.0 if metric is None or metric["percent"] else 1.0  # the scale's full range
     floor = _y_floor(ys, full) if metric else None
-    shown = [y if floor is None else max(y, floor) for y in ys]  # far below the best: on the floor
+    low, high = _pad_y(ax, [y for y in ys if floor is None or y >= floor], least=0.005 * full)
+    bottom = low + 0.04 * (high - low)  # where a point under the axis is drawn, its marker inside it
+    shown = [y if y >= low else bottom for y in ys]
     ax.step([xs[i] for i in front], [shown[i] for i in front], where="post", color="0.35", ls="--", lw=1.2)
     for i, row in enumerate(panel):
         color, marker = FORMAT_STYLE.get(row["format"], ("tab:gray", "o"))
@@ -324,9 +326,8 @@ def _scatter_panel(ax, rows: list[dict], members: list[int], metric: dict | None
     _log_latency_axis(ax)
     ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)  # room for the labels at both ends
     ax.grid(True, which="both", alpha=0.25)
-    _pad_y(ax, shown, least=0.005 * full)
     labels = []
-    for group in _coincident(xs, shown):
+    for group in _coincident(xs, shown, [y < low for y in ys]):
         text = ",".join(str(members[i] + 1) + (MARK if panel[i]["unstable"] else "") for i in group)
         first = group[0]
         if shown[first] != ys[first]:
@@ -390,8 +391,8 @@ def _overlap(a: tuple, b: tuple) -> bool:
 
 
 def _y_floor(ys: list[float], full: float = 100.0) -> float | None:
-    """The lowest value the axis shows: a tenth of the scale (10 points of top-1, 0.1 of mAP) under the
-    best, so that one artifact far below (e.g. pruned without fine-tuning) does not squash the
+    """The lowest value the axis is fitted to: a tenth of the scale (10 points of top-1, 0.1 of mAP) under
+    the best, so that one artifact far below (e.g. pruned without fine-tuning) does not squash the
     differences among the rest; None if none is."""
     floor = max(ys) - 0.1 * full
     return floor if min(ys) < floor else None
@@ -462,9 +463,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted((i for i, p in enumerate(points) if not beaten(p)), key=lambda i: points[i])
 
 
-def _coincident(xs: list[float], ys: list[float]) -> list[list[int]]:
+def _coincident(xs: list[float], ys: list[float], kinds: list | None = None) -> list[list[int]]:
     """Groups of point indices that would sit on top of each other (within 3% of the log-x span and of
-    the y span), so each group gets one label."""
+    the y span), so each group gets one label; points of different `kinds` (e.g. drawn under the axis
+    or at their value) never share one."""
     import math
 
     lx = [math.log10(x) for x in xs]
@@ -474,7 +476,8 @@ def _coincident(xs: list[float], ys: list[float]) -> list[list[int]]:
     for i in range(len(xs)):
         for group in groups:
             j = group[0]
-            if abs(lx[i] - lx[j]) < 0.03 * span_x and abs(ys[i] - ys[j]) < 0.03 * span_y:
+            same_kind = kinds is None or kinds[i] == kinds[j]
+            if same_kind and abs(lx[i] - lx[j]) < 0.03 * span_x and abs(ys[i] - ys[j]) < 0.03 * span_y:
                 group.append(i)
                 break
         else:
@@ -482,11 +485,13 @@ def _coincident(xs: list[float], ys: list[float]) -> list[list[int]]:
     return groups
 
 
-def _pad_y(ax, ys: list[float], least: float = 0.5) -> None:
-    """Room above and below the points: 15% of their range, at least `least` (axis units)."""
+def _pad_y(ax, ys: list[float], least: float = 0.5) -> tuple[float, float]:
+    """Room above and below the points: 15% of their range, at least `least` (axis units). Returns the
+    axis limits (low, high)."""
     low, high = min(ys), max(ys)
     pad = max(0.15 * (high - low), least)
     ax.set_ylim(low - pad, high + pad)
+    return low - pad, high + pad
 
 
 def _size_keys(biggest: int) -> list[float]:

@@ -256,6 +256,30 @@ def test_benchmark_plot_is_readable(artifacts, tmp_path):
     assert {"train/weights/best.pt", "qat/weights/best.pt"} <= {t.split("  ")[-1] for t in texts}
 
 
+def test_plot_says_below_the_axis_only_of_points_under_it():
+    """The demo's case: pruned.pt far below the rest is drawn on the axis's bottom with its value and a
+    label of its own; a point 10.4 points under the best but inside the axis is drawn at its value."""
+    from optkit.report.benchmark import benchmark_figure
+    from optkit.workflows.benchmark import task_facts
+
+    points = [("best.pt", 6.5, 0.929), ("pruned.pt", 4.9, 0.125), ("finetuned.pt", 4.7, 0.831),
+              ("stripped.pt", 4.5, 0.831), ("model-int8.onnx", 1.1, 0.8256)]  # fmt: skip
+    rows = [
+        {"label": label, "format": "pytorch", "latency_ms": ms, "top1": top1} for label, ms, top1 in points
+    ]
+    for row in rows:
+        row.update(file_bytes=1_000_000, speedup=1.0, unstable=False, task="classify", imgsz=64)
+    fig = benchmark_figure({"rows": rows, "tasks": {"classify": task_facts("classify", rows)}, "batch": 1,
+                            "latency_imgsz": 224})  # fmt: skip
+    scatter = fig.axes[0]
+    low, high = scatter.get_ylim()
+    assert low < 82.56 < high
+    labels = [t.get_text() for t in scatter.texts]
+    assert [t for t in labels if "below the axis" in t] == ["2 (12.5%, below the axis)"]
+    drawn = [y for c in scatter.collections for _, y in c.get_offsets()]
+    assert all(low < y < high for y in drawn) and 82.56 in [round(y, 2) for y in drawn]
+
+
 def test_headline_metrics_are_the_fitness_metric_and_its_neighbour():
     from optkit.tasks import get_task
     from optkit.workflows.benchmark import headline_metrics
